@@ -1,0 +1,500 @@
+"""One HTTP/2 client connection: an ``asyncio.Protocol`` driving ``h2``.
+
+Hot path: ``data_received`` -> ``h2.receive_data`` -> for each DataReceived,
+append to the stream's buffer and wake its waiter. The connection window is
+credited on receipt (other streams keep flowing); a stream's window only as its
+consumer reads (:meth:`stream_data_consumed`). One write per received batch.
+
+Liveness: a PING goes out when the server has been quiet for ``ping_interval``;
+no ACK within ``ping_timeout`` means the connection is dead even if TCP says
+otherwise, and every stream on it fails with :class:`ConnectionLostError`.
+
+GOAWAY: streams above ``last_stream_id`` were never processed and fail with
+``GoAwayError(processed=False)`` (the transport retries them at once elsewhere).
+A graceful GOAWAY (NO_ERROR) lets the streams at or below it drain: ``h2`` closes
+its state machine on GOAWAY (python-hyper/h2#1181), so :class:`_DrainingH2`
+keeps it open for frames of existing streams; the pool never puts a new stream
+on such a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httpx
+
+from ..errors import (
+    ConnectionLostError,
+    GoAwayError,
+    RefusedStreamError,
+    StreamResetError,
+)
+from .stream import H2Stream
+from .windows import DEFAULT_CONNECTION_WINDOW, ReceiveWindow
+
+if TYPE_CHECKING:
+    from .pool import OriginPool
+
+_DataReceived = h2.events.DataReceived
+_CLOSED_STATE = h2.connection.ConnectionState.CLOSED
+_OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
+_REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
+_CANCEL = int(h2.errors.ErrorCodes.CANCEL)
+
+# Connection-specific headers are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
+_HOP_BY_HOP = frozenset(
+    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class NotHttp2Error(Exception):
+    """The server answered the h2c preface in HTTP/1.x: use HTTP/1.1 for this origin."""
+
+
+class _DrainingH2(h2.connection.H2Connection):
+    """``h2`` that keeps processing existing streams after a graceful GOAWAY (h2#1181)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0 and self.state_machine.state is _CLOSED_STATE:
+            self.state_machine.state = _OPEN_STATE
+        return result
+
+
+class ConnectionSettings:
+    """The knobs one connection needs (resolved once per transport)."""
+
+    __slots__ = (
+        "connection_window",
+        "max_streams",
+        "ping_interval",
+        "ping_timeout",
+        "stream_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_streams: int,
+        stream_window: int,
+        connection_window: int,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> None:
+        self.max_streams = max_streams
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+
+class H2ClientConnection(asyncio.Protocol):
+    """An HTTP/2 connection carrying many concurrent streams."""
+
+    def __init__(
+        self,
+        pool: OriginPool,
+        settings: ConnectionSettings,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: str,
+    ) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self._pool = pool
+        self._settings = settings
+        self.streams: dict[int, H2Stream] = {}
+        self.reserved = 0  # pool slots held (streams open or about to open)
+        self.capacity = settings.max_streams  # min(client cap, server MAX_CONCURRENT_STREAMS)
+        self.streams_opened = 0
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.ready.add_done_callback(_retrieve)
+        self.goaway = False  # received GOAWAY: no new streams
+        self.closed = False
+        self.close_reason: BaseException | None = None
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._send_waiters: list[asyncio.Future[None]] = []
+        self._write_paused = False
+        self._last_recv = loop.time()
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._ping_deadline: asyncio.TimerHandle | None = None
+        self._goaway_last_id = 0
+        self._goaway_code = 0
+
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self._h2 = _DrainingH2(config=config)
+        self._h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
+            },
+        )
+        self._conn_window = ReceiveWindow(
+            max(settings.connection_window, DEFAULT_CONNECTION_WINDOW)
+        )
+
+    # --- state seen by the pool ------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        """Can take new streams (open, handshake not failed, no GOAWAY)."""
+        return not (self.closed or self.goaway) and not (
+            self.ready.done() and self.ready.exception() is not None
+        )
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        h2c = self._h2
+        h2c.initiate_connection()
+        extra = self._conn_window.size - DEFAULT_CONNECTION_WINDOW
+        if extra > 0:
+            h2c.increment_flow_control_window(extra)
+        transport.write(h2c.data_to_send())
+        self._last_recv = self.loop.time()
+        if self._settings.ping_interval > 0:
+            self._ping_handle = self.loop.call_later(self._settings.ping_interval, self._ping_tick)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_recv = self.loop.time()
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            if not self.ready.done() and data[:7] == b"HTTP/1.":
+                self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
+            else:
+                self._abort(
+                    ConnectionLostError(
+                        f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint
+                    )
+                )
+            return
+        streams = self.streams
+        credit = 0
+        for event in events:
+            if type(event) is _DataReceived:
+                n = event.flow_controlled_length
+                credit += n
+                s = streams.get(event.stream_id)
+                if s is not None:
+                    s.chunks.append(event.data)
+                    s.unacked += n
+                    waiter = s.waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+            else:
+                self._handle_event(event)
+        if credit:
+            increment = self._conn_window.consumed(credit)
+            if increment and not self.closed:
+                self._h2.increment_flow_control_window(increment)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cause = f": {exc!r}" if exc is not None else ""
+        self._shutdown(self._lost_error(f"connection closed by peer{cause}"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_senders()
+
+    # --- events ---------------------------------------------------------------
+
+    def _handle_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            s = self.streams.get(event.stream_id)
+            if s is not None:
+                headers = event.headers
+                for name, value in headers:
+                    if name == b":status":
+                        s.status = int(value)
+                        break
+                s.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
+                s.wake()
+        elif isinstance(event, h2.events.StreamEnded):
+            s = self.streams.get(event.stream_id)
+            if s is not None:
+                s.ended = True
+                if not s.request_done:  # answered before our body was sent: stop sending
+                    self._reset(s.stream_id, _CANCEL)
+                self._forget(s)
+                s.wake()
+        elif isinstance(event, h2.events.StreamReset):
+            s = self.streams.get(event.stream_id)
+            if s is not None:
+                code = int(event.error_code or 0)
+                cls = RefusedStreamError if code == _REFUSED else StreamResetError
+                s.fail(
+                    cls(
+                        f"server reset HTTP/2 stream {event.stream_id} ({_error_name(code)})",
+                        error_code=code,
+                        endpoint=self.endpoint,
+                    )
+                )
+                self._forget(s)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self._wake_senders()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            remote = self._h2.remote_settings.max_concurrent_streams
+            self.capacity = max(0, min(self._settings.max_streams, remote))
+            self._wake_senders()
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self._pool.capacity_changed(self)
+        elif isinstance(event, h2.events.PingAckReceived):
+            if self._ping_deadline is not None:
+                self._ping_deadline.cancel()
+                self._ping_deadline = None
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._on_goaway(int(event.error_code or 0), int(event.last_stream_id or 0))
+        # Trailers, informational responses, settings ACKs, priority: nothing to do.
+
+    def _on_goaway(self, error_code: int, last_stream_id: int) -> None:
+        self.goaway = True
+        self._goaway_last_id = last_stream_id
+        self._goaway_code = error_code
+        self._pool.connection_unusable(self)
+        name = _error_name(error_code)
+        for s in list(self.streams.values()):
+            if s.stream_id > last_stream_id:
+                s.fail(
+                    GoAwayError(
+                        f"GOAWAY({name}, last_stream_id={last_stream_id}): stream "
+                        f"{s.stream_id} was not processed",
+                        last_stream_id=last_stream_id,
+                        error_code=error_code,
+                        processed=False,
+                        endpoint=self.endpoint,
+                    )
+                )
+                self._forget(s)
+        if error_code != 0:
+            self._shutdown(self._lost_error("GOAWAY"))
+            self._close_transport()
+        elif not self.streams:
+            self.close()
+
+    # --- liveness ---------------------------------------------------------------
+
+    def _ping_tick(self) -> None:
+        self._ping_handle = None
+        if self.closed:
+            return
+        interval = self._settings.ping_interval
+        now = self.loop.time()
+        quiet_for = now - self._last_recv
+        if quiet_for >= interval * 0.99 and self._ping_deadline is None:
+            try:
+                self._h2.ping(b"rs-alive")
+            except h2.exceptions.ProtocolError:
+                return
+            self._flush()
+            self._ping_deadline = self.loop.call_later(
+                self._settings.ping_timeout, self._ping_expired
+            )
+            self._ping_handle = self.loop.call_later(interval, self._ping_tick)
+        else:
+            self._ping_handle = self.loop.call_at(self._last_recv + interval, self._ping_tick)
+
+    def _ping_expired(self) -> None:
+        self._ping_deadline = None
+        if self.closed:
+            return
+        self._shutdown(
+            ConnectionLostError(
+                f"no PING ACK within {self._settings.ping_timeout:.3g}s: connection is dead",
+                endpoint=self.endpoint,
+            )
+        )
+        self._close_transport(abort=True)
+
+    # --- streams ------------------------------------------------------------------
+
+    def open_stream(
+        self, request: httpx.Request, has_body: bool, timeout: float | None
+    ) -> H2Stream:
+        """Send the request headers. From here on the stream owns the pool slot."""
+        if self.closed or self.goaway:
+            raise self.close_reason or self._lost_error("connection is closing")
+        h2c = self._h2
+        url = request.url
+        headers = [
+            (b":method", request.method.encode("ascii")),
+            (b":authority", url.netloc),
+            (b":scheme", url.raw_scheme),
+            (b":path", url.raw_path),
+        ]
+        for name, value in request.headers.raw:
+            lname = name.lower()
+            if lname not in _HOP_BY_HOP:
+                headers.append((lname, value))
+        stream_id = h2c.get_next_available_stream_id()
+        h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
+        s = H2Stream(self, stream_id, self._settings.stream_window, timeout)
+        s.request_done = not has_body
+        self.streams[stream_id] = s
+        self.streams_opened += 1
+        self._flush()
+        return s
+
+    async def send_body(self, s: H2Stream, body: bytes) -> None:
+        """Send the request body within the peer's flow-control windows, then END_STREAM."""
+        h2c = self._h2
+        sid = s.stream_id
+        pos = 0
+        total = len(body)
+        while pos < total:
+            if s.error is not None or s.ended or self.closed:
+                return
+            if self._write_paused:
+                await self._wait_senders()
+                continue
+            n = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size, total - pos)
+            if n <= 0:
+                await self._wait_senders()
+                continue
+            h2c.send_data(sid, body[pos : pos + n])
+            pos += n
+            self._flush()
+        if s.error is None and not s.ended and not self.closed:
+            h2c.end_stream(sid)
+            s.request_done = True
+            self._flush()
+
+    async def _wait_senders(self) -> None:
+        waiter = self.loop.create_future()
+        self._send_waiters.append(waiter)
+        await waiter
+
+    def _wake_senders(self) -> None:
+        waiters, self._send_waiters = self._send_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def stream_data_consumed(self, s: H2Stream, n: int) -> None:
+        """The consumer read ``n`` flow-controlled bytes: maybe reopen its window."""
+        if s.stream_id not in self.streams:
+            return  # stream over: nothing more will come on it
+        increment = s.window.consumed(n)
+        if increment:
+            try:
+                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
+            except h2.exceptions.ProtocolError:
+                return
+            self._flush()
+
+    def close_stream(self, s: H2Stream) -> None:
+        """Consumer is done with the stream: RST_STREAM(CANCEL) if it is still open."""
+        s.cancel_timer()
+        if s.stream_id in self.streams:
+            self._reset(s.stream_id, _CANCEL)
+            self._flush()
+            self._forget(s)
+        s.chunks.clear()
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed in h2
+            self._h2.reset_stream(stream_id, error_code=code)
+
+    def _forget(self, s: H2Stream) -> None:
+        """The stream no longer occupies a slot on this connection."""
+        if self.streams.pop(s.stream_id, None) is not None:
+            self._pool.release(self)
+            if self.goaway and not self.streams and not self.closed:
+                self.close()
+
+    # --- closing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Graceful close (idle expiry, transport shutdown): GOAWAY then FIN."""
+        if self._transport is not None and not self.closed:
+            try:
+                self._h2.close_connection()
+                self._flush()
+            except h2.exceptions.ProtocolError:
+                pass
+        self._shutdown(self._lost_error("connection closed by the client"))
+        self._close_transport()
+
+    def _abort(self, exc: BaseException) -> None:
+        self._shutdown(exc)
+        self._close_transport(abort=True)
+
+    def _close_transport(self, abort: bool = False) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def _lost_error(self, what: str) -> BaseException:
+        if self.goaway:
+            return GoAwayError(
+                f"{what} after GOAWAY({_error_name(self._goaway_code)}, "
+                f"last_stream_id={self._goaway_last_id}) before the stream finished",
+                last_stream_id=self._goaway_last_id,
+                error_code=self._goaway_code,
+                processed=True,
+                endpoint=self.endpoint,
+            )
+        return ConnectionLostError(what, endpoint=self.endpoint)
+
+    def _shutdown(self, exc: BaseException) -> None:
+        """Fail every stream and stop all timers. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = exc
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+        for handle in (self._ping_handle, self._ping_deadline, self.idle_handle):
+            if handle is not None:
+                handle.cancel()
+        self._ping_handle = self._ping_deadline = self.idle_handle = None
+        streams, self.streams = self.streams, {}
+        for s in streams.values():
+            s.fail(exc)
+            self._pool.release(self)
+        self._wake_senders()
+        self._pool.connection_closed(self)
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+def _error_name(code: int) -> str:
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"error code {code}"
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    """Mark a failed handshake as seen, so nobody-awaited failures do not warn."""
+    if not fut.cancelled():
+        fut.exception()

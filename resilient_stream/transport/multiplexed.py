@@ -1,0 +1,281 @@
+"""``MultiplexedTransport``: an ``httpx.AsyncBaseTransport`` over asyncio + ``h2``.
+
+Use it with any httpx client::
+
+    async with httpx.AsyncClient(transport=MultiplexedTransport()) as client:
+        async with client.stream("POST", url, json=body) as response:
+            async for data in response.aiter_raw():
+                ...
+
+Timeouts come from the request like with stock httpx, with HTTP/2-correct meaning:
+``read`` is the *per-stream* gap allowed between two DATA frames of this stream
+(and before its headers), independent of other streams' traffic, raising
+:class:`~resilient_stream.errors.StallError`; ``connect`` bounds TCP + TLS + the
+HTTP/2 handshake; ``pool`` bounds the wait for a stream slot. A ``None`` timeout
+falls back to the config (``first_token_timeout`` for headers, ``idle_timeout``
+between chunks, ``connect_timeout``, ``pool_timeout``): nothing waits forever.
+
+Streams refused by the server (REFUSED_STREAM) or above a GOAWAY's
+``last_stream_id`` were never processed, so they are retried at once on another
+or a new connection, invisibly to the caller.
+
+HTTP/1.1: ``http2=False`` (config) sends ``http://`` origins through httpx's own
+HTTP/1.1 transport; an origin that answers the h2c preface in HTTP/1 is
+remembered and falls back automatically, and ``https://`` origins negotiate with
+ALPN.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import h2.exceptions
+import httpx
+import msgspec
+
+from .. import errors
+from ..config import StreamConfig
+from .connection import ConnectionSettings
+from .pool import OriginPool, UseHttp1
+from .stream import H2ResponseStream
+
+#: Transparent retries of never-processed streams per request (gRPC retries these freely;
+#: we bound them so a misbehaving server cannot spin a request forever).
+MAX_TRANSPARENT_RETRIES = 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class TransportStats(msgspec.Struct, frozen=True):
+    """A snapshot of the transport, for tests, metrics and benchmarks."""
+
+    connections: int
+    """Open HTTP/2 connections, all origins."""
+    connections_opened: int
+    """HTTP/2 connections opened since the transport was created."""
+    streams_active: int
+    """Streams holding a slot (open, or opening) right now."""
+    streams_opened: int
+    """HTTP/2 streams started on connections still open."""
+    http1_origins: list[str]
+    """Origins that fell back to HTTP/1.1."""
+
+
+class MultiplexedTransport(httpx.AsyncBaseTransport):
+    """HTTP/2 multiplexing with per-stream flow control, liveness and typed errors."""
+
+    def __init__(
+        self,
+        config: StreamConfig | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        **overrides: Any,
+    ) -> None:
+        cfg = config if config is not None else StreamConfig()
+        if overrides:
+            cfg = cfg.replace(**overrides)
+        self.config = cfg
+        self._settings = ConnectionSettings(
+            max_streams=max(1, cfg.max_streams_per_connection),
+            stream_window=cfg.initial_stream_window,
+            connection_window=cfg.connection_window,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+        )
+        self._ssl_context = ssl_context
+        self._pools: dict[tuple[str, str, int], OriginPool] = {}
+        self._http1: httpx.AsyncHTTPTransport | None = None
+        self._closed = False
+
+    # --- httpx interface -----------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise errors.ConnectError("transport is closed", endpoint=str(request.url))
+        url = request.url
+        scheme = url.scheme
+        if scheme == "http" and not self.config.http2:
+            return await self._send_http1(request)
+        if scheme not in _DEFAULT_PORTS:
+            raise errors.ConnectError(f"unsupported URL scheme {scheme!r}", endpoint=str(url))
+        pool = self._pool_for(scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        if pool.http1:
+            return await self._send_http1(request)
+        try:
+            return await self._send_http2(pool, request)
+        except UseHttp1:
+            return await self._send_http1(request)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+        if self._http1 is not None:
+            await self._http1.aclose()
+
+    # --- HTTP/2 ---------------------------------------------------------------------------
+
+    async def _send_http2(self, pool: OriginPool, request: httpx.Request) -> httpx.Response:
+        cfg = self.config
+        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
+        read = timeouts.get("read")
+        connect = timeouts.get("connect")
+        pool_timeout = timeouts.get("pool")
+        header_timeout = read if read is not None else cfg.first_token_timeout
+        idle_timeout = read if read is not None else cfg.idle_timeout
+        body = await request.aread()
+        last_error: errors.TransportError | None = None
+        for _ in range(MAX_TRANSPARENT_RETRIES + 1):
+            conn = await pool.acquire(
+                pool_timeout if pool_timeout is not None else cfg.pool_timeout,
+                connect if connect is not None else cfg.connect_timeout,
+            )
+            try:
+                s = conn.open_stream(request, bool(body), header_timeout)
+            except h2.exceptions.TooManyStreamsError:
+                pool.release(conn)  # server lowered its limit under us: pick again
+                continue
+            except h2.exceptions.ProtocolError as exc:
+                pool.release(conn)
+                last_error = errors.ConnectionLostError(
+                    f"cannot start a stream: {exc}", endpoint=pool.endpoint
+                )
+                continue
+            except BaseException:
+                pool.release(conn)
+                raise
+            try:
+                if body:
+                    await conn.send_body(s, body)
+                while not s.status and s.error is None:
+                    await s.wait()
+            except BaseException:
+                conn.close_stream(s)
+                raise
+            if s.status:
+                s.timeout = idle_timeout
+                return httpx.Response(
+                    status_code=s.status,
+                    headers=s.headers,
+                    stream=H2ResponseStream(s),
+                    extensions={"http_version": b"HTTP/2", "stream_id": s.stream_id},
+                )
+            error = s.error
+            conn.close_stream(s)
+            if isinstance(error, errors.RefusedStreamError) or (
+                isinstance(error, errors.GoAwayError) and not error.processed
+            ):
+                last_error = error
+                continue  # never processed: retry transparently
+            assert error is not None
+            raise error
+        assert last_error is not None
+        raise last_error
+
+    def _pool_for(self, scheme: str, host: str, port: int) -> OriginPool:
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = OriginPool(
+                scheme=scheme,
+                host=host,
+                port=port,
+                settings=self._settings,
+                max_connections=self.config.max_connections,
+                keepalive_expiry=self.config.keepalive_expiry,
+                ssl_context=self._tls_context() if scheme == "https" else None,
+            )
+            self._pools[key] = pool
+        return pool
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            ctx = httpx.create_ssl_context(verify=self.config.verify_tls)
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            self._ssl_context = ctx
+        return self._ssl_context
+
+    # --- HTTP/1.1 fallback ------------------------------------------------------------------
+
+    async def _send_http1(self, request: httpx.Request) -> httpx.Response:
+        if self._http1 is None:
+            cfg = self.config
+            verify: ssl.SSLContext | bool = (
+                self._ssl_context if self._ssl_context is not None else cfg.verify_tls
+            )
+            self._http1 = httpx.AsyncHTTPTransport(
+                verify=verify,
+                http1=True,
+                http2=False,
+                limits=httpx.Limits(
+                    max_connections=cfg.max_connections * cfg.max_streams_per_connection,
+                    max_keepalive_connections=cfg.max_connections * cfg.max_streams_per_connection,
+                    keepalive_expiry=cfg.keepalive_expiry,
+                ),
+            )
+        timeouts = dict(request.extensions.get("timeout") or {})
+        cfg = self.config
+        for key, default in (
+            ("connect", cfg.connect_timeout),
+            ("read", cfg.idle_timeout),
+            ("pool", cfg.pool_timeout),
+            ("write", cfg.idle_timeout),
+        ):
+            if timeouts.get(key) is None:
+                timeouts[key] = default
+        request.extensions["timeout"] = timeouts
+        endpoint = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+        try:
+            response = await self._http1.handle_async_request(request)
+        except httpx.TransportError as exc:
+            raise _map_http1_error(exc, endpoint) from exc
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Http1Body(response.stream, endpoint)
+        return response
+
+    # --- introspection --------------------------------------------------------------------------
+
+    def stats(self) -> TransportStats:
+        conns = [c for p in self._pools.values() for c in p.connections]
+        return TransportStats(
+            connections=len(conns),
+            connections_opened=sum(p.connections_opened for p in self._pools.values()),
+            streams_active=sum(c.reserved for c in conns),
+            streams_opened=sum(c.streams_opened for c in conns),
+            http1_origins=[p.endpoint for p in self._pools.values() if p.http1],
+        )
+
+
+class _Http1Body(httpx.AsyncByteStream):
+    """Maps httpx/httpcore body errors of the HTTP/1.1 fallback to our error types."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, endpoint: str) -> None:
+        self._inner = inner
+        self._endpoint = endpoint
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            raise _map_http1_error(exc, self._endpoint) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _map_http1_error(exc: httpx.TransportError, endpoint: str) -> errors.TransportError:
+    if isinstance(exc, errors.TransportError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return errors.ConnectTimeout(text, endpoint=endpoint)
+    if isinstance(exc, httpx.ConnectError):
+        return errors.ConnectError(text, endpoint=endpoint)
+    if isinstance(exc, httpx.PoolTimeout):
+        return errors.PoolTimeout(text, endpoint=endpoint)
+    if isinstance(exc, httpx.ReadTimeout):
+        return errors.StallError(f"HTTP/1.1 read timed out: {text}", waited=0.0, endpoint=endpoint)
+    return errors.ConnectionLostError(f"HTTP/1.1 connection failed: {text}", endpoint=endpoint)

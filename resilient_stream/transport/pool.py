@@ -1,0 +1,242 @@
+"""Per-origin pool of HTTP/2 connections.
+
+A request takes a *slot* on the least-loaded connection that has one; when every
+connection is full (the server's SETTINGS_MAX_CONCURRENT_STREAMS, or our own
+``max_streams_per_connection``), another connection is opened, up to
+``max_connections``. Past that, requests wait for a slot at most ``pool_timeout``
+and then fail with :class:`PoolTimeout` (stock httpcore queues them forever on a
+single connection).
+
+A connection still handshaking counts with the capacity last seen for the origin,
+so a burst of requests shares it instead of opening ``max_connections`` sockets at
+once. Connections idle for ``keepalive_expiry`` are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+
+from ..errors import ConnectError, ConnectTimeout, PoolTimeout
+from .connection import ConnectionSettings, H2ClientConnection, NotHttp2Error
+
+#: Capacity assumed for a connection before the server's SETTINGS arrive.
+_DEFAULT_GUESS = 100
+
+
+class UseHttp1(Exception):
+    """This origin does not speak HTTP/2; the transport falls back to HTTP/1.1."""
+
+
+class OriginPool:
+    """Connections to one (scheme, host, port)."""
+
+    def __init__(
+        self,
+        *,
+        scheme: str,
+        host: str,
+        port: int,
+        settings: ConnectionSettings,
+        max_connections: int,
+        keepalive_expiry: float,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.endpoint = f"{scheme}://{host}:{port}"
+        self.settings = settings
+        self.max_connections = max(1, max_connections)
+        self.keepalive_expiry = keepalive_expiry
+        self.ssl_context = ssl_context
+        self.connections: list[H2ClientConnection] = []
+        self.http1 = False  # learned: the origin does not speak h2
+        self.connections_opened = 0
+        self._guess = max(1, min(settings.max_streams, _DEFAULT_GUESS))
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- slots ------------------------------------------------------------------
+
+    async def acquire(
+        self, pool_timeout: float | None, connect_timeout: float
+    ) -> H2ClientConnection:
+        """Reserve a stream slot on a ready connection (opening one if allowed)."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            if self.http1:
+                raise UseHttp1(self.endpoint)
+            conn = self._reserve(loop, connect_timeout)
+            if conn is None:
+                if deadline is None:
+                    deadline = loop.time() + (pool_timeout if pool_timeout is not None else 1e9)
+                await self._wait_for_slot(loop, deadline, pool_timeout)
+                continue
+            if not conn.ready.done():
+                try:
+                    await asyncio.shield(conn.ready)
+                except BaseException:
+                    self.release(conn)
+                    if isinstance(conn.close_reason, NotHttp2Error):
+                        self.http1 = True
+                        raise UseHttp1(self.endpoint) from None
+                    raise
+            exc = conn.ready.exception()
+            if exc is not None:
+                self.release(conn)
+                if isinstance(exc, NotHttp2Error):
+                    self.http1 = True
+                    raise UseHttp1(self.endpoint) from None
+                raise exc
+            if conn.usable:
+                return conn
+            self.release(conn)  # went away while we waited: pick again
+
+    def _reserve(
+        self, loop: asyncio.AbstractEventLoop, connect_timeout: float
+    ) -> H2ClientConnection | None:
+        best: H2ClientConnection | None = None
+        usable = 0
+        for conn in self.connections:
+            if not conn.usable:
+                continue
+            usable += 1
+            limit = conn.capacity if conn.ready.done() else min(conn.capacity, self._guess)
+            if conn.reserved < limit and (best is None or conn.reserved < best.reserved):
+                best = conn
+        if best is None and usable < self.max_connections:
+            best = self._open(loop, connect_timeout)
+        if best is not None:
+            best.reserved += 1
+            if best.idle_handle is not None:
+                best.idle_handle.cancel()
+                best.idle_handle = None
+        return best
+
+    async def _wait_for_slot(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, pool_timeout: float | None
+    ) -> None:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise self._pool_timeout(pool_timeout)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(remaining):
+                await waiter
+        except TimeoutError:
+            raise self._pool_timeout(pool_timeout) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _pool_timeout(self, pool_timeout: float | None) -> PoolTimeout:
+        busy = sum(c.reserved for c in self.connections)
+        return PoolTimeout(
+            f"no HTTP/2 stream slot free within pool_timeout={pool_timeout}s "
+            f"({len(self.connections)} connections, {busy} streams busy, "
+            f"max_connections={self.max_connections})",
+            endpoint=self.endpoint,
+        )
+
+    def release(self, conn: H2ClientConnection) -> None:
+        """A slot on ``conn`` is free again."""
+        conn.reserved -= 1
+        self._wake(1)
+        if conn.reserved == 0 and conn.usable and conn.idle_handle is None:
+            loop = conn.loop
+            conn.idle_handle = loop.call_later(self.keepalive_expiry, self._expire, conn)
+
+    def _wake(self, n: int) -> None:
+        waiters = self._waiters
+        while n > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
+
+    def _expire(self, conn: H2ClientConnection) -> None:
+        conn.idle_handle = None
+        if conn.reserved == 0:
+            conn.close()
+
+    # --- connection lifecycle ---------------------------------------------------------
+
+    def capacity_changed(self, conn: H2ClientConnection) -> None:
+        self._guess = max(1, conn.capacity)
+        free = conn.capacity - conn.reserved
+        if free > 0:
+            self._wake(free)
+
+    def connection_unusable(self, conn: H2ClientConnection) -> None:
+        """GOAWAY or failure: waiters may now open a replacement."""
+        self._wake(1)
+
+    def connection_closed(self, conn: H2ClientConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.connections.remove(conn)
+        self._wake(1)
+
+    def _open(self, loop: asyncio.AbstractEventLoop, connect_timeout: float) -> H2ClientConnection:
+        conn = H2ClientConnection(self, self.settings, loop, self.endpoint)
+        conn.capacity = self._guess
+        self.connections.append(conn)
+        self.connections_opened += 1
+        task = loop.create_task(self._connect(conn, connect_timeout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    async def _connect(self, conn: H2ClientConnection, connect_timeout: float) -> None:
+        loop = conn.loop
+        tls = self.scheme == "https"
+        try:
+            async with asyncio.timeout(connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: conn,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context if tls else None,
+                    server_hostname=self.host if tls else None,
+                )
+                if tls:
+                    ssl_object = transport.get_extra_info("ssl_object")
+                    alpn = ssl_object.selected_alpn_protocol() if ssl_object else None
+                    if alpn != "h2":
+                        transport.close()
+                        conn._shutdown(NotHttp2Error(f"{self.endpoint} chose ALPN {alpn!r}"))
+                        return
+                await asyncio.shield(conn.ready)
+        except TimeoutError:
+            conn._abort(
+                ConnectTimeout(
+                    f"connecting and the HTTP/2 handshake took over {connect_timeout:.3g}s",
+                    endpoint=self.endpoint,
+                )
+            )
+        except (OSError, ssl.SSLError) as exc:
+            err = ConnectError(f"cannot connect: {exc}", endpoint=self.endpoint)
+            err.__cause__ = exc
+            conn._abort(err)
+        except asyncio.CancelledError:
+            conn._abort(ConnectError("connect cancelled", endpoint=self.endpoint))
+            raise
+        except BaseException:
+            # A failed handshake has already set conn.ready's exception.
+            if not conn.closed:
+                conn._abort(ConnectError("HTTP/2 handshake failed", endpoint=self.endpoint))
+
+    async def aclose(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.connections.clear()
