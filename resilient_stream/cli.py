@@ -1,0 +1,57 @@
+"""The ``resilient-stream`` command.
+
+Each subcommand lives next to the code it drives and registers itself here
+through a ``register(subparsers)`` function, so this file stays a table of
+contents: ``serve`` (reference server), ``proxy`` (chaos proxy), ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+#: Modules that expose ``register(subparsers) -> None``. A subcommand's handler
+#: is stored as ``func`` on its parser and returns the process exit code.
+SUBCOMMAND_MODULES = (
+    "resilient_stream.testing.cli",
+    "resilient_stream.chaos.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient-stream",
+        description="LLM token streams that survive the network.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
+        register = module.register
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

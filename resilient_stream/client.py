@@ -1,0 +1,159 @@
+"""``StreamClient``: one shared client, many concurrent resilient streams.
+
+    async with StreamClient("http://127.0.0.1:11434") as client:
+        async for chunk in client.generate(model="m", prompt="hi"):
+            print(chunk.response, end="")
+
+One client is meant to be shared by a whole service: it owns the connection
+pool (the HTTP/2 multiplexed transport by default), the replica health and
+the client-wide retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import weakref
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+
+from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
+from .codec.ndjson import ChunkDecoder
+from .config import StreamConfig
+from .errors import ConfigError, InvalidRequestError
+from .replicas import ReplicaSet
+from .resume.planner import ResumePlanner
+from .retry import RetryBudget
+from .stream import ResilientStream
+
+DEFAULT_URL = "http://127.0.0.1:11434"
+
+
+class StreamClient:
+    """Resilient ``generate``/``chat`` streams against Ollama-compatible servers.
+
+    ``url`` may be a list: the replicas of one model server. A failed attempt
+    moves to the next healthy replica, and a resume may continue on another.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        *,
+        config: StreamConfig | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else StreamConfig.load()
+        urls = [url] if isinstance(url, str) else list(url)
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise ConfigError(f"base URL must start with http:// or https://, got {u!r}")
+        self.replicas = ReplicaSet(
+            urls,
+            eject_after=self.config.replica_eject_after,
+            readmit_after=self.config.replica_readmit_after,
+        )
+        self.budget = RetryBudget(self.config.retry_budget_tokens, self.config.retry_budget_ratio)
+        self.rng = random.Random(seed)
+        if transport is None:
+            from .transport import MultiplexedTransport
+
+            transport = MultiplexedTransport(self.config)
+        self.httpx_timeout = httpx.Timeout(
+            connect=self.config.connect_timeout,
+            read=None,  # stalls are detected per stream by ResilientStream
+            write=self.config.idle_timeout,
+            pool=self.config.pool_timeout,
+        )
+        self.http = httpx.AsyncClient(
+            transport=transport, headers=headers, timeout=self.httpx_timeout
+        )
+        self._ids = itertools.count(1)
+        self._decoders: dict[type[Any], ChunkDecoder[Any]] = {}
+        self._streams: weakref.WeakSet[ResilientStream[Any]] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- streams -------------------------------------------------------------------
+
+    def generate(
+        self, *, model: str, prompt: str = "", **fields: Any
+    ) -> ResilientStream[GenerateChunk]:
+        """Stream ``/api/generate``. Takes Ollama's request fields (``system``,
+        ``raw``, ``options``, ``format``, ``think``, ``images``, ``keep_alive``...)."""
+        request = _build(GenerateRequest, dict(fields, model=model, prompt=prompt))
+        return self._open(ResumePlanner(request), GenerateChunk)
+
+    def chat(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Message | Mapping[str, Any]],
+        **fields: Any,
+    ) -> ResilientStream[ChatChunk]:
+        """Stream ``/api/chat``. Takes Ollama's request fields (``tools``,
+        ``options``, ``format``, ``think``, ``keep_alive``...)."""
+        msgs = [m if isinstance(m, Message) else _build(Message, dict(m)) for m in messages]
+        request = _build(ChatRequest, dict(fields, model=model, messages=msgs))
+        return self._open(ResumePlanner(request), ChatChunk)
+
+    def _open(self, planner: ResumePlanner, caller_type: type[Any]) -> ResilientStream[Any]:
+        if planner.request.stream is False:
+            raise ConfigError("StreamClient always streams; use `await stream.collect()` instead")
+        stream: ResilientStream[Any] = ResilientStream(self, planner, caller_type, next(self._ids))
+        self._streams.add(stream)
+        return stream
+
+    # --- plumbing used by streams ----------------------------------------------------
+
+    def decoder_for(self, chunk_type: type[Any]) -> ChunkDecoder[Any]:
+        decoder = self._decoders.get(chunk_type)
+        if decoder is None:
+            decoder = self._decoders[chunk_type] = ChunkDecoder(chunk_type)
+        return decoder
+
+    def forget(self, stream: ResilientStream[Any]) -> None:
+        self._streams.discard(stream)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a cleanup coroutine in the background (kept referenced until done)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> StreamClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every open stream and close all connections."""
+        for stream in list(self._streams):
+            await stream.aclose()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.aclose()
+
+
+def _build(tp: type[Any], fields: dict[str, Any]) -> Any:
+    try:
+        return msgspec.convert(fields, tp, from_attributes=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(f"invalid {tp.__name__}: {exc}") from None

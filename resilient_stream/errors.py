@@ -1,0 +1,252 @@
+"""The typed error tree.
+
+Every failure a user can see is a :class:`StreamError`. Each one says what
+failed (``endpoint``), how many attempts were made (``attempts``), whether the
+cause is worth retrying (``retryable``), and keeps the cause chain
+(``__cause__``). Errors raised by the transport also subclass the matching
+``httpx`` exception, so plain ``httpx`` users can keep catching
+``httpx.TransportError`` and friends.
+
+Retryable errors are retried (before output started) or resumed (after);
+permanent ones fail at once with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+
+class StreamError(Exception):
+    """Base of every error raised by resilient-stream."""
+
+    #: Whether a fresh attempt (retry or resume) may succeed.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, endpoint: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.endpoint:
+            parts.append(f"endpoint={self.endpoint}")
+        if self.attempts:
+            parts.append(f"attempts={self.attempts}")
+        return " | ".join(parts)
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigError(StreamError, ValueError):
+    """A configuration key is unknown or has the wrong type or value."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidRequestError(StreamError, ValueError):
+    """The request itself is wrong (unknown field, wrong type): fix the call."""
+
+
+# --- what the server sent ----------------------------------------------------
+
+
+class ProtocolError(StreamError):
+    """The body is not the NDJSON stream we expect (framing or decoding)."""
+
+    retryable = True
+
+
+class LineTooLongError(ProtocolError):
+    """A line grew past ``max_line_bytes`` without a newline.
+
+    Raised instead of buffering without bound. Not retryable by default: a
+    server that sends a 1 MiB line once will most likely do it again.
+    """
+
+    retryable = False
+
+    def __init__(self, limit: int, buffered: int) -> None:
+        super().__init__(
+            f"NDJSON line exceeds max_line_bytes={limit} ({buffered} bytes buffered without a "
+            "newline); raise StreamConfig.max_line_bytes if such lines are expected"
+        )
+        self.limit = limit
+        self.buffered = buffered
+
+
+class MalformedChunkError(ProtocolError):
+    """A complete line is not a valid chunk (bad JSON, wrong field types, HTML...)."""
+
+    def __init__(self, reason: str, line: bytes) -> None:
+        preview = line[:200].decode("utf-8", "replace")
+        more = "..." if len(line) > 200 else ""
+        super().__init__(f"malformed NDJSON chunk: {reason}; line starts {preview!r}{more}")
+        self.reason = reason
+        self.line = line
+        #: Chunks decoded from the same read before the bad line (not lost).
+        self.chunks_before: list[Any] = []
+
+
+class TruncatedStreamError(ProtocolError):
+    """The body ended without a ``done: true`` chunk (or mid-line).
+
+    Truncation is an interruption, never a success: it is resumed.
+    """
+
+    def __init__(self, message: str, *, partial_line: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial_line = partial_line
+
+
+class ServerReportedError(StreamError):
+    """The server sent an ``{"error": "..."}`` line.
+
+    ``retryable`` is decided from the message: one that names a bad request
+    ("model 'x' not found", "invalid ...", "... is required") is permanent; a
+    runner crash or an unexpected EOF is not.
+    """
+
+    def __init__(self, error: str, *, endpoint: str | None = None) -> None:
+        permanent = _PERMANENT_ERROR_TEXT.search(error) is not None
+        hint = " (a bad request: fix it rather than retry)" if permanent else ""
+        super().__init__(f"server reported an error: {error}{hint}", endpoint=endpoint)
+        self.error = error
+        self.retryable = not permanent
+        #: Chunks decoded from the same read before the error line (not lost).
+        self.chunks_before: list[Any] = []
+
+
+_PERMANENT_ERROR_TEXT = re.compile(
+    r"not found|invalid|bad request|unknown (model|field|option)|is required|"
+    r"does not support|not supported|unsupported|unauthori[sz]ed|forbidden|"
+    r"exceeds (the )?context|too long",
+    re.IGNORECASE,
+)
+
+
+class HTTPStatusError(StreamError):
+    """The server answered with a non-2xx status."""
+
+    RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        status_code: int,
+        body: str,
+        *,
+        retry_after: float | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        hint = _STATUS_HINTS.get(status_code, "")
+        preview = body[:300].strip()
+        super().__init__(
+            f"HTTP {status_code}{': ' + preview if preview else ''}{' (' + hint + ')' if hint else ''}",
+            endpoint=endpoint,
+        )
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+        self.retryable = status_code in self.RETRYABLE_STATUSES
+
+
+_STATUS_HINTS = {
+    400: "bad request: check the request fields",
+    401: "unauthorized: check the Authorization header / API key",
+    403: "forbidden: the credentials lack access to this model or endpoint",
+    404: "not found: is the model pulled (`ollama pull MODEL`) and the URL right?",
+    429: "rate limited: retried after Retry-After",
+    503: "server busy (queue full): retried after Retry-After",
+}
+
+
+# --- transport ---------------------------------------------------------------
+
+
+class TransportError(StreamError, httpx.TransportError):
+    """The network failed under a request. Retryable unless stated."""
+
+    retryable = True
+
+
+class ConnectError(TransportError, httpx.ConnectError):
+    """Could not open a connection (refused, unreachable, TLS or h2 handshake failed)."""
+
+
+class ConnectTimeout(TransportError, httpx.ConnectTimeout):
+    """Opening a connection took longer than ``connect_timeout``."""
+
+
+class PoolTimeout(TransportError, httpx.PoolTimeout):
+    """No stream slot became free within ``pool_timeout`` (all connections full)."""
+
+
+class ConnectionLostError(TransportError, httpx.RemoteProtocolError):
+    """The connection carrying the stream closed or failed (reset, EOF, ping timeout)."""
+
+
+class StreamResetError(TransportError, httpx.RemoteProtocolError):
+    """The server reset this stream (HTTP/2 RST_STREAM). Other streams are unaffected."""
+
+    def __init__(self, message: str, *, error_code: int = 0, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.error_code = error_code
+
+
+class RefusedStreamError(StreamResetError):
+    """RST_STREAM(REFUSED_STREAM): the server never processed it; safe to retry at once."""
+
+
+class GoAwayError(TransportError, httpx.RemoteProtocolError):
+    """The server sent GOAWAY. ``processed`` is False for streams above last_stream_id."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        last_stream_id: int,
+        error_code: int = 0,
+        processed: bool = True,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.last_stream_id = last_stream_id
+        self.error_code = error_code
+        self.processed = processed
+
+
+class StallError(TransportError, httpx.ReadTimeout):
+    """No data arrived on this stream within its idle (or first-token) timeout."""
+
+    def __init__(self, message: str, *, waited: float, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.waited = waited
+
+
+# --- giving up -----------------------------------------------------------------
+
+
+class DeadlineExceeded(StreamError):
+    """The stream's total deadline passed. Carries the last cause as ``__cause__``."""
+
+
+class RetryBudgetExhausted(StreamError):
+    """The client-wide retry budget is empty: most recent attempts failed.
+
+    Failing fast here protects a struggling backend from a retry storm.
+    """
+
+
+class AttemptsExhausted(StreamError):
+    """``max_attempts`` attempts failed. The last cause is ``__cause__``."""
+
+
+class NoHealthyReplica(StreamError):
+    """Every replica is ejected after repeated failures."""

@@ -1,0 +1,59 @@
+"""What a finished stream reports: the whole answer and how it got there."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Seam(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a resume joined the stream."""
+
+    offset: int
+    """Characters of ``text`` delivered before the seam."""
+    thinking_offset: int
+    """Characters of ``thinking`` delivered before the seam."""
+    tokens: int
+    """Tokens (chunks) received before the seam."""
+    attempt: int
+    """The attempt number that continued the stream (2 = the first resume)."""
+    reason: str
+    """Why the previous attempt broke (the error's type and message)."""
+    cut: int = 0
+    """Characters the server repeated at the seam and that were cut."""
+    endpoint: str = ""
+    """The replica the resumed attempt went to."""
+
+
+class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One HTTP request made for the stream."""
+
+    number: int
+    endpoint: str
+    path: str
+    tokens: int
+    outcome: str
+    """"done", or the error's type and message."""
+
+
+class StreamResult(msgspec.Struct, kw_only=True):
+    """The full result, available as ``stream.result`` after the end."""
+
+    text: str = ""
+    thinking: str = ""
+    done: bool = False
+    done_reason: str | None = None
+    eval_count: int = 0
+    """Tokens generated over all attempts (what the caller received)."""
+    prompt_eval_count: int | None = None
+    attempts: int = 0
+    """HTTP requests that counted as attempts (transparent retries excluded)."""
+    retries: int = 0
+    """Attempts that restarted from nothing (no output yet)."""
+    resumes: int = 0
+    """Attempts that continued partial output."""
+    seams: list[Seam] = msgspec.field(default_factory=list)
+    history: list[AttemptRecord] = msgspec.field(default_factory=list)
+    time_to_first_token: float | None = None
+    """Seconds from the first request to the first chunk with text."""
+    total_time: float | None = None
+    """Seconds from the first request to the end."""

@@ -1,0 +1,214 @@
+"""Joining the chunks of several attempts into one seamless stream (sans-I/O).
+
+The assembler sees every chunk of every attempt and hands the caller the
+chunks of one logical stream: chat chunks of a resumed non-raw generate are
+mapped back to generate chunks, text a server repeats after a seam is cut
+(:class:`SeamStitcher`), and the final chunk's ``eval_count`` covers all
+attempts. It keeps the :class:`Progress` the planner needs for the next
+resume. On the steady-state path a chunk costs a few attribute reads and two
+list appends; holding and trimming happen only right after a seam.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar, cast
+
+import msgspec
+
+from ..codec.chunks import ChatChunk, GenerateChunk
+from ..result import Seam
+from .planner import AttemptPlan, Progress, chat_to_generate
+from .seam import SeamStitcher
+
+ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
+AnyChunk = GenerateChunk | ChatChunk
+
+
+class StreamAssembler(Generic[ChunkT]):
+    def __init__(
+        self, caller_type: type[ChunkT], *, min_overlap: int = 16, max_overlap: int = 4096
+    ) -> None:
+        self._chat = caller_type is ChatChunk
+        self._map = False
+        self._text: list[str] = []
+        self._thinking: list[str] = []
+        self._tokens = 0
+        self._min_overlap = min_overlap
+        self._max_overlap = max_overlap
+        # Seam state: stitchers for content and thinking, and the chunks held meanwhile.
+        self._stitch: tuple[SeamStitcher, SeamStitcher] | None = None
+        self._held: list[ChunkT] = []
+        self.seams: list[Seam] = []
+        self.final: ChunkT | None = None
+        self.attempt_tokens = 0
+
+    # --- state -------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+    @property
+    def started(self) -> bool:
+        return self._tokens > 0 or bool(self._text) or bool(self._thinking)
+
+    @property
+    def text(self) -> str:
+        if len(self._text) > 1:
+            self._text = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    @property
+    def thinking(self) -> str:
+        if len(self._thinking) > 1:
+            self._thinking = ["".join(self._thinking)]
+        return self._thinking[0] if self._thinking else ""
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def progress(self) -> Progress:
+        return Progress(text=self.text, thinking=self.thinking, tokens=self._tokens)
+
+    # --- events ------------------------------------------------------------
+
+    def begin_attempt(self, plan: AttemptPlan) -> None:
+        self._map = plan.map_chat_to_generate
+        self.attempt_tokens = 0
+
+    def interrupt(self, *, attempt: int, reason: str, endpoint: str) -> list[ChunkT]:
+        """The current attempt broke; the next one continues after a seam.
+
+        Returns chunks that were held at an earlier seam and are now due.
+        """
+        released: list[ChunkT] = []
+        self._release_held(force=True, into=released)
+        if not self.started:
+            return released
+        self.seams.append(
+            Seam(
+                offset=len(self.text),
+                thinking_offset=len(self.thinking),
+                tokens=self._tokens,
+                attempt=attempt,
+                reason=reason,
+                endpoint=endpoint,
+            )
+        )
+        self._stitch = (
+            SeamStitcher(self.text, min_overlap=self._min_overlap, max_overlap=self._max_overlap),
+            SeamStitcher(
+                self.thinking, min_overlap=self._min_overlap, max_overlap=self._max_overlap
+            ),
+        )
+        if self._stitch[0].resolved and self._stitch[1].resolved:
+            self._stitch = None
+        return released
+
+    def accept(self, chunks: list[AnyChunk]) -> list[ChunkT]:
+        """Chunks of the current attempt in, chunks for the caller out."""
+        out: list[ChunkT] = []
+        chat = self._chat
+        for raw in chunks:
+            chunk = cast(ChunkT, chat_to_generate(raw) if self._map else raw)  # type: ignore[arg-type]
+            if chunk.done:
+                self._release_held(force=True, into=out)
+                final = self._finalize(chunk)
+                out.append(final)
+                return out
+            self._tokens += 1
+            self.attempt_tokens += 1
+            if self._stitch is not None:
+                self._hold(chunk, out)
+                continue
+            if chat:
+                msg = cast(ChatChunk, chunk).message
+                text, thinking = msg.content, msg.thinking
+            else:
+                gen = cast(GenerateChunk, chunk)
+                text, thinking = gen.response, gen.thinking
+            if text:
+                self._text.append(text)
+            if thinking:
+                self._thinking.append(thinking)
+            out.append(chunk)
+        return out
+
+    def finish_locally(self, done_reason: str) -> list[ChunkT]:
+        """The token budget ran out exactly at an interruption: end without a request."""
+        out: list[ChunkT] = []
+        self._release_held(force=True, into=out)
+        chunk: AnyChunk = ChatChunk(done=True) if self._chat else GenerateChunk(done=True)
+        chunk = msgspec.structs.replace(chunk, done_reason=done_reason)
+        out.append(self._finalize(cast(ChunkT, chunk)))
+        return out
+
+    # --- internals ---------------------------------------------------------
+
+    def _finalize(self, chunk: ChunkT) -> ChunkT:
+        final = msgspec.structs.replace(chunk, eval_count=self._tokens)
+        self.final = final
+        return final
+
+    def _hold(self, chunk: ChunkT, out: list[ChunkT]) -> None:
+        assert self._stitch is not None
+        text_st, think_st = self._stitch
+        text, thinking = _texts(chunk)
+        self._held.append(chunk)
+        if text:
+            text_st.feed(text)
+        if thinking:
+            think_st.feed(thinking)
+        if text_st.resolved and think_st.resolved:
+            self._release_held(force=False, into=out)
+
+    def _release_held(self, *, force: bool, into: list[ChunkT] | None = None) -> None:
+        """Trim the cut overlap from the held chunks and deliver the rest."""
+        if self._stitch is None:
+            return
+        text_st, think_st = self._stitch
+        if force:
+            text_st.flush()
+            think_st.flush()
+        cut_text, cut_think = text_st.cut, think_st.cut
+        if self.seams and (cut_text or cut_think):
+            self.seams[-1] = msgspec.structs.replace(self.seams[-1], cut=cut_text + cut_think)
+        held, self._held, self._stitch = self._held, [], None
+        for chunk in held:
+            text, thinking = _texts(chunk)
+            drop_t = min(cut_text, len(text))
+            drop_k = min(cut_think, len(thinking))
+            cut_text -= drop_t
+            cut_think -= drop_k
+            text, thinking = text[drop_t:], thinking[drop_k:]
+            if drop_t or drop_k:
+                if not text and not thinking and not _has_tool_calls(chunk):
+                    continue
+                chunk = _with_texts(chunk, text, thinking)
+            if text:
+                self._text.append(text)
+            if thinking:
+                self._thinking.append(thinking)
+            if into is not None:
+                into.append(chunk)
+
+
+def _texts(chunk: AnyChunk) -> tuple[str, str]:
+    if isinstance(chunk, ChatChunk):
+        return chunk.message.content, chunk.message.thinking or ""
+    return chunk.response, chunk.thinking or ""
+
+
+def _has_tool_calls(chunk: AnyChunk) -> bool:
+    return isinstance(chunk, ChatChunk) and bool(chunk.message.tool_calls)
+
+
+def _with_texts(chunk: ChunkT, text: str, thinking: str) -> ChunkT:
+    if isinstance(chunk, ChatChunk):
+        message = msgspec.structs.replace(chunk.message, content=text, thinking=thinking or None)
+        return cast(ChunkT, msgspec.structs.replace(chunk, message=message))
+    return cast(
+        ChunkT,
+        msgspec.structs.replace(chunk, response=text, thinking=thinking or None),
+    )

@@ -1,0 +1,567 @@
+"""``ResilientStream``: the async iterator a caller holds (the I/O edge).
+
+One logical stream is a sequence of attempts. The request/headers phase of
+each attempt is retried by tenacity's ``AsyncRetrying`` (backoff with full
+jitter, Retry-After, attempt and deadline limits, the client's retry budget);
+a failure after headers, while chunks flow, ends the attempt and the next one
+resumes from what the caller already has (``resume/``). Nothing is yielded
+inside a tenacity attempt, and ``CancelledError`` is never retried.
+
+Leaving ``async for`` early, ``aclose()``, ``async with`` exit or cancelling
+the task closes the HTTP response, which on our transport sends RST_STREAM
+(CANCEL) so the server stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import httpx
+import msgspec
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from .codec.chunks import ChatChunk, GenerateChunk
+from .codec.ndjson import ChunkDecoder, NdjsonFramer
+from .errors import (
+    AttemptsExhausted,
+    DeadlineExceeded,
+    HTTPStatusError,
+    MalformedChunkError,
+    ProtocolError,
+    RetryBudgetExhausted,
+    ServerReportedError,
+    StallError,
+    StreamError,
+    TransportError,
+    TruncatedStreamError,
+)
+from .replicas import Replica
+from .result import AttemptRecord, StreamResult
+from .resume.assembler import StreamAssembler
+from .resume.planner import AttemptPlan, Finished, NotResumable, ResumePlanner
+from .retry import backoff_delay, is_retryable, is_transparent, parse_retry_after
+
+if TYPE_CHECKING:
+    from .client import StreamClient
+
+ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
+
+log = structlog.get_logger("resilient_stream")
+
+_MAX_ERROR_BODY = 65_536
+
+
+class _GiveUp(Exception):
+    """Internal: stop the tenacity loop and raise ``error`` to the caller."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class ResilientStream(Generic[ChunkT]):
+    """Async iterator of typed chunks that survives interruptions.
+
+    After the end, ``result`` holds the full text and how it was obtained.
+    """
+
+    def __init__(
+        self, client: StreamClient, planner: ResumePlanner, caller_type: type[ChunkT], sid: int
+    ) -> None:
+        cfg = client.config
+        self._client = client
+        self._cfg = cfg
+        self._planner = planner
+        self.id = sid
+        self._asm: StreamAssembler[ChunkT] = StreamAssembler(
+            caller_type, max_overlap=cfg.max_seam_overlap
+        )
+        self._out: collections.deque[ChunkT] = collections.deque()
+        self._response: httpx.Response | None = None
+        self._body: AsyncIterator[bytes] | None = None
+        self._framer = NdjsonFramer(cfg.max_line_bytes)
+        self._decoder: ChunkDecoder[Any] = ChunkDecoder(GenerateChunk)
+        self._plan: AttemptPlan | None = None
+        self._replica: Replica | None = None
+        self._failed_replica: Replica | None = None
+        self._attempts = 0
+        self._retries = 0
+        self._failures_in_a_row = 0
+        self._history: list[AttemptRecord] = []
+        self._started_at: float | None = None
+        self._deadline = 0.0
+        self._first_token_at: float | None = None
+        self._ended_at: float | None = None
+        self._attempt_first_chunk = True
+        self._closed = False
+        self._error: BaseException | None = None
+
+    # --- public API --------------------------------------------------------------
+
+    def __aiter__(self) -> ResilientStream[ChunkT]:
+        return self
+
+    async def __anext__(self) -> ChunkT:
+        while not self._out:
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                await self._advance()
+            except BaseException:
+                await self._abort()
+                raise
+        return self._out.popleft()
+
+    async def __aenter__(self) -> ResilientStream[ChunkT]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream: cancel the upstream request and release everything."""
+        await self._abort()
+
+    async def collect(self) -> StreamResult:
+        """Consume the whole stream and return its result."""
+        async for _ in self:
+            pass
+        return self.result
+
+    @property
+    def result(self) -> StreamResult:
+        asm = self._asm
+        final = asm.final
+        end = self._ended_at or time.monotonic()
+        start = self._started_at
+        return StreamResult(
+            text=asm.text,
+            thinking=asm.thinking,
+            done=final is not None,
+            done_reason=final.done_reason if final is not None else None,
+            eval_count=asm.tokens,
+            prompt_eval_count=final.prompt_eval_count if final is not None else None,
+            attempts=self._attempts,
+            retries=self._retries,
+            resumes=len(asm.seams),
+            seams=list(asm.seams),
+            history=list(self._history),
+            time_to_first_token=(self._first_token_at - start)
+            if start is not None and self._first_token_at is not None
+            else None,
+            total_time=(end - start) if start is not None else None,
+        )
+
+    # --- the attempt loop ----------------------------------------------------------
+
+    async def _advance(self) -> None:
+        """Produce at least one chunk into ``_out``, or finish, or raise."""
+        if self._started_at is None:
+            self._started_at = time.monotonic()
+            self._deadline = self._started_at + self._cfg.total_timeout
+            self._plan = self._planner.initial()
+        if self._body is None:
+            await self._open()
+            return
+        loop_time = time.monotonic()
+        limit = (
+            self._cfg.first_token_timeout if self._attempt_first_chunk else self._cfg.idle_timeout
+        )
+        until = min(loop_time + limit, self._deadline)
+        try:
+            async with asyncio.timeout(until - loop_time):
+                data = await self._body.__anext__()
+        except StopAsyncIteration:
+            truncated = self._end_of_body()
+            if truncated is not None:
+                await self._fail(truncated)
+            return
+        except TimeoutError:
+            waited = time.monotonic() - loop_time
+            if until >= self._deadline:
+                await self._fail(self._deadline_error(None))
+                return
+            await self._fail(
+                StallError(
+                    f"no data on this stream for {waited:.1f}s "
+                    f"({'first_token_timeout' if self._attempt_first_chunk else 'idle_timeout'})",
+                    waited=waited,
+                    endpoint=self._endpoint(),
+                )
+            )
+            return
+        except (httpx.TransportError, StreamError, OSError) as exc:
+            await self._fail(exc)
+            return
+        try:
+            chunks = self._decoder.decode_lines(self._framer.feed(data))
+        except (MalformedChunkError, ServerReportedError) as exc:
+            self._deliver(exc.chunks_before)
+            await self._fail(exc)
+            return
+        except ProtocolError as exc:
+            await self._fail(exc)
+            return
+        if chunks:
+            self._deliver(chunks)
+            if self._asm.done:
+                await self._close_response()
+
+    def _deliver(self, chunks: list[Any]) -> None:
+        if self._attempt_first_chunk and chunks:
+            self._attempt_first_chunk = False
+            self._failures_in_a_row = 0
+            self._client.budget.on_success()
+            if self._replica is not None:
+                self._client.replicas.on_success(self._replica)
+            if self._first_token_at is None:
+                self._first_token_at = time.monotonic()
+        out = self._asm.accept(chunks)
+        self._out.extend(out)
+        if self._asm.done:
+            self._record("done")
+            self._finish()
+
+    def _end_of_body(self) -> TruncatedStreamError | None:
+        rest = self._framer.close()
+        if self._asm.done:
+            return None
+        if rest:
+            return TruncatedStreamError(
+                f"body ended in the middle of a line ({len(rest)} bytes, no newline)",
+                partial_line=rest,
+            )
+        return TruncatedStreamError("body ended without a `done: true` chunk")
+
+    async def _open(self) -> None:
+        """Open the next attempt, retrying the request/headers phase with tenacity."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(self._should_retry),
+            stop=self._stop,
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._start_attempt()
+        except _GiveUp as give_up:
+            raise give_up.error from give_up.error.__cause__
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            raise self._give_up_error(exc) from exc
+
+    async def _start_attempt(self) -> None:
+        plan = self._plan
+        assert plan is not None
+        client = self._client
+        replica = client.replicas.pick(time.monotonic(), avoid=self._failed_replica)
+        self._replica = replica
+        transparent = False
+        self._attempts += 1
+        self._asm.begin_attempt(plan)
+        self._attempt_first_chunk = True
+        self._framer = NdjsonFramer(self._cfg.max_line_bytes)
+        self._decoder = client.decoder_for(plan.chunk_type)
+        log.debug(
+            "stream.attempt",
+            stream=self.id,
+            attempt=self._attempts,
+            endpoint=replica.url,
+            path=plan.path,
+        )
+        request = client.http.build_request(
+            "POST",
+            replica.url + plan.path,
+            content=plan.body,
+            headers=_JSON_HEADERS,
+            timeout=client.httpx_timeout,
+        )
+        now = time.monotonic()
+        try:
+            async with asyncio.timeout(min(self._cfg.first_token_timeout, self._deadline - now)):
+                response = await client.http.send(request, stream=True)
+                if response.status_code != 200:
+                    await self._raise_for_status(response)
+        except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                raise _GiveUp(self._deadline_error(None)) from None
+            exc: BaseException = StallError(
+                "no response headers within first_token_timeout "
+                f"({self._cfg.first_token_timeout:.1f}s)",
+                waited=time.monotonic() - now,
+                endpoint=replica.url,
+            )
+            self._note_failure(exc, replica)
+            raise exc from None
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            transparent = is_transparent(exc)
+            if transparent:
+                self._attempts -= 1
+            self._note_failure(exc, replica, count=not transparent)
+            raise
+        self._response = response
+        self._body = response.stream.__aiter__()  # type: ignore[union-attr]
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        body = b""
+        try:
+            async for piece in response.aiter_raw():
+                body += piece
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        finally:
+            await response.aclose()
+        text = body.decode("utf-8", "replace")
+        with contextlib.suppress(msgspec.DecodeError):
+            decoded = msgspec.json.decode(body)
+            if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+                text = decoded["error"]
+        raise HTTPStatusError(
+            response.status_code,
+            text,
+            retry_after=parse_retry_after(response.headers),
+            endpoint=self._endpoint(),
+        )
+
+    # --- failures ------------------------------------------------------------------
+
+    async def _fail(self, exc: BaseException) -> None:
+        """The current attempt broke after headers: plan a resume or give up."""
+        replica = self._replica
+        await self._close_response()
+        if self._asm.done:
+            return  # the stream completed; what broke afterwards does not matter
+        self._note_failure(exc, replica)
+        reason = f"{type(exc).__name__}: {exc}"
+        self._record(reason)
+        if not is_retryable(exc):
+            raise self._give_up_error(exc) from exc
+        if self._asm.started and not self._cfg.resume:
+            raise self._give_up_error(exc) from exc
+        released = self._asm.interrupt(
+            attempt=self._attempts + 1, reason=reason, endpoint=replica.url if replica else ""
+        )
+        self._out.extend(released)
+        plan = self._planner.next(self._asm.progress())
+        if isinstance(plan, Finished):
+            self._out.extend(self._asm.finish_locally(plan.done_reason))
+            self._finish()
+            return
+        if isinstance(plan, NotResumable):
+            raise self._give_up_error(exc, note=plan.reason) from exc
+        if not self._asm.started:
+            self._retries += 1
+        else:
+            log.info(
+                "stream.resume",
+                stream=self.id,
+                attempt=self._attempts + 1,
+                tokens=self._asm.tokens,
+                cause=reason,
+            )
+        self._plan = plan
+        if not self._client.budget.allows_retry():
+            raise self._budget_error(exc) from exc
+        if self._attempts >= self._cfg.max_attempts:
+            raise AttemptsExhausted(
+                f"gave up after {self._attempts} attempts; last cause: {reason}",
+                endpoint=self._endpoint(),
+                attempts=self._attempts,
+            ) from exc
+        delay = backoff_delay(
+            self._failures_in_a_row - 1,
+            self._cfg.backoff_initial,
+            self._cfg.backoff_max,
+            self._client.rng,
+        )
+        if delay:
+            if time.monotonic() + delay >= self._deadline:
+                raise self._deadline_error(exc) from exc
+            await asyncio.sleep(delay)
+
+    def _note_failure(
+        self, exc: BaseException, replica: Replica | None, *, count: bool = True
+    ) -> None:
+        if not count or isinstance(exc, asyncio.CancelledError):
+            return
+        self._failures_in_a_row += 1
+        if self._attempt_first_chunk:
+            self._client.budget.on_failure()
+        if replica is not None and _blames_replica(exc):
+            self._failed_replica = replica
+            if self._client.replicas.on_failure(replica, time.monotonic()):
+                log.warning(
+                    "replica.ejected",
+                    endpoint=replica.url,
+                    readmit_after=self._cfg.replica_readmit_after,
+                    cause=repr(exc),
+                )
+
+    # tenacity hooks (request/headers phase)
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not is_retryable(exc):
+            return False
+        if is_transparent(exc):
+            return True
+        if not self._client.budget.allows_retry():
+            raise _GiveUp(self._budget_error(exc)) from exc
+        self._retries += 1
+        return True
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if self._attempts >= self._cfg.max_attempts:
+            return True
+        return time.monotonic() >= self._deadline
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None and is_transparent(exc):
+            return 0.0
+        delay = backoff_delay(
+            self._failures_in_a_row,
+            self._cfg.backoff_initial,
+            self._cfg.backoff_max,
+            self._client.rng,
+        )
+        retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
+        if retry_after is not None:
+            if retry_after > self._cfg.retry_after_max:
+                raise _GiveUp(
+                    HTTPStatusError(
+                        exc.status_code,
+                        exc.body + f" (Retry-After {retry_after:.0f}s exceeds "
+                        f"retry_after_max={self._cfg.retry_after_max:.0f}s)",
+                        endpoint=exc.endpoint,
+                    )
+                )
+            delay = max(delay, retry_after)
+        if time.monotonic() + delay >= self._deadline:
+            raise _GiveUp(self._deadline_error(exc))
+        return delay
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info(
+            "stream.retry_wait",
+            stream=self.id,
+            attempt=self._attempts,
+            wait=round(wait, 3),
+            endpoint=self._endpoint(),
+            cause=repr(exc),
+        )
+
+    # --- ending --------------------------------------------------------------------
+
+    def _give_up_error(self, exc: BaseException, note: str = "") -> BaseException:
+        if isinstance(exc, asyncio.CancelledError):
+            return exc
+        if isinstance(exc, StreamError) and not exc.retryable and not note:
+            error: BaseException = exc
+        elif self._attempts >= self._cfg.max_attempts:
+            error = AttemptsExhausted(
+                f"gave up after {self._attempts} attempts; last cause: {type(exc).__name__}: {exc}",
+                endpoint=self._endpoint(),
+            )
+        elif isinstance(exc, StreamError):
+            error = exc
+            if note:
+                exc.message += f" ({note})"
+        else:
+            error = TransportError(
+                f"{type(exc).__name__}: {exc}{' (' + note + ')' if note else ''}",
+                endpoint=self._endpoint(),
+            )
+        if isinstance(error, StreamError):
+            error.attempts = self._attempts
+        self._error = error
+        log.warning(
+            "stream.give_up",
+            stream=self.id,
+            attempts=self._attempts,
+            endpoint=self._endpoint(),
+            cause=repr(exc),
+            error=type(error).__name__,
+        )
+        return error
+
+    def _budget_error(self, exc: BaseException) -> RetryBudgetExhausted:
+        return RetryBudgetExhausted(
+            "client retry budget exhausted: most recent attempts failed, so this stream fails "
+            f"fast instead of adding load to a struggling backend; last cause: "
+            f"{type(exc).__name__}: {exc}",
+            endpoint=self._endpoint(),
+            attempts=self._attempts,
+        )
+
+    def _deadline_error(self, exc: BaseException | None) -> DeadlineExceeded:
+        cause = f"; last cause: {type(exc).__name__}: {exc}" if exc is not None else ""
+        return DeadlineExceeded(
+            f"total_timeout ({self._cfg.total_timeout:.1f}s) passed{cause}",
+            endpoint=self._endpoint(),
+            attempts=self._attempts,
+        )
+
+    def _record(self, outcome: str) -> None:
+        plan = self._plan
+        self._history.append(
+            AttemptRecord(
+                number=self._attempts,
+                endpoint=self._replica.url if self._replica else "",
+                path=plan.path if plan else "",
+                tokens=self._asm.attempt_tokens,
+                outcome=outcome,
+            )
+        )
+
+    def _endpoint(self) -> str | None:
+        return self._replica.url if self._replica is not None else None
+
+    def _finish(self) -> None:
+        """Mark the end; the caller of ``_deliver`` closes the response."""
+        self._closed = True
+        self._ended_at = time.monotonic()
+        self._client.forget(self)
+
+    async def _close_response(self) -> None:
+        response, self._response, self._body = self._response, None, None
+        if response is not None:
+            with contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def _abort(self) -> None:
+        if self._closed and self._response is None:
+            return
+        self._closed = True
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+        await self._close_response()
+        self._client.forget(self)
+
+    def __del__(self) -> None:
+        # A caller that breaks out of ``async for`` and drops the stream still must not
+        # leave the upstream generating: close the response from the event loop.
+        if self._response is not None and not self._closed:
+            self._client.spawn(self._close_response())
+
+
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/x-ndjson"}
+
+
+def _blames_replica(exc: BaseException) -> bool:
+    """Failures that say something about the replica (not about the request)."""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status_code >= 500 or exc.status_code in (408, 429)
+    return isinstance(exc, httpx.TransportError | TransportError | OSError | StallError)
