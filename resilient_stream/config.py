@@ -68,7 +68,7 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     # --- codec ---
     max_line_bytes: int = 1_048_576
-    """Longest NDJSON line accepted; longer lines raise LineTooLongError instead of growing memory."""
+    """Longest NDJSON line accepted; a longer one raises LineTooLongError (memory stays bounded)."""
 
     # --- retries and resume ---
     max_attempts: int = 8
@@ -82,11 +82,13 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Upper bound of one retry delay."""
     retry_after_max: float = 60.0
     """Longest Retry-After/retry-after-ms honoured; longer values give up."""
-    retry_budget_tokens: float = 20.0
-    """Client-wide retry budget (gRPC retry throttling): a failed attempt costs 1 token,
-    a success refunds ``retry_budget_ratio``; retries stop while tokens <= half of this."""
-    retry_budget_ratio: float = 0.2
-    """Tokens refunded per successful attempt."""
+    retry_budget_tokens: float = 100.0
+    """Client-wide retry budget (gRPC retry throttling): an attempt that fails before its
+    first chunk costs 1 token, one that delivers chunks refunds ``retry_budget_ratio``;
+    retries stop while tokens <= half of this. 0 disables the budget."""
+    retry_budget_ratio: float = 1.0
+    """Tokens refunded per attempt that delivered chunks (1.0: retries stop when more
+    attempts fail than succeed)."""
     max_seam_overlap: int = 4096
     """Characters compared when cutting text a server repeats at a resume seam."""
 

@@ -147,10 +147,12 @@ class HTTPStatusError(StreamError):
     ) -> None:
         hint = _STATUS_HINTS.get(status_code, "")
         preview = body[:300].strip()
-        super().__init__(
-            f"HTTP {status_code}{': ' + preview if preview else ''}{' (' + hint + ')' if hint else ''}",
-            endpoint=endpoint,
-        )
+        message = f"HTTP {status_code}"
+        if preview:
+            message += f": {preview}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message, endpoint=endpoint)
         self.status_code = status_code
         self.body = body
         self.retry_after = retry_after
