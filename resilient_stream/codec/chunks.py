@@ -31,7 +31,8 @@ class ToolCall(msgspec.Struct, omit_defaults=True, gc=False):
 class Message(msgspec.Struct, omit_defaults=True, gc=False):
     """A chat message, as sent in ``messages`` and received in chat chunks."""
 
-    role: str = "assistant"
+    role: str = ""
+    """Always sent when set; chunks from Ollama carry "assistant"."""
     content: str = ""
     thinking: str | None = None
     tool_calls: list[ToolCall] | None = None
