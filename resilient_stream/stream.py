@@ -41,6 +41,7 @@ from .errors import (
     TransportError,
     TruncatedStreamError,
 )
+from .logging import ATTEMPT, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .replicas import Replica
 from .result import AttemptRecord, StreamResult
 from .resume.assembler import StreamAssembler
@@ -272,7 +273,7 @@ class ResilientStream(Generic[ChunkT]):
         self._framer = NdjsonFramer(self._cfg.max_line_bytes)
         self._decoder = client.decoder_for(plan.chunk_type)
         log.debug(
-            "stream.attempt",
+            ATTEMPT,
             stream=self.id,
             attempt=self._attempts,
             endpoint=replica.url,
@@ -364,7 +365,7 @@ class ResilientStream(Generic[ChunkT]):
             self._retries += 1
         else:
             log.info(
-                "stream.resume",
+                RESUME,
                 stream=self.id,
                 attempt=self._attempts + 1,
                 tokens=self._asm.tokens,
@@ -402,7 +403,7 @@ class ResilientStream(Generic[ChunkT]):
             self._failed_replica = replica
             if self._client.replicas.on_failure(replica, time.monotonic()):
                 log.warning(
-                    "replica.ejected",
+                    REPLICA_EJECTED,
                     endpoint=replica.url,
                     readmit_after=self._cfg.replica_readmit_after,
                     cause=repr(exc),
@@ -435,8 +436,8 @@ class ResilientStream(Generic[ChunkT]):
             self._cfg.backoff_max,
             self._client.rng,
         )
-        retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
-        if retry_after is not None:
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            retry_after = exc.retry_after
             if retry_after > self._cfg.retry_after_max:
                 raise _GiveUp(
                     HTTPStatusError(
@@ -455,7 +456,7 @@ class ResilientStream(Generic[ChunkT]):
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.info(
-            "stream.retry_wait",
+            RETRY_WAIT,
             stream=self.id,
             attempt=self._attempts,
             wait=round(wait, 3),
@@ -488,7 +489,7 @@ class ResilientStream(Generic[ChunkT]):
             error.attempts = self._attempts
         self._error = error
         log.warning(
-            "stream.give_up",
+            GIVE_UP,
             stream=self.id,
             attempts=self._attempts,
             endpoint=self._endpoint(),
