@@ -1,0 +1,350 @@
+"""HTTP/2 edge of the reference server: an asyncio.Protocol around an h2 state machine.
+
+Respects flow control (a line is only sent when the client's window has room;
+blocked streams resume on WINDOW_UPDATE), refuses streams beyond
+SETTINGS_MAX_CONCURRENT_STREAMS with RST_STREAM(REFUSED_STREAM) instead of
+killing the connection, and stops a stream's generation as soon as the
+client resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from resilient_stream.testing.core import ServerCore
+from resilient_stream.testing.faults import INTERNAL_ERROR, NO_ERROR, Fault
+from resilient_stream.testing.handler import Reply, error_body
+from resilient_stream.testing.streaming import Driver
+
+_SC = h2.settings.SettingCodes
+_RECV_WINDOW = 1 << 20
+_CONN_RECV_WINDOW = 1 << 24
+
+
+def _settings(max_streams: int) -> h2.settings.Settings:
+    return h2.settings.Settings(
+        client=False,
+        initial_values={
+            _SC.MAX_CONCURRENT_STREAMS: max_streams,
+            _SC.MAX_HEADER_LIST_SIZE: 1 << 16,
+            _SC.INITIAL_WINDOW_SIZE: _RECV_WINDOW,
+        },
+    )
+
+
+class _Request:
+    __slots__ = ("body", "driver", "method", "path", "pending_body", "timer")
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
+        self.body: list[bytes] = []
+        self.driver: Driver | None = None
+        #: Rest of a whole body waiting for flow-control window.
+        self.pending_body: bytes | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class H2Protocol(asyncio.Protocol):
+    """One HTTP/2 connection (h2c prior knowledge or TLS+ALPN)."""
+
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+        self.transport: asyncio.Transport | None = None
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=False,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        self.requests: dict[int, _Request] = {}
+        self.parked: list[Driver] = []
+        self.paused = False
+        self.dirty = False
+        self.closing = False
+        self._unpark_due = False
+
+    # --- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.core.connection_opened(self)
+        conn = self.conn
+        # Advertise the limit, but enforce it ourselves: h2 would answer an excess
+        # stream with a connection error, we answer RST_STREAM(REFUSED_STREAM).
+        conn.local_settings = _settings(self.core.settings.max_concurrent_streams)
+        conn.initiate_connection()
+        conn.local_settings = _settings(2**31 - 1)
+        conn.increment_flow_control_window(_CONN_RECV_WINDOW)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.flush()
+            self.close()
+            return
+        for ev in events:
+            t = type(ev)
+            if t is h2.events.DataReceived:
+                assert isinstance(ev, h2.events.DataReceived)
+                sid = ev.stream_id
+                req = self.requests.get(sid)
+                if req is not None and ev.data:
+                    req.body.append(ev.data)
+                with contextlib.suppress(h2.exceptions.StreamClosedError):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+            elif t is h2.events.RequestReceived:
+                assert isinstance(ev, h2.events.RequestReceived)
+                self._request_received(ev)
+            elif t is h2.events.StreamEnded:
+                assert isinstance(ev, h2.events.StreamEnded)
+                self._dispatch(ev.stream_id)
+            elif t is h2.events.WindowUpdated or t is h2.events.RemoteSettingsChanged:
+                self._unpark_due = True
+            elif t is h2.events.StreamReset:
+                assert isinstance(ev, h2.events.StreamReset)
+                self._cancelled(ev.stream_id)
+            elif t is h2.events.ConnectionTerminated:
+                self.flush()
+                self.close()
+                return
+        if self._unpark_due:
+            self._unpark_due = False
+            self._unpark_all()
+        self.flush()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._unpark_all()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        outcome = "faulted" if self.closing else "cancelled"
+        for req in self.requests.values():
+            if req.timer is not None:
+                req.timer.cancel()
+            if req.driver is not None:
+                req.driver.finish(outcome)
+        self.requests.clear()
+        self.parked.clear()
+        self.core.connection_closed(self)
+
+    # --- requests -----------------------------------------------------------------
+
+    def _request_received(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        if len(self.requests) >= self.core.settings.max_concurrent_streams:
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.core.stats.refused_streams += 1
+            return
+        method = path = b""
+        for k, v in ev.headers or ():
+            if k == b":method":
+                method = v
+            elif k == b":path":
+                path = v
+        self.requests[sid] = _Request(method.decode(), path.decode())
+
+    def _dispatch(self, sid: int) -> None:
+        req = self.requests.get(sid)
+        if req is None:
+            return
+        body = b"".join(req.body)
+        req.body = []
+        reply = self.core.handler.handle(req.method, req.path, body, "h2")
+        fault = reply.fault_before_headers
+        if fault is not None and fault.kind != "status":
+            self._fault_before_headers(sid, req, fault)
+            return
+        if reply.stream is not None:
+            headers = [(b":status", b"200"), (b"content-type", reply.content_type)]
+            self.conn.send_headers(sid, headers)
+            core = self.core
+            d = Driver(self, reply.stream, core.sched, core.pacing, core.stats, tag=sid)
+            req.driver = d
+            d.start()
+        elif reply.delay > 0:
+            req.timer = self.core.loop.call_later(reply.delay, self._send_whole, sid, reply)
+        else:
+            self._send_whole(sid, reply)
+
+    def _send_whole(self, sid: int, reply: Reply) -> None:
+        req = self.requests.get(sid)
+        if req is None:
+            return
+        req.timer = None
+        headers = [(b":status", str(reply.status).encode()), (b"content-type", reply.content_type)]
+        headers.extend(reply.extra_headers)
+        body = reply.body
+        fault = reply.fault
+        if fault is not None and fault.kind in ("truncate", "truncate_line"):
+            body = body[: len(body) // 2]
+        elif fault is not None and fault.kind == "error_line":
+            headers[0] = (b":status", b"500")
+            body = error_body(fault.message)
+        headers.append((b"content-length", str(len(body)).encode()))
+        try:
+            self.conn.send_headers(sid, headers, end_stream=not body)
+        except h2.exceptions.StreamClosedError:
+            self.requests.pop(sid, None)
+            return
+        if body:
+            req.pending_body = body
+            self._send_pending_body(sid, req)
+        else:
+            self.requests.pop(sid, None)
+        self.flush()
+
+    def _send_pending_body(self, sid: int, req: _Request) -> None:
+        body = req.pending_body
+        if body is None:
+            return
+        conn = self.conn
+        while body:
+            n = min(len(body), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if n <= 0:
+                req.pending_body = body
+                return
+            conn.send_data(sid, body[:n], end_stream=n == len(body))
+            body = body[n:]
+        req.pending_body = None
+        self.requests.pop(sid, None)
+
+    def _fault_before_headers(self, sid: int, req: _Request, fault: Fault) -> None:
+        kind = fault.kind
+        if kind == "never_answer":
+            return
+        if kind == "stall":
+            if fault.seconds is not None:
+                req.timer = self.core.loop.call_later(fault.seconds, self._stall_expired, sid)
+            return
+        if kind == "reset_stream":
+            self.requests.pop(sid, None)
+            code = INTERNAL_ERROR if fault.error_code is None else fault.error_code
+            self.conn.reset_stream(sid, code)
+            return
+        if kind == "goaway":
+            self._goaway(fault)
+            return
+        self.flush()  # drop_connection
+        self.close()
+
+    def _cancelled(self, sid: int) -> None:
+        req = self.requests.pop(sid, None)
+        if req is None:
+            return
+        if req.timer is not None:
+            req.timer.cancel()
+        if req.driver is not None:
+            req.driver.finish("cancelled")
+
+    def _stall_expired(self, sid: int) -> None:
+        req = self.requests.pop(sid, None)
+        if req is None:
+            return
+        req.timer = None
+        if req.driver is not None:
+            req.driver.finish("faulted")
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.reset_stream(sid, INTERNAL_ERROR)
+        self.flush()
+
+    def _goaway(self, fault: Fault) -> None:
+        code = NO_ERROR if fault.error_code is None else fault.error_code
+        self.conn.close_connection(error_code=code, last_stream_id=fault.last_stream_id)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection on purpose (streams still open count as faulted)."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- StreamConnection (used by Driver) ----------------------------------------
+
+    def send_line(self, stream: Driver, line: bytes) -> bool:
+        conn = self.conn
+        try:
+            if len(line) > conn.local_flow_control_window(stream.tag):
+                return False
+            conn.send_data(stream.tag, line)
+        except h2.exceptions.StreamClosedError:
+            self._cancelled(stream.tag)
+            stream.finish("cancelled")
+            return True
+        return True
+
+    def end_body(self, stream: Driver) -> None:
+        self.requests.pop(stream.tag, None)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.end_stream(stream.tag)
+
+    def park(self, stream: Driver) -> None:
+        self.parked.append(stream)
+
+    def _unpark_all(self) -> None:
+        parked, self.parked = self.parked, []
+        for d in parked:
+            d.unpark()
+        for sid, req in list(self.requests.items()):
+            if req.pending_body is not None:
+                self._send_pending_body(sid, req)
+
+    def apply_fault(self, stream: Driver, fault: Fault) -> None:
+        kind = fault.kind
+        sid = stream.tag
+        conn = self.conn
+        self.core.sched.mark_dirty(self)
+        if kind == "stall":
+            req = self.requests.get(sid)
+            if fault.seconds is not None and req is not None:
+                req.timer = self.core.loop.call_later(fault.seconds, self._stall_expired, sid)
+            return  # stays active until the client goes away or the stall ends
+        stream.finish("faulted")
+        if kind == "drop_connection":
+            self.flush()
+            self.close()
+        elif kind == "goaway":
+            self._goaway(fault)
+        elif kind == "reset_stream":
+            self.requests.pop(sid, None)
+            code = INTERNAL_ERROR if fault.error_code is None else fault.error_code
+            conn.reset_stream(sid, code)
+        else:
+            if kind == "truncate_line":
+                line = stream.pending or stream.lines.next_line()
+                half = line[: len(line) // 2]
+                half = half[: max(0, conn.local_flow_control_window(sid))]
+                if half:
+                    conn.send_data(sid, half)
+            elif kind == "error_line":
+                conn.send_data(sid, stream.lines.error_line(fault.message))
+            self.end_body(stream)
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)

@@ -1,0 +1,392 @@
+"""Request -> response logic of the reference server, shared by HTTP/1.1 and HTTP/2.
+
+Sans-I/O: :class:`Handler` turns (method, path, body) into a :class:`Reply`,
+and a streaming reply carries a :class:`LineStream` that produces NDJSON
+lines one at a time. The protocol edges only move bytes and keep time.
+
+Token lines are spliced from precomputed bytes (the model name and timestamp
+encoded once per stream, each vocabulary token JSON-encoded once per
+process), so a line costs a few concatenations, no dict and no encoder call.
+The final line and whole-body replies are msgspec Structs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
+from resilient_stream.testing import model
+from resilient_stream.testing.faults import BEFORE_HEADERS, Fault, RequestInfo
+from resilient_stream.testing.settings import ServerSettings, ServerStats
+
+NDJSON = b"application/x-ndjson"
+JSON = b"application/json; charset=utf-8"
+TEXT = b"text/plain; charset=utf-8"
+
+# --- wire structs for whole objects (field order = Ollama's) -------------------
+
+
+class _OutMessage(msgspec.Struct, omit_defaults=True, kw_only=True):
+    role: str
+    content: str
+    thinking: str | None = None
+
+
+class _GenerateFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
+    model: str
+    created_at: str
+    response: str
+    thinking: str | None = None
+    done: bool = True
+    done_reason: str
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class _ChatFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
+    model: str
+    created_at: str
+    message: _OutMessage
+    done: bool = True
+    done_reason: str
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class _Error(msgspec.Struct):
+    error: str
+
+
+class _ModelDetails(msgspec.Struct):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = "reference"
+    families: list[str] = msgspec.field(default_factory=lambda: ["reference"])
+    parameter_size: str = "0B"
+    quantization_level: str = "none"
+
+
+class _TagModel(msgspec.Struct):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: _ModelDetails
+
+
+class _Tags(msgspec.Struct):
+    models: list[_TagModel]
+
+
+_encode = msgspec.json.Encoder().encode
+_gen_decoder = msgspec.json.Decoder(GenerateRequest)
+_chat_decoder = msgspec.json.Decoder(ChatRequest)
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def error_body(message: str) -> bytes:
+    return _encode(_Error(message))
+
+
+def now_iso() -> str:
+    """Ollama's ``created_at`` format: RFC 3339 with microseconds and ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- replies -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Reply:
+    """What to answer. Exactly one of ``body`` (whole) or ``stream`` (NDJSON) is used."""
+
+    status: int
+    content_type: bytes
+    body: bytes = b""
+    stream: LineStream | None = None
+    #: Fault to inject into this reply (mid-stream kinds act through ``stream``).
+    fault: Fault | None = None
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: Seconds to wait before answering a whole-body generation (simulated decode time).
+    delay: float = 0.0
+
+    @property
+    def fault_before_headers(self) -> Fault | None:
+        """A fault that acts before headers: status, never_answer, or any fault on a
+        whole-body reply other than truncation and error lines."""
+        f = self.fault
+        if f is None:
+            return None
+        if f.kind in BEFORE_HEADERS:
+            return f
+        if self.stream is None and f.kind not in ("truncate", "truncate_line", "error_line"):
+            return f
+        return None
+
+
+class LineStream:
+    """The NDJSON lines of one streaming generation (sans-I/O).
+
+    Call ``next_line()`` until ``finished``; check ``fault_due()`` after each
+    token line (and once before the first) to inject the planned fault.
+    """
+
+    __slots__ = (
+        "_content_prefix",
+        "_first_token_ns",
+        "_prompt_tokens",
+        "_start_ns",
+        "_think_prefix",
+        "chat",
+        "created_at",
+        "fault",
+        "fault_after",
+        "finished",
+        "gen",
+        "model_name",
+        "stats",
+        "stream_start_ns",
+        "tokens",
+    )
+
+    _SUFFIX = b',"done":false}\n'
+    _CHAT_SUFFIX = b'},"done":false}\n'
+
+    def __init__(
+        self,
+        gen: model.Generation,
+        *,
+        chat: bool,
+        model_name: str,
+        prompt_tokens: int,
+        start_ns: int,
+        stats: ServerStats,
+        fault: Fault | None = None,
+    ) -> None:
+        self.gen = gen
+        self.chat = chat
+        self.model_name = model_name
+        self.created_at = now_iso()
+        head = b'{"model":' + _encode(model_name) + b',"created_at":"' + self.created_at.encode()
+        if chat:
+            self._content_prefix = head + b'","message":{"role":"assistant","content":'
+            self._think_prefix = head + b'","message":{"role":"assistant","content":"","thinking":'
+        else:
+            self._content_prefix = head + b'","response":'
+            self._think_prefix = head + b'","response":"","thinking":'
+        self._prompt_tokens = prompt_tokens
+        self._start_ns = start_ns
+        self.stream_start_ns = time.perf_counter_ns()
+        self._first_token_ns = 0
+        self.stats = stats
+        self.fault = fault
+        self.fault_after = fault.after_tokens if fault is not None else -1
+        self.tokens = 0
+        self.finished = False
+
+    def fault_due(self) -> bool:
+        return self.tokens == self.fault_after
+
+    def peek_final(self) -> bool:
+        """Whether the next line is the final ``done`` line."""
+        return self.gen.peek_done()
+
+    def next_line(self) -> bytes:
+        tok = self.gen.step()
+        if tok < 0:
+            self.finished = True
+            return self.final_line()
+        if self.tokens == 0:
+            self._first_token_ns = time.perf_counter_ns()
+        self.tokens += 1
+        self.stats.tokens_generated += 1
+        prefix = self._think_prefix if self.gen.thinking else self._content_prefix
+        return prefix + model.VOCAB_JSON[tok] + (self._CHAT_SUFFIX if self.chat else self._SUFFIX)
+
+    def final_line(self) -> bytes:
+        now = time.perf_counter_ns()
+        first = self._first_token_ns or now
+        common: dict[str, Any] = {
+            "model": self.model_name,
+            "created_at": self.created_at,
+            "done_reason": self.gen.done_reason or "stop",
+            "total_duration": now - self._start_ns,
+            "load_duration": self.stream_start_ns - self._start_ns,
+            "prompt_eval_count": self._prompt_tokens,
+            "prompt_eval_duration": first - self.stream_start_ns,
+            "eval_count": self.tokens,
+            "eval_duration": now - first,
+        }
+        if self.chat:
+            return _encode(_ChatFinal(message=_OutMessage(role="assistant", content=""), **common)) + b"\n"
+        return _encode(_GenerateFinal(response="", **common)) + b"\n"
+
+    def error_line(self, message: str) -> bytes:
+        return _encode(_Error(message)) + b"\n"
+
+
+# --- the handler ----------------------------------------------------------------
+
+
+class Handler:
+    """Routes a complete request to a :class:`Reply` (one per request)."""
+
+    def __init__(self, settings: ServerSettings, stats: ServerStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.stop_probability = (
+            model.DEFAULT_STOP_PROBABILITY
+            if settings.stop_probability is None
+            else settings.stop_probability
+        )
+        self._tags = _encode(
+            _Tags(
+                models=[
+                    _TagModel(
+                        name="reference:latest",
+                        model="reference:latest",
+                        modified_at=now_iso(),
+                        size=len(model.VOCAB),
+                        digest="0" * 64,
+                        details=_ModelDetails(),
+                    )
+                ]
+            )
+        )
+        self._version = _encode({"version": settings.version})
+
+    def handle(self, method: str, path: str, body: bytes, protocol: str) -> Reply:
+        index = self.stats.requests
+        self.stats.requests += 1
+        fault: Fault | None = None
+        if self.settings.faults is not None:
+            try:
+                decoded = _dict_decoder.decode(body) if body else {}
+            except msgspec.DecodeError:
+                decoded = {}
+            info = RequestInfo(index=index, path=path, body=decoded, protocol=protocol)  # type: ignore[arg-type]
+            fault = self.settings.faults(info)
+        reply = self._route(method, path, body, fault)
+        reply.fault = fault
+        if fault is not None and fault.kind == "status":
+            reply.status = fault.status
+            reply.content_type = JSON
+            reply.body = fault.status_body()
+            reply.stream = None
+            if fault.retry_after is not None:
+                reply.extra_headers.append((b"retry-after", str(fault.retry_after).encode()))
+        return reply
+
+    def _route(self, method: str, path: str, body: bytes, fault: Fault | None) -> Reply:
+        path = path.split("?", 1)[0]
+        if path == "/api/generate" or path == "/api/chat":
+            if method != "POST":
+                return Reply(405, TEXT, b"405 method not allowed")
+            return self._generate(path == "/api/chat", body, fault)
+        if path == "/api/tags":
+            return Reply(200, JSON, self._tags)
+        if path == "/api/version":
+            return Reply(200, JSON, self._version)
+        if path == "/" and method in ("GET", "HEAD"):
+            return Reply(200, TEXT, b"Ollama is running")
+        return Reply(404, TEXT, b"404 page not found")
+
+    def _generate(self, chat: bool, body: bytes, fault: Fault | None) -> Reply:
+        start_ns = time.perf_counter_ns()
+        req: ChatRequest | GenerateRequest
+        try:
+            req = _chat_decoder.decode(body) if chat else _gen_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            return Reply(400, JSON, error_body(f"invalid request body: {exc}"))
+        if not req.model:
+            return Reply(400, JSON, error_body("model is required"))
+        if req.model.startswith("missing"):
+            msg = f"model '{req.model}' not found, try pulling it first"
+            return Reply(404, JSON, error_body(msg))
+        think = bool(req.think) and req.think not in ("false", "none")
+        if isinstance(req, ChatRequest):
+            if not req.messages:
+                return self._load_reply(req.model, chat)
+            context, thinking = model.render_chat(req.messages, think=think)
+        elif req.raw:
+            if not req.prompt:
+                return self._load_reply(req.model, chat)
+            context, thinking = req.prompt, False
+        else:
+            if not req.prompt:
+                return self._load_reply(req.model, chat)
+            msgs: list[Message] = model.generate_messages(req.prompt, req.system)
+            context, thinking = model.render_chat(msgs, think=think)
+        options = req.options or {}
+        num_predict = options.get("num_predict")
+        if num_predict is not None and not isinstance(num_predict, int):
+            return Reply(400, JSON, error_body("options.num_predict must be an integer"))
+        gen = model.Generation(
+            context,
+            thinking=thinking,
+            num_predict=num_predict,
+            stop_probability=self.stop_probability,
+            max_tokens=self.settings.max_tokens,
+        )
+        lines = LineStream(
+            gen,
+            chat=chat,
+            model_name=req.model,
+            prompt_tokens=model.estimate_tokens(context),
+            start_ns=start_ns,
+            stats=self.stats,
+            fault=fault if fault is not None and fault.kind not in BEFORE_HEADERS else None,
+        )
+        if req.stream:
+            return Reply(200, NDJSON, stream=lines)
+        return self._whole(lines)
+
+    def _whole(self, lines: LineStream) -> Reply:
+        """``stream: false``: generate everything now; the edge waits ``delay`` to answer."""
+        content: list[str] = []
+        thinking: list[str] = []
+        gen = lines.gen
+        lines._first_token_ns = time.perf_counter_ns()
+        while (tok := gen.step()) >= 0:
+            (thinking if gen.thinking else content).append(model.VOCAB[tok])
+        lines.tokens = gen.count
+        self.stats.tokens_generated += gen.count
+        final = msgspec.json.decode(lines.final_line())
+        text, think_text = "".join(content), "".join(thinking) or None
+        if lines.chat:
+            final["message"] = _OutMessage(role="assistant", content=text, thinking=think_text)
+        else:
+            final["response"] = text
+            if think_text is not None:
+                final["thinking"] = think_text
+        st = self.settings
+        delay = st.first_token_delay
+        if st.tokens_per_second > 0:
+            delay += gen.count / st.tokens_per_second
+        out = _ChatFinal(**final) if lines.chat else _GenerateFinal(**final)
+        return Reply(200, JSON, _encode(out), delay=delay)
+
+    def _load_reply(self, model_name: str, chat: bool) -> Reply:
+        """Ollama answers an empty prompt/messages by loading the model: one done line."""
+        head: dict[str, Any] = {"model": model_name, "created_at": now_iso()}
+        if chat:
+            head["message"] = {"role": "assistant", "content": ""}
+        else:
+            head["response"] = ""
+        head["done"] = True
+        head["done_reason"] = "load"
+        return Reply(200, JSON, _encode(head))

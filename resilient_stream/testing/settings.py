@@ -1,0 +1,78 @@
+"""Settings and live counters of the reference server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resilient_stream.testing.faults import FaultPlan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """How the reference server behaves. Every field has a constructor keyword of
+    :class:`~resilient_stream.testing.ReferenceServer` with the same name."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (always use 0 in tests).
+    port: int = 0
+    #: Tokens per second per stream; 0 sends as fast as flow control allows.
+    tokens_per_second: float = 0.0
+    #: Seconds between the response headers and the first token.
+    first_token_delay: float = 0.0
+    #: Each gap between tokens is scaled by ``1 + uniform(-jitter, +jitter)`` (seeded).
+    jitter: float = 0.0
+    #: Seed of the jitter RNG, so paced runs can be replayed.
+    seed: int = 0
+    #: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it get REFUSED_STREAM.
+    max_concurrent_streams: int = 100
+    #: Probability of stopping at each sentence end. None: the model default (0.2);
+    #: 0.0: only ``num_predict`` (or ``max_tokens``) ends a stream.
+    stop_probability: float | None = None
+    #: Output cap when a request sets no (or a negative) ``num_predict``.
+    max_tokens: int = 4096
+    #: Server-side fault hook, called once per request (see ``faults.py``).
+    faults: FaultPlan | None = None
+    #: PEM paths; when both are set the server speaks TLS with ALPN h2/http/1.1.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Which protocols the port speaks (h2c prior knowledge and HTTP/1.1 share it).
+    http2: bool = True
+    http1: bool = True
+    #: Version string returned by ``GET /api/version``.
+    version: str = "0.12.0-reference"
+
+    def __post_init__(self) -> None:
+        if self.tokens_per_second < 0:
+            raise ValueError("tokens_per_second must be >= 0")
+        if self.first_token_delay < 0:
+            raise ValueError("first_token_delay must be >= 0")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError("jitter must be in [0, 1)")
+        if self.max_concurrent_streams < 1:
+            raise ValueError("max_concurrent_streams must be >= 1")
+        if self.stop_probability is not None and not 0.0 <= self.stop_probability <= 1.0:
+            raise ValueError("stop_probability must be in [0, 1]")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not (self.http1 or self.http2):
+            raise ValueError("enable at least one of http1, http2")
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Live counters, updated in place by the server (read them any time)."""
+
+    requests: int = 0
+    connections_opened: int = 0
+    connections_open: int = 0
+    streams_active: int = 0
+    streams_completed: int = 0
+    #: Client RST_STREAM, or h1 disconnect, while a stream was being answered.
+    streams_cancelled_by_client: int = 0
+    #: Streams the server ended on purpose through a fault.
+    streams_faulted: int = 0
+    #: Total tokens generated; stops increasing as soon as a cancelled stream stops.
+    tokens_generated: int = 0
+    max_streams_active_seen: int = 0
+    #: h2 streams answered with RST_STREAM(REFUSED_STREAM) (over max_concurrent_streams).
+    refused_streams: int = 0

@@ -1,0 +1,242 @@
+"""Pacing and flushing of token streams, shared by the HTTP/1.1 and HTTP/2 edges.
+
+No task and no timer per token: a :class:`Scheduler` keeps one bucket per
+millisecond of due streams and one loop timer per non-empty bucket, plus a
+ready list run once per loop iteration (unpaced streams, streams whose flow
+control window reopened). After each batch it flushes every connection that
+has output, so a connection's lines of one loop iteration leave in one
+``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Protocol
+
+from resilient_stream.testing.faults import Fault
+from resilient_stream.testing.handler import LineStream
+from resilient_stream.testing.settings import ServerSettings, ServerStats
+
+#: Lines an unpaced stream sends per turn before letting other streams run.
+UNPACED_BATCH = 16
+#: Timer granularity of paced streams (seconds).
+RESOLUTION = 0.001
+
+
+class StreamConnection(Protocol):
+    """What a protocol edge offers to the streams it carries."""
+
+    paused: bool
+    dirty: bool
+
+    def send_line(self, stream: Driver, line: bytes) -> bool:
+        """Queue a body line; False if flow control blocks it (then ``park`` it)."""
+        ...
+
+    def end_body(self, stream: Driver) -> None: ...
+
+    def park(self, stream: Driver) -> None:
+        """Keep a blocked stream until the window/transport reopens."""
+        ...
+
+    def apply_fault(self, stream: Driver, fault: Fault) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Scheduler:
+    """Wakes due streams in 1 ms buckets and flushes touched connections per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._buckets: dict[int, list[Driver]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._ready: list[Driver] = []
+        self._ready_handle: asyncio.Handle | None = None
+        self.dirty: list[StreamConnection] = []
+
+    def ready(self, stream: Driver) -> None:
+        """Run ``stream.tick()`` on the next loop iteration."""
+        self._ready.append(stream)
+        if self._ready_handle is None:
+            self._ready_handle = self.loop.call_soon(self._run_ready)
+
+    def at(self, when: float, stream: Driver) -> None:
+        """Run ``stream.tick()`` at loop time ``when`` (rounded up to the resolution)."""
+        key = int(when / RESOLUTION) + 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [stream]
+            self._timers[key] = self.loop.call_at(key * RESOLUTION, self._fire, key)
+        else:
+            bucket.append(stream)
+
+    def mark_dirty(self, conn: StreamConnection) -> None:
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
+
+    def _fire(self, key: int) -> None:
+        del self._timers[key]
+        for s in self._buckets.pop(key):
+            s.tick()
+        self.flush()
+
+    def _run_ready(self) -> None:
+        self._ready_handle = None
+        batch, self._ready = self._ready, []
+        for s in batch:
+            s.tick()
+        self.flush()
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for c in dirty:
+            c.dirty = False
+            c.flush()
+
+    def close(self) -> None:
+        for t in self._timers.values():
+            t.cancel()
+        self._timers.clear()
+        self._buckets.clear()
+        if self._ready_handle is not None:
+            self._ready_handle.cancel()
+            self._ready_handle = None
+        self._ready.clear()
+
+
+class Pacing:
+    """Per-server pacing parameters and the seeded jitter RNG."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        tps = settings.tokens_per_second
+        self.gap = 1.0 / tps if tps > 0 else 0.0
+        self.first_token_delay = settings.first_token_delay
+        self.jitter = settings.jitter
+        self.rng = random.Random(settings.seed)
+
+    def next_gap(self) -> float:
+        if self.jitter:
+            return self.gap * (1.0 + self.jitter * (2.0 * self.rng.random() - 1.0))
+        return self.gap
+
+
+class Driver:
+    """Moves one stream's lines from its :class:`LineStream` into its connection."""
+
+    __slots__ = ("conn", "done", "due", "lines", "pacing", "pending", "sched", "stats", "tag")
+
+    def __init__(
+        self,
+        conn: StreamConnection,
+        lines: LineStream,
+        sched: Scheduler,
+        pacing: Pacing,
+        stats: ServerStats,
+        tag: int = 0,
+    ) -> None:
+        self.conn = conn
+        self.lines = lines
+        self.sched = sched
+        self.pacing = pacing
+        self.stats = stats
+        #: Protocol-specific id (the h2 stream id).
+        self.tag = tag
+        self.pending: bytes | None = None
+        self.done = False
+        self.due = 0.0
+
+    def start(self) -> None:
+        """Call once the response headers are queued."""
+        st = self.stats
+        st.streams_active += 1
+        if st.streams_active > st.max_streams_active_seen:
+            st.max_streams_active_seen = st.streams_active
+        if self.lines.fault_due():
+            self._fault()
+            return
+        delay = self.pacing.first_token_delay
+        self.due = self.sched.loop.time() + delay
+        if delay > 0:
+            self.sched.at(self.due, self)
+        else:
+            self.sched.ready(self)
+
+    def tick(self) -> None:
+        if self.done:
+            return
+        conn = self.conn
+        if conn.paused:
+            conn.park(self)
+            return
+        lines = self.lines
+        paced = self.pacing.gap > 0
+        budget = 1 if paced else UNPACED_BATCH
+        while True:
+            line = self.pending
+            if line is None:
+                line = lines.next_line()
+            else:
+                self.pending = None
+            if not conn.send_line(self, line):
+                self.pending = line
+                conn.park(self)
+                self.sched.mark_dirty(conn)
+                return
+            if self.done:  # the client went away while we sent
+                return
+            if lines.finished:
+                conn.end_body(self)
+                self.finish("completed")
+                self.sched.mark_dirty(conn)
+                return
+            if lines.fault_due():
+                self.sched.mark_dirty(conn)
+                self._fault()
+                return
+            if lines.peek_final():
+                continue  # the done line follows its last token at once
+            budget -= 1
+            if budget == 0:
+                break
+        self.sched.mark_dirty(conn)
+        if paced:
+            now = self.sched.loop.time()
+            gap = self.pacing.next_gap()
+            due = self.due + gap
+            if due < now - gap:  # fell behind (overload): do not burst to catch up
+                due = now
+            self.due = due
+            self.sched.at(due, self)
+        else:
+            self.sched.ready(self)
+
+    def unpark(self) -> None:
+        """The window or transport reopened: continue (paced streams without a burst)."""
+        if self.done:
+            return
+        if self.pacing.gap > 0:
+            self.due = max(self.due, self.sched.loop.time() - self.pacing.gap)
+        self.sched.ready(self)
+
+    def _fault(self) -> None:
+        fault = self.lines.fault
+        assert fault is not None
+        self.lines.fault_after = -1  # fires once
+        self.conn.apply_fault(self, fault)
+
+    def finish(self, outcome: str) -> None:
+        """End the stream's bookkeeping: "completed", "cancelled" or "faulted"."""
+        if self.done:
+            return
+        self.done = True
+        st = self.stats
+        st.streams_active -= 1
+        if outcome == "completed":
+            st.streams_completed += 1
+        elif outcome == "cancelled":
+            st.streams_cancelled_by_client += 1
+        else:
+            st.streams_faulted += 1
