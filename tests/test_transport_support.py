@@ -70,10 +70,22 @@ def ndjson_app(stats: AppStats) -> Callable[[Scope, Receive, Send], Awaitable[No
         )
         stats.active += 1
         stats.max_active = max(stats.max_active, stats.active)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
         try:
             for i in range(n):
+                if gone.is_set():
+                    stats.disconnected += 1
+                    return
                 if stall_after is not None and i >= stall_after:
-                    await asyncio.sleep(3600)
+                    await gone.wait()
+                    continue
                 line = json.dumps({"response": f"t{i} ", "done": False}).encode() + b"\n"
                 await send({"type": "http.response.body", "body": line, "more_body": True})
                 stats.tokens += 1
@@ -93,6 +105,7 @@ def ndjson_app(stats: AppStats) -> Callable[[Scope, Receive, Send], Awaitable[No
             stats.disconnected += 1
             raise
         finally:
+            watcher.cancel()
             stats.active -= 1
 
     return app
@@ -184,19 +197,20 @@ async def h1_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
-                event = conn.next_event()
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    # Like Go's net/http (Ollama): answer an h2 preface in HTTP/1.1.
+                    writer.write(b"HTTP/1.1 505 HTTP Version Not Supported\r\n\r\n")
+                    await writer.drain()
+                    return
                 if event is h11.NEED_DATA:
                     data = await reader.read(65536)
                     if not data:
                         return
                     if not first_lines:
                         first_lines.append(data.split(b"\r\n", 1)[0])
-                    try:
-                        conn.receive_data(data)
-                    except h11.RemoteProtocolError:
-                        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
-                        await writer.drain()
-                        return
+                    conn.receive_data(data)
                     continue
                 if isinstance(event, h11.RemoteProtocolError):
                     return

@@ -170,17 +170,18 @@ class H2ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_recv = self.loop.time()
+        if not self.ready.done() and data[:5] == b"HTTP/":
+            # h2 would wait for a 4.7 MB "frame"; an HTTP/1 server answered our preface.
+            self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
+            return
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            if not self.ready.done() and data[:7] == b"HTTP/1.":
-                self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
-            else:
-                self._abort(
-                    ConnectionLostError(
-                        f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint
-                    )
+            self._abort(
+                ConnectionLostError(
+                    f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint
                 )
+            )
             return
         streams = self.streams
         credit = 0

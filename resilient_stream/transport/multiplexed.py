@@ -58,6 +58,8 @@ class TransportStats(msgspec.Struct, frozen=True):
     """Streams holding a slot (open, or opening) right now."""
     streams_opened: int
     """HTTP/2 streams started on connections still open."""
+    buffered_bytes: int
+    """Response bytes received on open streams but not yet read by their consumers."""
     http1_origins: list[str]
     """Origins that fell back to HTTP/1.1."""
 
@@ -244,6 +246,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             connections_opened=sum(p.connections_opened for p in self._pools.values()),
             streams_active=sum(c.reserved for c in conns),
             streams_opened=sum(c.streams_opened for c in conns),
+            buffered_bytes=sum(len(b) for c in conns for s in c.streams.values() for b in s.chunks),
             http1_origins=[p.endpoint for p in self._pools.values() if p.http1],
         )
 

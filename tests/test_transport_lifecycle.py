@@ -1,0 +1,128 @@
+"""Cancellation, leaks, liveness and HTTP/1.1 fallback of MultiplexedTransport (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from test_transport_support import h1_only_server, hypercorn_server, silent_h2_server
+
+from resilient_stream import errors
+from resilient_stream.transport import MultiplexedTransport
+
+
+@pytest.mark.timeout(30)
+async def test_closing_a_response_early_resets_the_stream_and_the_server_stops() -> None:
+    # Stock httpcore never sends RST_STREAM on early close (httpcore #943/#1022).
+    async with hypercorn_server() as (url, stats):
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            async with client.stream("POST", url + "/gen", json={"n": 1000, "rate": 100}) as r:
+                async for data in r.aiter_raw():
+                    if data.count(b"\n") >= 1:
+                        break  # leave early: the context manager closes the response
+            for _ in range(100):
+                if stats.disconnected:
+                    break
+                await asyncio.sleep(0.02)
+            assert stats.disconnected == 1
+            tokens = stats.tokens
+            await asyncio.sleep(0.3)
+            assert stats.tokens == tokens  # generation stopped
+            assert stats.completed == 0
+            # The connection is still healthy and reused.
+            async with client.stream("POST", url + "/gen", json={"n": 3}) as r:
+                assert (await r.aread()).count(b"\n") == 4
+            assert transport.stats().connections_opened == 1
+
+
+@pytest.mark.timeout(30)
+async def test_cancelled_tasks_leak_no_stream_slot_buffer_or_task() -> None:
+    async with hypercorn_server() as (url, stats):
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            await client.post(url + "/gen", json={"n": 1})  # connection up, server idle
+            tasks_before = len(asyncio.all_tasks())
+
+            async def consume() -> None:
+                async with client.stream("POST", url + "/gen", json={"n": 500, "rate": 50}) as r:
+                    async for _ in r.aiter_raw():
+                        pass
+
+            tasks = [asyncio.create_task(consume()) for _ in range(50)]
+            await asyncio.sleep(0.5)
+            assert transport.stats().streams_active == 50
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            snapshot = transport.stats()
+            assert snapshot.streams_active == 0
+            assert snapshot.buffered_bytes == 0
+            assert snapshot.connections == 1  # the connection survives the cancellations
+            for _ in range(100):
+                if stats.active == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert stats.active == 0  # every RST_STREAM reached the server
+            assert stats.disconnected == 50
+            await asyncio.sleep(0.1)  # let the server's per-stream tasks finish
+            assert len(asyncio.all_tasks()) <= tasks_before  # we left no task behind
+
+
+@pytest.mark.timeout(30)
+async def test_ping_timeout_detects_a_dead_connection_that_tcp_keeps_open() -> None:
+    # Stock httpx has no PING keepalive: this request would wait for its read timeout
+    # (or forever with timeout=None, the ollama-python default).
+    async with silent_h2_server() as (url, seen):
+        transport = MultiplexedTransport(ping_interval=0.2, ping_timeout=0.3)
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            started = time.monotonic()
+            with pytest.raises(errors.ConnectionLostError) as info:
+                await client.post(url + "/gen", json={"n": 1})
+            elapsed = time.monotonic() - started
+            assert "PING" in str(info.value)
+            assert info.value.retryable
+            assert elapsed < 2.0, elapsed
+            assert seen  # the request did reach the silent server
+            assert transport.stats().connections == 0
+
+
+@pytest.mark.timeout(30)
+async def test_http1_only_server_is_detected_and_served_over_http1() -> None:
+    async with h1_only_server() as (url, first_lines):
+        transport = MultiplexedTransport()  # http2=True: tries h2c prior knowledge first
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            for _ in range(2):
+                r = await client.post(url + "/gen", json={"n": 5})
+                assert r.status_code == 200
+                assert r.http_version == "HTTP/1.1"
+                assert r.content.count(b"\n") == 6
+            assert transport.stats().http1_origins == [url]
+        assert first_lines[0].startswith(b"PRI * HTTP/2.0")  # it was tried once
+
+
+@pytest.mark.timeout(30)
+async def test_http2_false_speaks_http1_to_http_origins() -> None:
+    async with hypercorn_server() as (url, stats):
+        transport = MultiplexedTransport(http2=False)
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=10) as client,
+            client.stream("POST", url + "/gen", json={"n": 4}) as r,
+        ):
+            assert r.http_version == "HTTP/1.1"
+            assert (await r.aread()).count(b"\n") == 5
+        assert stats.protocols == {"1.1"}
+
+
+@pytest.mark.timeout(30)
+async def test_connect_refused_is_a_typed_connect_error() -> None:
+    async with hypercorn_server() as (url, _):
+        pass  # the port is closed now
+    transport = MultiplexedTransport()
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        with pytest.raises(errors.ConnectError) as info:
+            await client.post(url + "/gen", json={"n": 1})
+        assert isinstance(info.value, httpx.ConnectError)
+        assert transport.stats().streams_active == 0
