@@ -42,7 +42,7 @@ class _GenerateFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
     created_at: str
     response: str
     thinking: str | None = None
-    done: bool = True
+    done: bool  # required: omit_defaults would drop a default of True
     done_reason: str
     total_duration: int
     load_duration: int
@@ -56,7 +56,7 @@ class _ChatFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
     model: str
     created_at: str
     message: _OutMessage
-    done: bool = True
+    done: bool  # required: omit_defaults would drop a default of True
     done_reason: str
     total_duration: int
     load_duration: int
@@ -223,6 +223,7 @@ class LineStream:
         common: dict[str, Any] = {
             "model": self.model_name,
             "created_at": self.created_at,
+            "done": True,
             "done_reason": self.gen.done_reason or "stop",
             "total_duration": now - self._start_ns,
             "load_duration": self.stream_start_ns - self._start_ns,
@@ -377,6 +378,7 @@ class Handler:
         delay = st.first_token_delay
         if st.tokens_per_second > 0:
             delay += gen.count / st.tokens_per_second
+        final["done"] = True
         out = _ChatFinal(**final) if lines.chat else _GenerateFinal(**final)
         return Reply(200, JSON, _encode(out), delay=delay)
 
