@@ -1,0 +1,319 @@
+"""A REST API compatible with toxiproxy's, on asyncio + h11, loopback only.
+
+Routes (toxiproxy's, same JSON shapes): GET /version, POST /reset,
+GET/POST /proxies, POST /populate, GET/POST/DELETE /proxies/{name},
+GET/POST /proxies/{name}/toxics, GET/POST/DELETE /proxies/{name}/toxics/{toxic};
+plus GET /proxies/{name}/faults (our extension: the fault records).
+
+:class:`ProxyRegistry` is the logic (method, path, body -> status, JSON);
+:class:`ApiServer` is the thin h11 socket edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from typing import Any
+
+import h11
+import msgspec
+
+from .proxy import ChaosProxy, ToxicExistsError, ToxicNotFoundError, split_hostport
+from .toxic import ChaosError, InvalidToxicError
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("resilient-stream")
+    except PackageNotFoundError:
+        return "dev"
+
+
+VERSION = f"resilient-stream {_package_version()} (toxiproxy API 2)"
+MAX_BODY = 1 << 20
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ProxyBody(msgspec.Struct, forbid_unknown_fields=False):
+    name: str | None = None
+    listen: str | None = None
+    upstream: str | None = None
+    enabled: bool | None = None
+
+
+class _ToxicUpdate(msgspec.Struct, forbid_unknown_fields=False):
+    toxicity: float | None = None
+    attributes: dict[str, Any] | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ProxyRegistry:
+    """Named proxies and the REST routes over them."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.proxies: dict[str, ChaosProxy] = {}
+        self.seed = seed
+
+    def add(self, proxy: ChaosProxy) -> None:
+        """Serve an existing (started or not) proxy under its name."""
+        if proxy.name in self.proxies:
+            raise ApiError(409, "proxy already exists")
+        self.proxies[proxy.name] = proxy
+
+    async def close(self) -> None:
+        for proxy in list(self.proxies.values()):
+            await proxy.stop()
+
+    # --- routing ----------------------------------------------------------------
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        """Answer one request: (status, JSON-able payload or None)."""
+        try:
+            return await self._route(method, path.split("?", 1)[0], body)
+        except ApiError as exc:
+            return exc.status, {"error": exc.message, "status": exc.status}
+        except ToxicNotFoundError as exc:
+            return 404, {"error": str(exc.args[0]), "status": 404}
+        except ToxicExistsError as exc:
+            return 409, {"error": str(exc), "status": 409}
+        except (InvalidToxicError, ValueError, msgspec.ValidationError) as exc:
+            return 400, {"error": str(exc), "status": 400}
+        except (ChaosError, OSError) as exc:
+            return 500, {"error": str(exc), "status": 500}
+
+    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        parts = [p for p in path.split("/") if p]
+        if parts == ["version"] and method == "GET":
+            return 200, {"version": VERSION}
+        if parts == ["reset"] and method == "POST":
+            for proxy in self.proxies.values():
+                proxy.reset()
+                await proxy.enable()
+            return 204, None
+        if parts == ["populate"] and method == "POST":
+            return await self._populate(body)
+        if not parts or parts[0] != "proxies":
+            raise ApiError(404, "not found")
+        if len(parts) == 1:
+            if method == "GET":
+                return 200, {n: self._proxy_json(p) for n, p in self.proxies.items()}
+            if method == "POST":
+                proxy = await self._create(_decode(body, _ProxyBody))
+                return 201, self._proxy_json(proxy)
+            raise ApiError(405, "method not allowed")
+        proxy = self._get(parts[1])
+        if len(parts) == 2:
+            if method == "GET":
+                return 200, self._proxy_json(proxy)
+            if method in ("POST", "PATCH"):
+                await self._update(proxy, _decode(body, _ProxyBody))
+                return 200, self._proxy_json(proxy)
+            if method == "DELETE":
+                await proxy.stop()
+                del self.proxies[proxy.name]
+                return 204, None
+            raise ApiError(405, "method not allowed")
+        if parts[2] == "faults" and len(parts) == 3 and method == "GET":
+            return 200, [msgspec.to_builtins(r) for r in proxy.faults]
+        if parts[2] != "toxics":
+            raise ApiError(404, "not found")
+        if len(parts) == 3:
+            if method == "GET":
+                return 200, [msgspec.to_builtins(t) for t in proxy.toxics]
+            if method == "POST":
+                spec = proxy.add_toxic(msgspec.json.decode(body or b"{}"))
+                return 200, msgspec.to_builtins(spec)
+            raise ApiError(405, "method not allowed")
+        if len(parts) == 4:
+            name = parts[3]
+            if method == "GET":
+                return 200, msgspec.to_builtins(proxy.get_toxic(name))
+            if method in ("POST", "PATCH"):
+                upd = _decode(body, _ToxicUpdate)
+                spec = proxy.update_toxic(name, toxicity=upd.toxicity, attributes=upd.attributes)
+                return 200, msgspec.to_builtins(spec)
+            if method == "DELETE":
+                proxy.remove_toxic(name)
+                return 204, None
+            raise ApiError(405, "method not allowed")
+        raise ApiError(404, "not found")
+
+    def _get(self, name: str) -> ChaosProxy:
+        try:
+            return self.proxies[name]
+        except KeyError:
+            raise ApiError(404, "proxy not found") from None
+
+    @staticmethod
+    def _proxy_json(proxy: ChaosProxy) -> Any:
+        return msgspec.to_builtins(proxy.info())
+
+    async def _create(self, body: _ProxyBody) -> ChaosProxy:
+        if not body.name or not body.upstream:
+            raise ApiError(400, "missing required field: name and upstream")
+        if body.name in self.proxies:
+            raise ApiError(409, "proxy already exists")
+        listen = body.listen or "127.0.0.1:0"
+        host, _ = split_hostport(listen)
+        if not is_loopback(host):
+            raise ApiError(400, f"listen address {listen!r} is not loopback (loopback only)")
+        split_hostport(body.upstream)
+        proxy = ChaosProxy(
+            upstream=body.upstream,
+            listen=listen,
+            name=body.name,
+            seed=self.seed,
+            enabled=True if body.enabled is None else body.enabled,
+        )
+        await proxy.start()
+        self.proxies[proxy.name] = proxy
+        return proxy
+
+    async def _update(self, proxy: ChaosProxy, body: _ProxyBody) -> None:
+        if body.enabled is False:
+            await proxy.disable()
+        elif body.enabled is True:
+            await proxy.enable()
+
+    async def _populate(self, body: bytes) -> tuple[int, Any]:
+        raw = msgspec.json.decode(body or b"[]")
+        items = raw.get("proxies", []) if isinstance(raw, dict) else raw
+        created = []
+        for item in items:
+            spec = msgspec.convert(item, _ProxyBody)
+            existing = self.proxies.get(spec.name or "")
+            if existing is not None:
+                await existing.stop()
+                del self.proxies[existing.name]
+            created.append(self._proxy_json(await self._create(spec)))
+        return 201, {"proxies": created}
+
+
+def _decode(body: bytes, typ: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body or b"{}", type=typ)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(400, f"bad request body: {exc}") from None
+
+
+class ApiServer:
+    """Serves a :class:`ProxyRegistry` over HTTP/1.1 (h11) on a loopback address."""
+
+    def __init__(
+        self, registry: ProxyRegistry | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"the REST API listens on loopback only, not {host!r}")
+        self.registry = registry or ProxyRegistry()
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, self._host, self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, *, close_proxies: bool = True) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if close_proxies:
+            await self.registry.close()
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            request: h11.Request | None = None
+            body = bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    conn.receive_data(data)
+                    if not data and request is None:
+                        return
+                    continue
+                if isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_BODY:
+                        raise h11.RemoteProtocolError("body too large")
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+            assert request is not None
+            status, payload = await self.registry.handle(
+                request.method.decode(), request.target.decode(), bytes(body)
+            )
+            out = b"" if payload is None else msgspec.json.encode(payload)
+            headers = [("content-type", "application/json"), ("content-length", str(len(out)))]
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+            if out:
+                writer.write(conn.send(h11.Data(data=out)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
