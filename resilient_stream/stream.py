@@ -110,13 +110,20 @@ class ResilientStream(Generic[ChunkT]):
 
     async def __anext__(self) -> ChunkT:
         while not self._out:
+            if self._error is not None:
+                raise self._error
             if self._closed:
                 raise StopAsyncIteration
             try:
                 await self._advance()
-            except BaseException:
+            except asyncio.CancelledError:
                 await self._abort()
                 raise
+            except BaseException as exc:
+                await self._abort()
+                if not self._out:
+                    raise
+                self._error = exc  # deliver what came before the error first
         return self._out.popleft()
 
     async def __aenter__(self) -> ResilientStream[ChunkT]:
