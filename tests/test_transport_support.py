@@ -21,8 +21,10 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.events
 import h2.settings
 import h11
+import hyperframe.frame
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -132,13 +134,23 @@ async def hypercorn_server(
     for key, value in config.items():
         setattr(cfg, key, value)
     stop = asyncio.Event()
+    _SHUTDOWN[f"http://127.0.0.1:{port}"] = stop
     task = asyncio.create_task(serve(ndjson_app(stats), cfg, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
         await _wait_listening(port)
         yield f"http://127.0.0.1:{port}", stats
     finally:
         stop.set()
+        _SHUTDOWN.pop(f"http://127.0.0.1:{port}", None)
         await asyncio.wait_for(task, 5)  # hypercorn closes the listening socket
+
+
+_SHUTDOWN: dict[str, asyncio.Event] = {}
+
+
+def trigger_shutdown(url: str) -> None:
+    """Start hypercorn's graceful shutdown (GOAWAY, then finish open streams)."""
+    _SHUTDOWN[url].set()
 
 
 async def _wait_listening(port: int) -> None:
@@ -248,5 +260,77 @@ async def h1_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
     try:
         yield f"http://127.0.0.1:{port}", first_lines
     finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def draining_h2_server(
+    goaway_after: int, lines: int, rate: float
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """h2c server that sends a graceful GOAWAY(NO_ERROR, last_stream_id=highest) once
+    ``goaway_after`` requests arrived, then keeps serving those streams to the end
+    (as RFC 9113 section 6.8 allows). The GOAWAY frame is written by hand because
+    h2 refuses to send anything after its own GOAWAY (h2#1181).
+
+    Yields the URL and the list of completed stream ids (per connection, in order).
+    """
+    completed: list[int] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        started = 0
+        goaway_sent = False
+        open_streams: set[int] = set()
+
+        async def serve_stream(sid: int) -> None:
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/x-ndjson")])
+            writer.write(conn.data_to_send())
+            for i in range(lines):
+                await asyncio.sleep(1 / rate)
+                conn.send_data(
+                    sid, json.dumps({"response": f"t{i} ", "done": False}).encode() + b"\n"
+                )
+                writer.write(conn.data_to_send())
+            conn.send_data(sid, b'{"response": "", "done": true}\n', end_stream=True)
+            writer.write(conn.data_to_send())
+            completed.append(sid)
+            open_streams.discard(sid)
+            if goaway_sent and not open_streams:
+                writer.close()
+
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    if goaway_sent:
+                        continue  # above last_stream_id: never processed
+                    started += 1
+                    open_streams.add(event.stream_id)
+                    task = asyncio.create_task(serve_stream(event.stream_id))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    if started == goaway_after:
+                        frame = hyperframe.frame.GoAwayFrame(0)
+                        frame.last_stream_id = event.stream_id
+                        frame.error_code = 0
+                        writer.write(conn.data_to_send() + frame.serialize())
+                        goaway_sent = True
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            writer.write(conn.data_to_send())
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", completed
+    finally:
+        for task in list(tasks):
+            task.cancel()
         server.close()
         await server.wait_closed()
