@@ -233,7 +233,10 @@ class LineStream:
             "eval_duration": now - first,
         }
         if self.chat:
-            return _encode(_ChatFinal(message=_OutMessage(role="assistant", content=""), **common)) + b"\n"
+            return (
+                _encode(_ChatFinal(message=_OutMessage(role="assistant", content=""), **common))
+                + b"\n"
+            )
         return _encode(_GenerateFinal(response="", **common)) + b"\n"
 
     def error_line(self, message: str) -> bytes:
