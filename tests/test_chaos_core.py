@@ -9,7 +9,9 @@ from resilient_stream.chaos.ops import Close, Data, Eof, Inject, Later, Op, Rese
 from resilient_stream.chaos.spec import to_spec
 
 
-def make_core(*specs: str, seed: int = 1, index: int = 0) -> tuple[ConnectionCore, list[FaultRecord]]:
+def make_core(
+    *specs: str, seed: int = 1, index: int = 0
+) -> tuple[ConnectionCore, list[FaultRecord]]:
     faults: list[FaultRecord] = []
     core = ConnectionCore(
         index=index,
@@ -171,7 +173,9 @@ def test_reset_stream_resets_one_stream_both_ways_and_credits_the_window() -> No
     ops = core.upstream_data(h2.data_frame(1, b"c" * 5, h2.FLAG_END_STREAM) + headers(1))
     assert data_bytes(ops) == headers(1)
     assert Inject(h2.window_update(0, 5), "upstream") in ops
-    assert [(f.kind, f.stream_id, f.offset) for f in faults] == [("reset_stream", 1, 8)]
+    assert [(f.kind, f.stream_id, f.offset, f.actual) for f in faults] == [
+        ("reset_stream", 1, 10, 8)
+    ]
 
 
 def test_reset_stream_spares_a_stream_that_ends_before_its_offset() -> None:
@@ -199,7 +203,7 @@ def test_cut_data_sends_part_of_a_data_frame_then_closes() -> None:
     line = b'{"response":"hello"}\n'
     ops = core.upstream_data(h2.data_frame(1, line))
     assert ops == [Data(h2.data_frame(1, line[:5])), Close()]
-    assert faults[0].detail == "target=5 kept=5 mode=partial"
+    assert (faults[0].offset, faults[0].detail) == (5, "mode=partial")
     assert core.upstream_data(h2.data_frame(1, line)) == []
 
 
@@ -245,11 +249,17 @@ def test_stream_decisions_depend_on_stream_id_not_on_arrival_order() -> None:
         core, faults = h2_core(spec, seed=11)
         for _ in range(10):
             core.upstream_data(b"".join(h2.data_frame(s, b"y" * 7) for s in order))
-        return {(f.stream_id, int(f.detail.split()[0].split("=")[1])) for f in faults}
+        return {(f.stream_id, f.offset) for f in faults}
 
     forward = plan([1, 3, 5, 7, 9, 11, 13, 15])
     assert forward == plan([15, 13, 11, 9, 7, 5, 3, 1])
     assert 0 < len(forward) < 8
+
+
+def test_stream_id_attribute_targets_one_stream() -> None:
+    core, faults = h2_core("reset_stream:stream_id=3,min_bytes=0,max_bytes=0")
+    core.upstream_data(h2.data_frame(1, b"a") + h2.data_frame(3, b"b") + h2.data_frame(5, b"c"))
+    assert [f.stream_id for f in faults] == [3]
 
 
 def test_h2_toxic_frames_split_across_reads_are_reassembled() -> None:

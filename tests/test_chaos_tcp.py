@@ -176,9 +176,10 @@ async def test_limit_data_closes_after_the_limit() -> None:
 @pytest.mark.timeout(10)
 async def test_toxicity_decides_per_connection_and_replays_with_the_seed() -> None:
     async def plan(seed: int) -> list[int]:
-        async with server() as upstream, ChaosProxy(
-            upstream, ["limit_data:bytes=1,toxicity=0.5"], seed=seed
-        ) as proxy:
+        async with (
+            server() as upstream,
+            ChaosProxy(upstream, ["limit_data:bytes=1,toxicity=0.5"], seed=seed) as proxy,
+        ):
             for _ in range(12):
                 reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
                 writer.write(b"xy")
@@ -204,7 +205,7 @@ async def test_unreachable_upstream_closes_the_client_connection() -> None:
 
 @pytest.mark.timeout(10)
 async def test_disable_drops_connections_and_enable_listens_again() -> None:
-    async with proxied() as (proxy, reader, writer):
+    async with proxied() as (proxy, reader, _):
         await proxy.disable()
         assert await asyncio.wait_for(reader.read(10), 5) == b""
         with pytest.raises(OSError):

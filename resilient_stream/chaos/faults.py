@@ -12,9 +12,13 @@ import msgspec
 class FaultRecord(msgspec.Struct, frozen=True):
     """One injected fault.
 
-    ``offset`` is where it fired: bytes of the stream's (or connection's) DATA
-    for HTTP/2 toxics, bytes of the direction for TCP toxics, -1 when a toxic
-    acts on the whole connection from its start (latency, bandwidth, ...).
+    ``offset`` is where the seeded plan said to fire: a DATA byte offset in
+    the stream (HTTP/2 stream toxics), a DATA frame count (connection-level
+    HTTP/2 toxics), a byte count (limit_data), or -1 when a toxic acts on the
+    whole connection from its start (latency, bandwidth, ...). ``actual`` is
+    where it did fire (e.g. the stream's bytes forwarded before a reset), which
+    can differ from ``offset`` by how the sender cut its frames, so it is not
+    part of the plan.
     """
 
     time: float
@@ -25,9 +29,10 @@ class FaultRecord(msgspec.Struct, frozen=True):
     direction: str
     offset: int = -1
     detail: str = ""
+    actual: int = -1
 
     def plan_key(self) -> tuple[int, int, str, str, str, int, str]:
-        """Everything but the time: equal keys mean the same fault."""
+        """Everything but ``time`` and ``actual``: equal keys mean the same fault."""
         return (
             self.connection,
             self.stream_id,

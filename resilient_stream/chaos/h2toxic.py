@@ -106,6 +106,8 @@ class TargetAttributes(Attributes):
     max_bytes: NonNegative = 4096
     #: At most this many streams hit per connection (0 = no limit).
     max_streams: NonNegative = 0
+    #: Only this stream id may be hit (0 = any stream).
+    stream_id: NonNegative = 0
 
 
 class _StreamState:
@@ -129,7 +131,7 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
         if st is None:
             a: Any = self.attrs
             rng = self.ctx.stream_rng(stream_id)
-            hit = rng.random() < a.probability
+            hit = rng.random() < a.probability and a.stream_id in (0, stream_id)
             offset = rng.randint(a.min_bytes, max(a.min_bytes, a.max_bytes))
             st = self._streams[stream_id] = _StreamState(offset if hit else -1)
         return st
@@ -162,4 +164,4 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
     def fired(self, f: h2.Frame, st: _StreamState, detail: str) -> None:
         self.hits += 1
         self._streams.pop(f.stream_id, None)
-        self.ctx.record(stream_id=f.stream_id, offset=st.seen, detail=detail)
+        self.ctx.record(stream_id=f.stream_id, offset=st.target, actual=st.seen, detail=detail)

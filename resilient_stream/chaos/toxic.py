@@ -92,7 +92,9 @@ class ToxicContext:
         """Generator for the decisions about one HTTP/2 stream of this connection."""
         return derive_rng(self.seed, self.conn.index, self.name, stream_id)
 
-    def record(self, *, stream_id: int = 0, offset: int = -1, detail: str = "") -> None:
+    def record(
+        self, *, stream_id: int = 0, offset: int = -1, detail: str = "", actual: int | None = None
+    ) -> None:
         """Record an injected fault."""
         self._sink(
             FaultRecord(
@@ -104,6 +106,7 @@ class ToxicContext:
                 direction=self.direction,
                 offset=offset,
                 detail=detail,
+                actual=offset if actual is None else actual,
             )
         )
 

@@ -44,7 +44,7 @@ class CutDataToxic(StreamTargetedToxic[CutDataAttributes]):
         keep = min(max(st.target - st.seen, 1), len(payload) - 1)
         self.done = True
         mode = "torn" if self.attrs.torn else "partial"
-        self.fired(f, st, f"target={st.target} kept={keep} mode={mode}")
+        self.fired(f, st, f"mode={mode}")
         torn = self.attrs.torn
         cut = f.raw[: 9 + keep] if torn else h2.data_frame(f.stream_id, payload[:keep])
         return [Data(cut), Close()]

@@ -41,7 +41,7 @@ class ResetStreamToxic(StreamTargetedToxic[ResetStreamAttributes]):
         if st is None:
             return None
         code = self.attrs.error_code
-        self.fired(f, st, f"target={st.target} error_code={code}")
+        self.fired(f, st, f"error_code={code}")
         self.reset.add(sid)
         self.drop(f)
         return [

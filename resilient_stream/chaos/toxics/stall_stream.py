@@ -46,7 +46,7 @@ class StallStreamToxic(StreamTargetedToxic[StallStreamAttributes]):
         st = self.crossing(f)
         if st is None:
             return None
-        self.fired(f, st, f"target={st.target} duration={self.attrs.duration}")
+        self.fired(f, st, f"duration={self.attrs.duration}")
         self.stalled.add(sid)
         out: list[Op] = self.drop(f)
         if self.attrs.duration:
