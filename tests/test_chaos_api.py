@@ -1,0 +1,172 @@
+"""The toxiproxy-compatible REST API, driven by httpx and by the toxiproxy-python client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from resilient_stream.chaos import ApiServer, ChaosProxy, ProxyRegistry
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    srv.close()
+    await srv.wait_closed()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[ApiServer]:
+    async with ApiServer(ProxyRegistry(seed=3), port=0) as server:
+        yield server
+
+
+async def round_trip(host: str, port: int) -> float:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        start = time.perf_counter()
+        writer.write(b"ping")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+        return time.perf_counter() - start
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_speaks_toxiproxy_json_shapes(api: ApiServer, upstream: str) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        r = await c.post("/proxies", json={"name": "e", "upstream": upstream})
+        assert r.status_code == 201
+        proxy = r.json()
+        assert set(proxy) == {"name", "listen", "upstream", "enabled", "toxics"}
+        assert proxy["listen"].startswith("127.0.0.1:") and proxy["enabled"] is True
+        assert (
+            await c.post("/proxies", json={"name": "e", "upstream": upstream})
+        ).status_code == 409
+
+        toxic = {"type": "latency", "stream": "upstream", "attributes": {"latency": 50}}
+        r = await c.post("/proxies/e/toxics", json=toxic)
+        assert r.status_code == 200
+        assert r.json() == {
+            "type": "latency",
+            "name": "latency_upstream",
+            "stream": "upstream",
+            "toxicity": 1.0,
+            "attributes": {"latency": 50, "jitter": 0},
+        }
+        assert (await c.post("/proxies/e/toxics", json=toxic)).status_code == 409
+        bad = await c.post("/proxies/e/toxics", json={"type": "nope"})
+        assert bad.status_code == 400 and "unknown toxic type" in bad.json()["error"]
+        bad = await c.post("/proxies/e/toxics", json={"type": "latency", "attributes": {"x": 1}})
+        assert bad.status_code == 400
+
+        r = await c.post("/proxies/e/toxics/latency_upstream", json={"attributes": {"jitter": 5}})
+        assert r.json()["attributes"] == {"latency": 50, "jitter": 5}
+        assert (await c.get("/proxies/e/toxics")).json()[0]["name"] == "latency_upstream"
+        assert (await c.get("/proxies")).json()["e"]["toxics"][0]["type"] == "latency"
+
+        host, port = proxy["listen"].rsplit(":", 1)
+        assert await round_trip(host, int(port)) >= 0.04
+        faults = (await c.get("/proxies/e/faults")).json()
+        assert faults[0]["kind"] == "latency" and faults[0]["connection"] == 0
+
+        r = await c.delete("/proxies/e/toxics/latency_upstream")
+        assert r.status_code == 204
+        assert (await c.get("/proxies/e/toxics/latency_upstream")).status_code == 404
+
+        r = await c.post("/proxies/e", json={"enabled": False})
+        assert r.json()["enabled"] is False
+        with pytest.raises(OSError):
+            await asyncio.open_connection(host, int(port))
+        assert (await c.post("/reset")).status_code == 204
+        assert (await c.get("/proxies/e")).json()["enabled"] is True
+        assert await round_trip(host, int(port)) < 1
+
+        assert "toxiproxy API" in (await c.get("/version")).json()["version"]
+        assert (await c.delete("/proxies/e")).status_code == 204
+        assert (await c.get("/proxies/e")).status_code == 404
+
+
+@pytest.mark.timeout(10)
+async def test_rest_api_refuses_non_loopback_listen_addresses(
+    api: ApiServer, upstream: str
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        r = await c.post(
+            "/proxies", json={"name": "x", "upstream": upstream, "listen": "0.0.0.0:0"}
+        )
+        assert r.status_code == 400 and "loopback" in r.json()["error"]
+    with pytest.raises(ValueError, match="loopback"):
+        ApiServer(host="0.0.0.0")
+
+
+@pytest.mark.timeout(10)
+async def test_rest_api_serves_a_proxy_started_from_python(upstream: str) -> None:
+    async with ChaosProxy(upstream, ["slicer:average_size=2"], name="py", seed=1) as proxy:
+        registry = ProxyRegistry()
+        registry.add(proxy)
+        async with ApiServer(registry) as server, httpx.AsyncClient(base_url=server.url) as c:
+            body = (await c.get("/proxies/py")).json()
+            assert body["listen"] == proxy.listen
+            assert body["toxics"][0]["attributes"] == {
+                "average_size": 2,
+                "size_variation": 0,
+                "delay": 0,
+            }
+
+
+@pytest.mark.timeout(30)
+async def test_toxiproxy_python_client_creates_a_proxy_and_a_latency_toxic(
+    api: ApiServer, upstream: str
+) -> None:
+    toxiproxy = pytest.importorskip("toxiproxy")
+
+    def drive() -> dict[str, Any]:
+        server = toxiproxy.Toxiproxy()
+        server.update_api_consumer(api.host, api.port)
+        assert server.running()
+        proxy = server.create(upstream=upstream, name="tp", listen="127.0.0.1:0")
+        proxy.add_toxic(type="latency", attributes={"latency": 100})
+        toxics = proxy.toxics()
+        return {
+            "listen": proxy.listen,
+            "toxics": {n: (t.type, t.stream, t.attributes) for n, t in toxics.items()},
+            "proxies": sorted(server.proxies()),
+            "version": server.version(),
+        }
+
+    seen = await asyncio.to_thread(drive)
+    assert seen["proxies"] == ["tp"]
+    assert seen["toxics"] == {
+        "latency_downstream": ("latency", "downstream", {"latency": 100, "jitter": 0})
+    }
+    assert b"toxiproxy API" in seen["version"]
+    host, port = seen["listen"].rsplit(":", 1)
+    assert await round_trip(host, int(port)) >= 0.099
+
+    def cleanup() -> None:
+        server = toxiproxy.Toxiproxy()
+        proxy = server.get_proxy("tp")
+        assert proxy.destroy_toxic("latency_downstream")
+        assert server.destroy(proxy)
+        assert server.proxies() == {}
+
+    await asyncio.to_thread(cleanup)
