@@ -6,7 +6,7 @@
 
 One client is meant to be shared by a whole service: it owns the connection
 pool (the HTTP/2 multiplexed transport by default), the replica health and
-the client-wide retry budget.
+the retry budgets (one per replica, shared by all streams).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from .config import StreamConfig
 from .errors import ConfigError, InvalidRequestError
 from .replicas import ReplicaSet
 from .resume.planner import ResumePlanner
-from .retry import RetryBudget
 from .stream import ResilientStream
 
 DEFAULT_URL = "http://127.0.0.1:11434"
@@ -58,8 +57,9 @@ class StreamClient:
             urls,
             eject_after=self.config.replica_eject_after,
             readmit_after=self.config.replica_readmit_after,
+            budget_tokens=self.config.retry_budget_tokens,
+            budget_ratio=self.config.retry_budget_ratio,
         )
-        self.budget = RetryBudget(self.config.retry_budget_tokens, self.config.retry_budget_ratio)
         self.rng = random.Random(seed)
         if transport is None:
             from .transport import MultiplexedTransport

@@ -6,11 +6,17 @@ failed attempt moves to the next healthy replica, so a resume may continue
 on another replica. If every replica is ejected, the one due back soonest is
 tried anyway (failing over to nothing would only turn an outage into an error
 sooner than the retry policy allows).
+
+Each replica has its own retry budget (gRPC throttles retries per target the
+same way): when one replica dies, its budget drains and retries move to the
+others; only when every replica's budget is drained do streams fail fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .retry import RetryBudget
 
 
 @dataclass(slots=True)
@@ -20,22 +26,38 @@ class Replica:
     ejected_until: float = 0.0
     successes: int = 0
     failures: int = 0
+    budget: RetryBudget = field(default_factory=lambda: RetryBudget(0, 1.0))
 
     def healthy(self, now: float) -> bool:
         return self.ejected_until <= now
 
 
 class ReplicaSet:
-    def __init__(self, urls: list[str], *, eject_after: int, readmit_after: float) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        eject_after: int,
+        readmit_after: float,
+        budget_tokens: float = 0.0,
+        budget_ratio: float = 1.0,
+    ) -> None:
         if not urls:
             raise ValueError("at least one base URL is needed")
-        self.replicas = [Replica(u.rstrip("/")) for u in urls]
+        self.replicas = [
+            Replica(u.rstrip("/"), budget=RetryBudget(budget_tokens, budget_ratio)) for u in urls
+        ]
         self._eject_after = max(1, eject_after)
         self._readmit_after = readmit_after
         self._next = 0
 
-    def pick(self, now: float, *, avoid: Replica | None = None) -> Replica:
-        """The next healthy replica, preferring one other than ``avoid``."""
+    def can_retry(self) -> bool:
+        """Whether any replica's retry budget still allows a retry."""
+        return any(r.budget.allows_retry() for r in self.replicas)
+
+    def pick(self, now: float, *, avoid: Replica | None = None, retry: bool = False) -> Replica:
+        """The next healthy replica, preferring one other than ``avoid`` and, for a
+        retry, one whose retry budget allows it."""
         n = len(self.replicas)
         start = self._next
         self._next = (self._next + 1) % n
@@ -44,7 +66,7 @@ class ReplicaSet:
             replica = self.replicas[(start + i) % n]
             if not replica.healthy(now):
                 continue
-            if replica is avoid and n > 1:
+            if (replica is avoid and n > 1) or (retry and not replica.budget.allows_retry()):
                 fallback = fallback or replica
                 continue
             return replica

@@ -225,8 +225,8 @@ class ResilientStream(Generic[ChunkT]):
         if self._attempt_first_chunk and chunks:
             self._attempt_first_chunk = False
             self._failures_in_a_row = 0
-            self._client.budget.on_success()
             if self._replica is not None:
+                self._replica.budget.on_success()
                 self._client.replicas.on_success(self._replica)
             if self._first_token_at is None:
                 self._first_token_at = time.monotonic()
@@ -271,7 +271,9 @@ class ResilientStream(Generic[ChunkT]):
         plan = self._plan
         assert plan is not None
         client = self._client
-        replica = client.replicas.pick(time.monotonic(), avoid=self._failed_replica)
+        replica = client.replicas.pick(
+            time.monotonic(), avoid=self._failed_replica, retry=self._attempts > 0
+        )
         self._replica = replica
         transparent = False
         self._attempts += 1
@@ -351,7 +353,7 @@ class ResilientStream(Generic[ChunkT]):
         if self._asm.done:
             return  # the stream completed; what broke afterwards does not matter
         self._note_failure(exc, replica)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = _describe(exc)
         self._record(reason)
         if not is_retryable(exc):
             raise self._give_up_error(exc) from exc
@@ -379,7 +381,7 @@ class ResilientStream(Generic[ChunkT]):
                 cause=reason,
             )
         self._plan = plan
-        if not self._client.budget.allows_retry():
+        if not self._client.replicas.can_retry():
             raise self._budget_error(exc) from exc
         if self._attempts >= self._cfg.max_attempts:
             raise AttemptsExhausted(
@@ -404,8 +406,8 @@ class ResilientStream(Generic[ChunkT]):
         if not count or isinstance(exc, asyncio.CancelledError):
             return
         self._failures_in_a_row += 1
-        if self._attempt_first_chunk:
-            self._client.budget.on_failure()
+        if self._attempt_first_chunk and replica is not None:
+            replica.budget.on_failure()
         if replica is not None and _blames_replica(exc):
             self._failed_replica = replica
             if self._client.replicas.on_failure(replica, time.monotonic()):
@@ -423,7 +425,7 @@ class ResilientStream(Generic[ChunkT]):
             return False
         if is_transparent(exc):
             return True
-        if not self._client.budget.allows_retry():
+        if not self._client.replicas.can_retry():
             raise _GiveUp(self._budget_error(exc)) from exc
         self._retries += 1
         return True
@@ -480,7 +482,7 @@ class ResilientStream(Generic[ChunkT]):
             error: BaseException = exc
         elif self._attempts >= self._cfg.max_attempts:
             error = AttemptsExhausted(
-                f"gave up after {self._attempts} attempts; last cause: {type(exc).__name__}: {exc}",
+                f"gave up after {self._attempts} attempts; last cause: {_describe(exc)}",
                 endpoint=self._endpoint(),
             )
         elif isinstance(exc, StreamError):
@@ -489,7 +491,7 @@ class ResilientStream(Generic[ChunkT]):
                 exc.message += f" ({note})"
         else:
             error = TransportError(
-                f"{type(exc).__name__}: {exc}{' (' + note + ')' if note else ''}",
+                f"{_describe(exc)}{' (' + note + ')' if note else ''}",
                 endpoint=self._endpoint(),
             )
         if isinstance(error, StreamError):
@@ -507,15 +509,16 @@ class ResilientStream(Generic[ChunkT]):
 
     def _budget_error(self, exc: BaseException) -> RetryBudgetExhausted:
         return RetryBudgetExhausted(
-            "client retry budget exhausted: most recent attempts failed, so this stream fails "
+            "retry budget exhausted on every replica: most recent attempts failed, so this "
+            "stream fails "
             f"fast instead of adding load to a struggling backend; last cause: "
-            f"{type(exc).__name__}: {exc}",
+            f"{_describe(exc)}",
             endpoint=self._endpoint(),
             attempts=self._attempts,
         )
 
     def _deadline_error(self, exc: BaseException | None) -> DeadlineExceeded:
-        cause = f"; last cause: {type(exc).__name__}: {exc}" if exc is not None else ""
+        cause = f"; last cause: {_describe(exc)}" if exc is not None else ""
         return DeadlineExceeded(
             f"total_timeout ({self._cfg.total_timeout:.1f}s) passed{cause}",
             endpoint=self._endpoint(),
@@ -566,6 +569,12 @@ class ResilientStream(Generic[ChunkT]):
 
 
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/x-ndjson"}
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` without the endpoint/attempt suffix (said once, by the outer error)."""
+    text = exc.message if isinstance(exc, StreamError) else str(exc)
+    return f"{type(exc).__name__}: {text}"
 
 
 def _blames_replica(exc: BaseException) -> bool:

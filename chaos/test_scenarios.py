@@ -1,0 +1,47 @@
+"""The chaos suite: every scenario in chaos/scenarios/, every stream checked against an
+unbroken baseline (byte-identical, full token count), and nothing leaked afterwards.
+
+Fast tier (default): each scenario at its own size, a few hundred streams in all.
+Soak tier: ``pytest -m soak chaos/`` or ``resilient-stream chaos --scenario soak``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resilient_stream.chaos_suite.runner import run_scenario
+from resilient_stream.chaos_suite.scenario import load_scenario, scenario_files
+
+SCENARIOS = {p.stem: load_scenario(p) for p in scenario_files(Path(__file__).parent / "scenarios")}
+
+
+def _param(name: str) -> object:
+    marks = [pytest.mark.soak] if SCENARIOS[name].soak else []
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", [_param(n) for n in sorted(SCENARIOS)])
+async def test_scenario_loses_nothing(name: str) -> None:
+    scenario = SCENARIOS[name]
+    report = await run_scenario(scenario)
+    print("\n" + report.table())
+    assert report.errors == {}, report.mismatches
+    assert report.completed == report.streams
+    assert report.identical == report.streams, report.mismatches
+    assert sum(report.faults.values()) > 0, "the scenario injected no fault: it proves nothing"
+    assert report.open_streams == 0
+    assert report.server_streams_active == 0
+    assert report.leaked_tasks == 0
+    assert report.leaked_fds == 0
+
+
+def test_every_scenario_kind_required_by_the_suite_exists() -> None:
+    kinds = {t.type for s in SCENARIOS.values() for t in s.toxics}
+    assert {"drop_after_data_frames", "stall_stream", "reset_stream", "goaway"} <= kinds
+    assert {"bandwidth", "latency", "cut_data"} <= kinds
+    statuses = {s.server_faults.status for s in SCENARIOS.values() if s.server_faults}
+    assert {429, 503} <= statuses
+    assert any(s.replica_death for s in SCENARIOS.values())

@@ -1,0 +1,99 @@
+"""The summary of a scenario run, as a table for people and JSON for machines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counters for a progress display (updated by the runner)."""
+
+    streams: int
+    finished: int = 0
+    chunks: int = 0
+    faults: int = 0
+
+
+class Report(msgspec.Struct, kw_only=True):
+    scenario: str
+    seed: int
+    streams: int
+    completed: int
+    identical: int
+    errors: dict[str, int]
+    mismatches: list[str]
+    resumes: int
+    retries: int
+    attempts: int
+    faults: dict[str, int]
+    fault_plan_digest: str
+    tokens: int
+    chunks: int
+    wall_seconds: float
+    tokens_per_second: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    client_cpu_us_per_chunk: float
+    open_streams: int
+    server_streams_active: int
+    leaked_tasks: int
+    leaked_fds: int
+
+    @property
+    def ok(self) -> bool:
+        """Every stream complete and byte-identical, and nothing leaked."""
+        return (
+            self.completed == self.identical == self.streams
+            and self.open_streams == 0
+            and self.server_streams_active == 0
+            and self.leaked_tasks == 0
+            and self.leaked_fds == 0
+        )
+
+    def to_json(self) -> bytes:
+        data = msgspec.to_builtins(self)
+        data["ok"] = self.ok
+        return msgspec.json.encode(data)
+
+    def table(self) -> str:
+        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"
+        rows = [
+            ("scenario", f"{self.scenario} (seed {self.seed})"),
+            ("streams", str(self.streams)),
+            ("completed", str(self.completed)),
+            ("byte-identical to baseline", str(self.identical)),
+            ("resumes / retries / attempts", f"{self.resumes} / {self.retries} / {self.attempts}"),
+            ("faults injected", f"{sum(self.faults.values())}: {faults}"),
+            ("fault plan digest", self.fault_plan_digest),
+            (
+                "tokens",
+                f"{self.tokens} in {self.wall_seconds:.2f}s ({self.tokens_per_second:.0f}/s)",
+            ),
+            (
+                "time to first token p50 / p99",
+                f"{self.ttft_p50_ms:.1f} / {self.ttft_p99_ms:.1f} ms",
+            ),
+            ("client CPU per chunk", f"{self.client_cpu_us_per_chunk:.1f} us"),
+            (
+                "leaks (streams/server/tasks/fds)",
+                f"{self.open_streams}/{self.server_streams_active}/{self.leaked_tasks}/"
+                f"{self.leaked_fds}",
+            ),
+            ("verdict", "OK" if self.ok else "FAILED"),
+        ]
+        if self.errors:
+            rows.insert(4, ("errors", ", ".join(f"{k}={v}" for k, v in self.errors.items())))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  ! {m}" for m in self.mismatches]
+        return "\n".join(lines)
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]

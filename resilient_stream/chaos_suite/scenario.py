@@ -1,0 +1,87 @@
+"""Chaos scenarios as data: a TOML file names the toxics, the server-side faults,
+the seed and the traffic; nothing about a scenario lives in code."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from ..chaos import ToxicSpec
+from ..errors import ConfigError
+
+EndpointName = Literal["generate_raw", "generate", "chat", "chat_think"]
+
+
+class ServerFaults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Seeded server-side faults (what a proxy cannot fake: 429/503 answers, error lines).
+
+    Each request is hit with ``probability``; the draw is keyed by the request's
+    index on its server, so a replay with the same traffic gives the same plan.
+    """
+
+    probability: float = 0.0
+    kind: str = "status"
+    status: int = 503
+    retry_after: float | None = None
+    after_tokens_max: int = 0
+    message: str = "injected by the chaos suite"
+    #: Only the first N requests can be hit (0: all): keeps retries converging.
+    max_hits: int = 0
+
+
+class ReplicaDeath(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Stop one replica (server and its proxy) once it has received ``after_requests``
+    requests or generated ``after_tokens`` tokens (whichever is set and comes first)."""
+
+    replica: int = 0
+    after_requests: int = 0
+    after_tokens: int = 0
+
+
+class Scenario(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+    seed: int = 7
+    streams: int = 100
+    num_predict: int = 60
+    #: Server pacing per stream (0: as fast as possible).
+    tokens_per_second: float = 0.0
+    endpoints: list[EndpointName] = msgspec.field(
+        default_factory=lambda: ["generate_raw", "generate", "chat", "chat_think"]
+    )
+    replicas: int = 1
+    max_concurrent_streams: int = 100
+    toxics: list[ToxicSpec] = msgspec.field(default_factory=list)
+    server_faults: ServerFaults | None = None
+    replica_death: ReplicaDeath | None = None
+    #: StreamConfig overrides for the client under test.
+    client: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: Soak scenarios run only from the CLI or with ``-m soak``.
+    soak: bool = False
+    #: Whole-run time limit (seconds); the runner fails the scenario past it.
+    time_limit: float = 170.0
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read scenario {str(p)!r}: {exc}") from None
+    data.setdefault("name", p.stem)
+    try:
+        return msgspec.convert(data, Scenario)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"scenario {str(p)!r}: {exc}") from None
+
+
+def scenario_files(directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(
+            f"scenario directory {str(d)!r} not found (run from the repository root, or pass --dir)"
+        )
+    return sorted(d.glob("*.toml"))
