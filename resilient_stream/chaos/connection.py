@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 #: Pause reading from a side when this many bytes wait in its direction's backlog.
 BACKLOG_HIGH = 1 << 20
+#: A side's write buffer above this pauses reading from the other side (asyncio's
+#: default, 64 KiB, pauses and resumes so often that it halves throughput).
+WRITE_BUFFER_HIGH = 1 << 20
 
 
 class _Side(asyncio.Protocol):
@@ -51,6 +54,7 @@ class _Side(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
