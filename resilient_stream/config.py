@@ -102,6 +102,7 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     log_content: bool = False
     """Log prompts and outputs in events (off: they may hold user data)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level used by the CLI's structlog setup (a library never configures logging)."""
 
     def __post_init__(self) -> None:
         hints = _field_types()
