@@ -146,7 +146,8 @@ class H1Protocol(asyncio.Protocol):
         if fault is not None and fault.kind == "error_line":
             status, body = 500, error_body(fault.message)
         self._write_response(status, reply, len(body))
-        self.out.append(self.conn.send(h11.Data(data=body)) or b"")
+        if not reply.head:
+            self.out.append(self.conn.send(h11.Data(data=body)) or b"")
         self._end_message()
 
     def _write_response(self, status: int, reply: Reply, length: int) -> None:

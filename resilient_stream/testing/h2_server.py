@@ -200,6 +200,8 @@ class H2Protocol(asyncio.Protocol):
             headers[0] = (b":status", b"500")
             body = error_body(fault.message)
         headers.append((b"content-length", str(len(body)).encode()))
+        if reply.head:
+            body = b""
         try:
             self.conn.send_headers(sid, headers, end_stream=not body)
         except h2.exceptions.StreamClosedError:

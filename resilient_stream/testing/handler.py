@@ -123,6 +123,8 @@ class Reply:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: Seconds to wait before answering a whole-body generation (simulated decode time).
     delay: float = 0.0
+    #: A HEAD request: send the headers of ``body`` (its length) but not the body.
+    head: bool = False
 
     @property
     def fault_before_headers(self) -> Fault | None:
@@ -286,6 +288,7 @@ class Handler:
             fault = self.settings.faults(info)
         reply = self._route(method, path, body, fault)
         reply.fault = fault
+        reply.head = method == "HEAD"
         if fault is not None and fault.kind == "status":
             reply.status = fault.status
             reply.content_type = JSON
