@@ -414,6 +414,25 @@ async def test_h2_respects_the_clients_flow_control_window() -> None:
             await raw.close()
 
 
+async def test_h2_whole_body_larger_than_the_window_waits_for_window_updates() -> None:
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        raw = await RawH2.connect(srv.port, window=1000)
+        try:
+            raw.auto_ack = False
+            sid = raw.request("/api/generate", gen_body(stream=False, options={"num_predict": 500}))
+            await raw.until(lambda: len(raw.streams[sid].data) == 1000)
+            assert not raw.streams[sid].ended
+            raw.auto_ack = True
+            raw.conn.acknowledge_received_data(1000, sid)
+            raw.flush()
+            await raw.until(lambda: raw.streams[sid].ended)
+            obj = json.loads(bytes(raw.streams[sid].data))
+            assert obj["done"] is True and obj["eval_count"] == 500
+            assert int(raw.streams[sid].headers[b"content-length"]) == len(raw.streams[sid].data)
+        finally:
+            await raw.close()
+
+
 async def test_client_rst_stream_stops_generation_at_once() -> None:
     async with ReferenceServer(tokens_per_second=100, stop_probability=0.0) as srv:
         raw = await RawH2.connect(srv.port)
@@ -702,6 +721,16 @@ async def test_faults_on_stream_false_replies() -> None:
 
 
 # --- protocols, TLS, CLI --------------------------------------------------
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "h1"])
+async def test_head_sends_headers_without_a_body(http2: bool) -> None:
+    async with ReferenceServer() as srv:
+        async with httpx.AsyncClient(http2=http2, http1=not http2, timeout=10) as c:
+            r = await c.head(srv.url + "/")
+            assert r.status_code == 200 and r.content == b""
+            assert r.headers["content-length"] == str(len(b"Ollama is running"))
+            assert (await c.get(srv.url + "/")).text == "Ollama is running"
 
 
 async def test_protocol_switches_limit_what_the_port_speaks() -> None:

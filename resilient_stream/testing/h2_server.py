@@ -70,6 +70,8 @@ class H2Protocol(asyncio.Protocol):
         )
         self.requests: dict[int, _Request] = {}
         self.parked: list[Driver] = []
+        #: Streams whose whole (non-NDJSON) body waits for window.
+        self.waiting_bodies: set[int] = set()
         self.paused = False
         self.dirty = False
         self.closing = False
@@ -223,10 +225,12 @@ class H2Protocol(asyncio.Protocol):
             n = min(len(body), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
             if n <= 0:
                 req.pending_body = body
+                self.waiting_bodies.add(sid)
                 return
             conn.send_data(sid, body[:n], end_stream=n == len(body))
             body = body[n:]
         req.pending_body = None
+        self.waiting_bodies.discard(sid)
         self.requests.pop(sid, None)
 
     def _fault_before_headers(self, sid: int, req: _Request, fault: Fault) -> None:
@@ -311,9 +315,13 @@ class H2Protocol(asyncio.Protocol):
         parked, self.parked = self.parked, []
         for d in parked:
             d.unpark()
-        for sid, req in list(self.requests.items()):
-            if req.pending_body is not None:
-                self._send_pending_body(sid, req)
+        if self.waiting_bodies:
+            for sid in list(self.waiting_bodies):
+                req = self.requests.get(sid)
+                if req is None:
+                    self.waiting_bodies.discard(sid)
+                else:
+                    self._send_pending_body(sid, req)
 
     def apply_fault(self, stream: Driver, fault: Fault) -> None:
         kind = fault.kind
