@@ -37,7 +37,15 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     first_token_timeout: float = 300.0
     """Headers + first chunk of a stream. Long: loading a model can take minutes."""
     idle_timeout: float = 30.0
-    """Longest gap between two chunks of one stream before it counts as stalled."""
+    """Longest gap between two chunks of one stream before it counts as stalled (the cap
+    of the adaptive idle timeout)."""
+    adaptive_idle_timeout: bool = True
+    """Let the idle timeout follow the stream's observed pace: ``idle_timeout_factor`` x a
+    decaying peak of recent gaps, within ``[idle_timeout_floor, idle_timeout]``."""
+    idle_timeout_floor: float = 0.5
+    """Smallest adaptive idle timeout (also absorbs event-loop lag under load)."""
+    idle_timeout_factor: float = 10.0
+    """How many times the recent peak gap a stream may stay silent."""
     total_timeout: float = 1800.0
     """Deadline for a whole stream, all attempts and resumes included."""
     pool_timeout: float = 30.0

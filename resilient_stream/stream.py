@@ -26,6 +26,7 @@ import msgspec
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from .buffering import IdleTimeoutPolicy
 from .codec.chunks import ChatChunk, GenerateChunk
 from .codec.ndjson import ChunkDecoder, NdjsonFramer
 from .errors import (
@@ -100,6 +101,13 @@ class ResilientStream(Generic[ChunkT]):
         self._first_token_at: float | None = None
         self._ended_at: float | None = None
         self._attempt_first_chunk = True
+        self._idle = IdleTimeoutPolicy(
+            cap=cfg.idle_timeout,
+            floor=cfg.idle_timeout_floor,
+            factor=cfg.idle_timeout_factor,
+            enabled=cfg.adaptive_idle_timeout,
+        )
+        self._last_read = 0.0
         self._closed = False
         self._error: BaseException | None = None
 
@@ -178,9 +186,7 @@ class ResilientStream(Generic[ChunkT]):
             await self._open()
             return
         loop_time = time.monotonic()
-        limit = (
-            self._cfg.first_token_timeout if self._attempt_first_chunk else self._cfg.idle_timeout
-        )
+        limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
         until = min(loop_time + limit, self._deadline)
         try:
             async with asyncio.timeout(until - loop_time):
@@ -197,8 +203,13 @@ class ResilientStream(Generic[ChunkT]):
                 return
             await self._fail(
                 StallError(
-                    f"no data on this stream for {waited:.1f}s "
-                    f"({'first_token_timeout' if self._attempt_first_chunk else 'idle_timeout'})",
+                    f"no data on this stream for {waited:.2f}s ("
+                    + (
+                        "first_token_timeout"
+                        if self._attempt_first_chunk
+                        else f"idle timeout {limit:.2f}s, adapted to the stream's pace"
+                    )
+                    + ")",
                     waited=waited,
                     endpoint=self._endpoint(),
                 )
@@ -217,6 +228,10 @@ class ResilientStream(Generic[ChunkT]):
             await self._fail(exc)
             return
         if chunks:
+            now = time.monotonic()
+            if not self._attempt_first_chunk:
+                self._idle.observe(now - self._last_read)
+            self._last_read = now
             self._deliver(chunks)
             if self._asm.done:
                 await self._close_response()
@@ -279,6 +294,7 @@ class ResilientStream(Generic[ChunkT]):
         self._attempts += 1
         self._asm.begin_attempt(plan)
         self._attempt_first_chunk = True
+        self._idle.reset()
         self._framer = NdjsonFramer(self._cfg.max_line_bytes)
         self._decoder = client.decoder_for(plan.chunk_type)
         log.debug(

@@ -201,3 +201,32 @@ async def test_truncation_is_never_reported_as_success(server: ReferenceServer) 
                 await stream.collect()
     assert not stream.result.done
     assert stream.result.eval_count == 6  # kept: 3 attempts x 2 tokens
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+async def test_stall_on_a_fast_stream_is_caught_by_the_adaptive_idle_timeout(
+    adaptive: bool,
+) -> None:
+    """50 tokens/s: the adaptive timeout catches the stall in well under a second, where the
+    fixed idle_timeout (the cap, 4 s here) would wait the whole time."""
+    plan = FaultSchedule({0: Fault("stall", after_tokens=20)})
+    cfg = StreamConfig(
+        idle_timeout=4.0,
+        adaptive_idle_timeout=adaptive,
+        first_token_timeout=5.0,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
+    async with ReferenceServer(tokens_per_second=50, stop_probability=0.0, faults=plan) as srv:
+        async with StreamClient(srv.url, config=cfg) as client:
+            stream = client.generate(model="m", prompt="x", options={"num_predict": 30})
+            result = await stream.collect()
+    assert result.resumes == 1 and result.eval_count == 30
+    reason = result.seams[0].reason
+    assert reason.startswith("StallError")
+    waited = float(reason.split("for ")[1].split("s")[0])
+    if adaptive:
+        assert waited < 1.0, reason
+        assert "adapted to the stream's pace" in reason
+    else:
+        assert waited >= 3.9, reason

@@ -1,0 +1,59 @@
+"""Adaptive stall detection (sans-I/O): the idle timeout follows the stream's pace.
+
+A fixed read timeout is wrong for every model but one: 30 s lets a dead stream
+on a 50 tokens/s model hang for 30 s, while 1 s kills a healthy 0.5 tokens/s
+stream. Here the timeout is ``factor`` times a slowly decaying peak of the
+recent gaps between reads, clamped to ``[floor, cap]``:
+
+* the peak (not the mean) makes one slow-but-normal gap raise the bar at once;
+* the decay lets the bar come back down after a burst of slowness;
+* until ``warmup`` gaps were seen, the cap (``idle_timeout``) applies, so a
+  stream is never declared dead on too little evidence.
+
+The first chunk is not a gap: time to first token has its own, longer timeout.
+"""
+
+from __future__ import annotations
+
+
+class IdleTimeoutPolicy:
+    __slots__ = ("_cap", "_decay", "_factor", "_floor", "_peak", "_seen", "_warmup", "enabled")
+
+    def __init__(
+        self,
+        *,
+        cap: float,
+        floor: float = 0.25,
+        factor: float = 8.0,
+        warmup: int = 8,
+        decay: float = 0.99,
+        enabled: bool = True,
+    ) -> None:
+        self._cap = cap
+        self._floor = min(floor, cap)
+        self._factor = factor
+        self._warmup = warmup
+        self._decay = decay
+        self.enabled = enabled
+        self._peak = 0.0
+        self._seen = 0
+
+    def reset(self) -> None:
+        """A new attempt: forget the gaps of the previous connection."""
+        self._peak = 0.0
+        self._seen = 0
+
+    def observe(self, gap: float) -> None:
+        """One gap (seconds) between two reads that carried chunks."""
+        peak = self._peak * self._decay
+        self._peak = gap if gap > peak else peak
+        self._seen += 1
+
+    @property
+    def timeout(self) -> float:
+        if not self.enabled or self._seen < self._warmup:
+            return self._cap
+        t = self._factor * self._peak
+        if t < self._floor:
+            return self._floor
+        return t if t < self._cap else self._cap

@@ -1,0 +1,61 @@
+"""Adaptive idle timeout: follows the pace, clamps, warms up, decays (no sockets)."""
+
+from __future__ import annotations
+
+from resilient_stream.buffering import IdleTimeoutPolicy
+
+
+def test_cap_applies_until_warmed_up() -> None:
+    p = IdleTimeoutPolicy(cap=30.0, warmup=4)
+    for _ in range(3):
+        p.observe(0.02)
+    assert p.timeout == 30.0
+    p.observe(0.02)
+    assert p.timeout < 1.0
+
+
+def test_fast_stream_is_caught_well_under_a_second_but_not_below_the_floor() -> None:
+    p = IdleTimeoutPolicy(cap=30.0, floor=0.25, factor=8.0)
+    for _ in range(50):
+        p.observe(0.02)  # 50 tokens/s
+    assert p.timeout == 0.25
+    q = IdleTimeoutPolicy(cap=30.0, floor=0.25, factor=8.0)
+    for _ in range(50):
+        q.observe(0.05)
+    assert abs(q.timeout - 0.4) < 1e-9
+
+
+def test_slow_model_is_not_mistaken_for_a_dead_stream() -> None:
+    p = IdleTimeoutPolicy(cap=30.0, factor=8.0)
+    for _ in range(20):
+        p.observe(0.5)  # 2 tokens/s
+    assert p.timeout == 4.0
+
+
+def test_one_slow_gap_raises_the_bar_at_once_and_it_decays_back() -> None:
+    p = IdleTimeoutPolicy(cap=30.0, floor=0.1, factor=4.0, decay=0.9)
+    for _ in range(20):
+        p.observe(0.05)
+    p.observe(1.0)
+    assert p.timeout == 4.0
+    for _ in range(100):
+        p.observe(0.05)
+    assert p.timeout < 0.25
+
+
+def test_timeout_never_exceeds_the_cap() -> None:
+    p = IdleTimeoutPolicy(cap=2.0, warmup=1)
+    p.observe(10.0)
+    assert p.timeout == 2.0
+
+
+def test_reset_starts_a_new_warmup_and_disabled_uses_the_cap() -> None:
+    p = IdleTimeoutPolicy(cap=5.0, warmup=2)
+    p.observe(0.01)
+    p.observe(0.01)
+    assert p.timeout < 5.0
+    p.reset()
+    assert p.timeout == 5.0
+    off = IdleTimeoutPolicy(cap=5.0, warmup=1, enabled=False)
+    off.observe(0.01)
+    assert off.timeout == 5.0
