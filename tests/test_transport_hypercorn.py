@@ -124,3 +124,25 @@ async def test_consumer_that_stops_reading_does_not_slow_other_streams() -> None
                 buffered = transport.stats().buffered_bytes
                 assert 0 < buffered <= window
             assert transport.stats().streams_active == 0
+
+
+@pytest.mark.timeout(60)
+async def test_large_bodies_with_content_length_flow_through_small_windows() -> None:
+    # 3 x 8 MiB over one connection with 64 KiB stream windows and a 1 MiB connection
+    # window: hundreds of WINDOW_UPDATEs, h2's content-length check at END_STREAM.
+    size = 8 * 1024 * 1024
+    pattern = bytes(range(256)) * 256
+    async with hypercorn_server() as (url, _):
+        transport = MultiplexedTransport(initial_stream_window=65_536, connection_window=1 << 20)
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+
+            async def fetch() -> bytes:
+                r = await client.get(url + f"/blob?size={size}")
+                assert r.headers["content-length"] == str(size)
+                return r.content
+
+            bodies = await asyncio.gather(fetch(), fetch(), fetch())
+            for body in bodies:
+                assert len(body) == size
+                assert body[: len(pattern)] == pattern and body[-256:] == bytes(range(256))
+            assert transport.stats().connections_opened == 1

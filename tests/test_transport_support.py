@@ -45,6 +45,24 @@ class AppStats:
     protocols: set[str] = field(default_factory=set)
 
 
+async def blob(scope: Scope, send: Send) -> None:
+    """GET /blob?size=N: N bytes (a repeating pattern) with content-length, in 64 KiB sends."""
+    size = int(scope["query_string"].decode().split("=")[1])
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(size).encode())],
+        }
+    )
+    pattern = bytes(range(256)) * 256
+    sent = 0
+    while sent < size:
+        piece = pattern[: min(len(pattern), size - sent)]
+        sent += len(piece)
+        await send({"type": "http.response.body", "body": piece, "more_body": sent < size})
+
+
 def ndjson_app(stats: AppStats) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """POST /gen {"n": tokens, "rate": tokens/s, "stall_after": k|null} -> NDJSON lines."""
 
@@ -52,6 +70,9 @@ def ndjson_app(stats: AppStats) -> Callable[[Scope, Receive, Send], Awaitable[No
         if scope["type"] != "http":
             return
         stats.protocols.add(scope.get("http_version", "?"))
+        if scope["path"] == "/blob":
+            await blob(scope, send)
+            return
         body = b""
         while True:
             msg = await receive()

@@ -128,6 +128,8 @@ class H2ClientConnection(asyncio.Protocol):
         self._ping_deadline: asyncio.TimerHandle | None = None
         self._goaway_last_id = 0
         self._goaway_code = 0
+        self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
+        self._in_header_block = False
 
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self._h2 = _DrainingH2(config=config)
@@ -143,6 +145,8 @@ class H2ClientConnection(asyncio.Protocol):
         self._conn_window = ReceiveWindow(
             max(settings.connection_window, DEFAULT_CONNECTION_WINDOW)
         )
+        # h2's own inbound accounting, kept exact by the DATA fast path.
+        self._h2_conn_window: Any = self._h2._inbound_flow_control_window_manager
 
     # --- state seen by the pool ------------------------------------------------
 
@@ -169,20 +173,85 @@ class H2ClientConnection(asyncio.Protocol):
             self._ping_handle = self.loop.call_later(self._settings.ping_interval, self._ping_tick)
 
     def data_received(self, data: bytes) -> None:
+        """Frame the bytes ourselves; DATA of open streams takes the fast path.
+
+        h2 spends ~20 us per DATA frame (frame objects, flags, an eager ``repr``
+        for its trace log, two state machines). A plain DATA frame of a stream
+        whose headers we already have needs none of that: we slice the payload,
+        update h2's own window accounting (so h2 stays consistent for every
+        other frame it sees) and wake the consumer. Every other frame (SETTINGS,
+        HEADERS, END_STREAM, RST_STREAM, PING, GOAWAY, padded DATA, ...) goes to
+        h2, in order, as whole frames.
+        """
         self._last_recv = self.loop.time()
-        if not self.ready.done() and data[:5] == b"HTTP/":
+        if self._rbuf:
+            data = self._rbuf + data
+            self._rbuf = b""
+        elif not self.ready.done() and data[:5] == b"HTTP/":
             # h2 would wait for a 4.7 MB "frame"; an HTTP/1 server answered our preface.
             self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
             return
+        streams = self.streams
+        conn_window = self._h2_conn_window
+        n = len(data)
+        pos = 0
+        slow_from = -1
+        credit = 0
+        in_block = self._in_header_block
+        while n - pos >= 9:
+            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+            end = pos + 9 + length
+            if end > n:
+                break
+            ftype = data[pos + 3]
+            if ftype == 0 and not data[pos + 4] & 0x09 and not in_block and length <= 16_384:
+                if slow_from >= 0:
+                    credit += self._slow(data[slow_from:pos])
+                    slow_from = -1
+                    if self.closed:
+                        return
+                s = streams.get(int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF)
+                if s is not None and s.status and self.ready.done():
+                    try:
+                        conn_window.window_consumed(length)
+                        s.h2_window.window_consumed(length)
+                    except h2.exceptions.ProtocolError as exc:
+                        self._protocol_error(exc)
+                        return
+                    s.h2_stream._actual_content_length += length
+                    s.chunks.append(data[pos + 9 : end])
+                    s.unacked += length
+                    credit += length
+                    waiter = s.waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    pos = end
+                    continue
+            elif ftype == 1 or ftype == 5 or ftype == 9:  # header block: no DATA until it ends
+                in_block = not data[pos + 4] & 0x04
+            if slow_from < 0:
+                slow_from = pos
+            pos = end
+        self._in_header_block = in_block
+        if slow_from >= 0:
+            credit += self._slow(data[slow_from:pos])
+            if self.closed:
+                return
+        if pos < n:
+            self._rbuf = data[pos:]
+        if credit:
+            increment = self._conn_window.consumed(credit)
+            if increment:
+                self._h2.increment_flow_control_window(increment)
+        self._flush()
+
+    def _slow(self, frames: bytes) -> int:
+        """Whole frames through h2; returns the DATA bytes it consumed (connection credit)."""
         try:
-            events = self._h2.receive_data(data)
+            events = self._h2.receive_data(frames)
         except h2.exceptions.ProtocolError as exc:
-            self._abort(
-                ConnectionLostError(
-                    f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint
-                )
-            )
-            return
+            self._protocol_error(exc)
+            return 0
         streams = self.streams
         credit = 0
         for event in events:
@@ -193,16 +262,16 @@ class H2ClientConnection(asyncio.Protocol):
                 if s is not None:
                     s.chunks.append(event.data)
                     s.unacked += n
-                    waiter = s.waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    s.wake()
             else:
                 self._handle_event(event)
-        if credit:
-            increment = self._conn_window.consumed(credit)
-            if increment and not self.closed:
-                self._h2.increment_flow_control_window(increment)
-        self._flush()
+        return credit
+
+    def _protocol_error(self, exc: Exception) -> None:
+        self._flush()  # h2 queued a GOAWAY naming the error
+        self._abort(
+            ConnectionLostError(f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint)
+        )
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
@@ -351,6 +420,8 @@ class H2ClientConnection(asyncio.Protocol):
         stream_id = h2c.get_next_available_stream_id()
         h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
         s = H2Stream(self, stream_id, self._settings.stream_window, timeout)
+        s.h2_stream = h2c.streams[stream_id]
+        s.h2_window = s.h2_stream._inbound_window_manager
         s.request_done = not has_body
         self.streams[stream_id] = s
         self.streams_opened += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -34,6 +34,8 @@ class H2Stream:
         "conn",
         "ended",
         "error",
+        "h2_stream",
+        "h2_window",
         "headers",
         "idle_since",
         "request_done",
@@ -62,6 +64,8 @@ class H2Stream:
         self.timeout = timeout  # idle timeout for the current phase (headers, then body)
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.h2_stream: Any = None  # h2's H2Stream (window + content-length bookkeeping)
+        self.h2_window: Any = None  # its inbound WindowManager
 
     def wake(self) -> None:
         waiter = self.waiter
