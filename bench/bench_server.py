@@ -27,11 +27,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-import psutil
-
-BODY = json.dumps(
-    {"model": "bench", "prompt": "benchmark the server", "options": {"num_predict": 0}}
-)
+import psutil  # type: ignore[import-untyped]
 
 
 def body(num_predict: int, i: int) -> bytes:
@@ -184,9 +180,7 @@ class Result:
         )
 
 
-async def run_h2(
-    port: int, conns: int, streams_per_conn: int, rounds: int, num_predict: int
-) -> Counter:
+async def run_h2(port: int, conns: int, streams_per_conn: int, num_predict: int) -> Counter:
     loop = asyncio.get_running_loop()
     counter = Counter()
     events = []
@@ -194,11 +188,11 @@ async def run_h2(
         ev = asyncio.Event()
         events.append(ev)
         await loop.create_connection(
-            lambda ev=ev: H2Client(counter, streams_per_conn * rounds, num_predict, ev),  # type: ignore[misc]
+            lambda ev=ev: H2Client(counter, streams_per_conn, num_predict, ev),  # type: ignore[misc]
             "127.0.0.1",
             port,
         )
-    # H2Client starts all its streams at once (after SETTINGS): rounds just scale the load.
+    # Each H2Client opens all its streams at once, as soon as the server's SETTINGS arrive.
     await asyncio.gather(*(e.wait() for e in events))
     return counter
 
@@ -256,20 +250,20 @@ def main() -> int:
     proc, port = start_server()
     try:
         # warm-up
-        measure("warmup", proc, lambda: run_h2(port, 1, 10, 1, 200))
+        measure("warmup", proc, lambda: run_h2(port, 1, 10, 200))
         n = 2000
         results.append(
             measure(
                 f"h2 unpaced, 1 conn x 50 streams x {n * scale} tokens",
                 proc,
-                lambda: run_h2(port, 1, 50, 1, n * scale),
+                lambda: run_h2(port, 1, 50, n * scale),
             )
         )
         results.append(
             measure(
                 f"h2 unpaced, 4 conns x 100 streams x {n * scale // 2} tokens",
                 proc,
-                lambda: run_h2(port, 4, 100, 1, n * scale // 2),
+                lambda: run_h2(port, 4, 100, n * scale // 2),
             )
         )
         results.append(
@@ -294,20 +288,20 @@ def main() -> int:
     secs = 2 * scale
     proc, port = start_server("--tokens-per-second", str(tps))
     try:
-        measure("warmup", proc, lambda: run_h2(port, 1, 10, 1, 5))
+        measure("warmup", proc, lambda: run_h2(port, 1, 10, 5))
         for streams in (1000,):
             results.append(
                 measure(
                     f"h2 paced {tps} tok/s, 4 conns x {streams // 4} streams, {secs} s",
                     proc,
-                    lambda s=streams: run_h2(port, 4, s // 4, 1, tps * secs),  # type: ignore[misc]
+                    lambda s=streams: run_h2(port, 4, s // 4, tps * secs),
                 )
             )
             results.append(
                 measure(
                     f"h1 paced {tps} tok/s, {streams // 2} conns, {secs} s",
                     proc,
-                    lambda s=streams: run_h1(port, s // 2, 1, tps * secs),  # type: ignore[misc]
+                    lambda s=streams: run_h1(port, s // 2, 1, tps * secs),
                 )
             )
     finally:

@@ -214,7 +214,7 @@ async def test_ollama_client_parses_generate_and_chat_streams() -> None:
         expected, _ = await ndjson(
             plain, srv.url + "/api/generate", gen_body(prompt="hi", options={"num_predict": 12})
         )
-        assert "".join(p.response for p in parts) == gen_text(expected)
+        assert "".join(p.response or "" for p in parts) == gen_text(expected)
 
         msgs = [{"role": "user", "content": "hi"}]
         chat = [
