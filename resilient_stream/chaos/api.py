@@ -187,6 +187,10 @@ class ProxyRegistry:
         return proxy
 
     async def _update(self, proxy: ChaosProxy, body: _ProxyBody) -> None:
+        if body.upstream is not None:
+            proxy.set_upstream(body.upstream)
+        if body.listen is not None and split_hostport(body.listen)[1] not in (0, proxy.port):
+            raise ApiError(400, "moving a proxy to another port is not supported")
         if body.enabled is False:
             await proxy.disable()
         elif body.enabled is True:

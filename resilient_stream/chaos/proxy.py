@@ -151,6 +151,11 @@ class ChaosProxy:
 
     # --- addresses ------------------------------------------------------------
 
+    def set_upstream(self, upstream: str) -> None:
+        """Point new connections at another upstream (open ones keep theirs)."""
+        self._upstream_addr = split_hostport(upstream)
+        self.upstream = upstream
+
     @property
     def host(self) -> str:
         return (self._bound or self._listen_addr)[0]
