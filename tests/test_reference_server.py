@@ -34,6 +34,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.testing.pytest_plugin import reference_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -814,3 +815,16 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "reference_server", [{"stop_probability": 0.0, "max_concurrent_streams": 7}], indirect=True
+)
+async def test_pytest_fixture_starts_a_configured_server(
+    reference_server: ReferenceServer,  # noqa: F811
+) -> None:
+    srv = reference_server
+    assert srv.settings.port == 0 and srv.port > 0 and srv.settings.max_concurrent_streams == 7
+    async with h1_client() as c:
+        lines, _ = await ndjson(c, srv.url + "/api/generate", gen_body(options={"num_predict": 3}))
+    assert len(lines) == 4 and srv.stats.streams_completed == 1
