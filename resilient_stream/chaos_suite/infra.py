@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+import msgspec
 
 from ..chaos import ChaosProxy, FaultRecord
 from ..testing import Fault, ReferenceServer, RequestInfo
@@ -23,14 +26,21 @@ T = TypeVar("T")
 
 
 class ServerFaultPlan:
-    """Seeded server-side faults: the draw for request ``i`` is keyed by (seed, replica, i)."""
+    """Seeded server-side faults: the draw for a request is keyed by (seed, path, body)."""
 
-    def __init__(self, scenario: Scenario, seed: int, replica: int, records: list[FaultRecord]):
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        replica: int,
+        records: list[FaultRecord],
+        seen: dict[str, int],
+    ):
         self.cfg = scenario.server_faults
+        self.seen = seen
         self.seed = seed
         self.replica = replica
         self.records = records
-        self.hits = 0
         self.death_after = (
             scenario.replica_death.after_requests
             if scenario.replica_death is not None
@@ -48,24 +58,28 @@ class ServerFaultPlan:
         cfg = self.cfg
         if cfg is None or cfg.probability <= 0:
             return None
-        if cfg.max_hits and self.hits >= cfg.max_hits:
-            return None
-        rng = random.Random(f"{self.seed}:server:{self.replica}:{info.index}")
+        # Keyed by what was asked, not by arrival order: the same request gets the same
+        # fate in every run with this seed, whatever the timing.
+        # The n-th time the same request arrives (a retry) gets a draw of its own.
+        body_key = hashlib.sha256(msgspec.json.encode(info.body)).hexdigest()[:16]
+        n = self.seen.get(body_key, 0)
+        self.seen[body_key] = n + 1
+        key = f"{body_key}#{n}"
+        rng = random.Random(f"{self.seed}:server:{info.path}:{key}")
         if rng.random() >= cfg.probability:
             return None
-        self.hits += 1
         after = rng.randint(0, cfg.after_tokens_max) if cfg.after_tokens_max else 0
         kind = f"server_{cfg.kind}" + (f"_{cfg.status}" if cfg.kind == "status" else "")
         self.records.append(
             FaultRecord(
                 time=0.0,
                 connection=-1,
-                stream_id=info.index,
+                stream_id=-1,
                 kind=kind,
                 toxic="server",
                 direction="downstream",
                 offset=after,
-                detail=f"replica={self.replica}",
+                detail=f"request={key}",
             )
         )
         return Fault(
@@ -91,6 +105,7 @@ class Infra:
         self.proxies: list[ChaosProxy] = []
         self.baseline: ReferenceServer | None = None
         self.server_faults: list[FaultRecord] = []
+        self._seen: dict[str, int] = {}
         self.dead: set[int] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -119,7 +134,7 @@ class Infra:
         self.baseline = ReferenceServer(stop_probability=0.0)
         await self.baseline.__aenter__()
         for i in range(sc.replicas):
-            plan = ServerFaultPlan(sc, self.seed, i, self.server_faults)
+            plan = ServerFaultPlan(sc, self.seed, i, self.server_faults, self._seen)
             server = ReferenceServer(
                 stop_probability=0.0,
                 tokens_per_second=sc.tokens_per_second,

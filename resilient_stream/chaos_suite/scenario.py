@@ -19,7 +19,8 @@ class ServerFaults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seeded server-side faults (what a proxy cannot fake: 429/503 answers, error lines).
 
     Each request is hit with ``probability``; the draw is keyed by the request's
-    index on its server, so a replay with the same traffic gives the same plan.
+    body and how many times that same body arrived before (retries), never by
+    arrival order or time, so every run with the same seed gets the same plan.
     """
 
     probability: float = 0.0
@@ -28,8 +29,6 @@ class ServerFaults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_after: float | None = None
     after_tokens_max: int = 0
     message: str = "injected by the chaos suite"
-    #: Only the first N requests can be hit (0: all): keeps retries converging.
-    max_hits: int = 0
 
 
 class ReplicaDeath(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
