@@ -1,18 +1,23 @@
 """Chaos proxy overhead with no toxics: added round-trip latency and throughput.
 
-    .venv/bin/python bench/bench_proxy.py [--round-trips 5000] [--megabytes 256]
+    .venv/bin/python bench/bench_proxy.py [--round-trips 5000] [--megabytes 128] [--rounds 5]
 
 Three processes, all on 127.0.0.1: an upstream server (echo / blast), the
 proxy (``resilient-stream proxy``, a separate process as users run it), and
-this client (blocking sockets, TCP_NODELAY). Each measurement runs direct to
-the upstream and through the proxy in the same run, side by side:
+this client (blocking sockets, TCP_NODELAY). Every path is measured in the
+same run, side by side, interleaved round by round so that other load on the
+machine hits all of them alike:
 
-- latency: ping-pong round trips of a 64-byte message, median and p99 (us);
-- throughput: one connection reading N MB the upstream sends as fast as it
-  can (MB/s), plus the proxy process's CPU seconds per GB.
+- latency: ping-pong round trips of a 64-byte message, median and p99 (us),
+  and what the proxy adds to the direct path;
+- throughput: one connection reading N MB that the upstream sends as fast as
+  it can (median MB/s over the rounds), plus the proxy process's CPU seconds
+  per GB.
 
-"pipeline" is the proxy with a ``latency=0`` toxic: every chunk goes through
-the sans-I/O toxic pipeline instead of the no-toxic fast path.
+"direct" talks to the upstream, "proxy" goes through the proxy with no toxic
+(the fast path: bytes copied from one transport to the other), and
+"proxy+pipeline" has a ``latency=0`` toxic, so every chunk goes through the
+sans-I/O toxic pipeline.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import psutil
 
@@ -121,9 +126,9 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--round-trips", type=int, default=5000)
-    parser.add_argument("--megabytes", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3, help="throughput runs (best kept)")
+    parser.add_argument("--round-trips", type=int, default=5000, help="per path, in total")
+    parser.add_argument("--megabytes", type=int, default=128, help="per throughput run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -132,55 +137,59 @@ def main() -> int:
 
     py = sys.executable
     nbytes = args.megabytes * 1_000_000
-    with process([py, __file__, "--serve"]) as (_, line):
+    paths: list[tuple[str, list[str] | None]] = [
+        ("direct", None),
+        ("proxy", []),
+        ("proxy+pipeline", ["--toxic", "latency:downstream:latency=0"]),
+    ]
+    with ExitStack() as stack:
+        _, line = stack.enter_context(process([py, __file__, "--serve"]))
         upstream = int(line)
-        rows = []
-        targets: list[tuple[str, list[str]]] = [
-            ("direct", []),
-            ("proxy", []),
-            ("proxy+pipeline", ["--toxic", "latency:downstream:latency=0"]),
-        ]
-        for label, extra in targets:
-            if label == "direct":
-                port, cpu_proc = upstream, None
-                ctx = None
-            else:
-                cmd = [py, "-m", "resilient_stream.cli", "proxy", "--listen", "127.0.0.1:0"]
-                cmd += ["--upstream", f"127.0.0.1:{upstream}", *extra]
-                ctx = process(cmd)
-                proc, first = ctx.__enter__()
-                port = int(first.split()[4].rsplit(":", 1)[1])
-                cpu_proc = psutil.Process(proc.pid)
-            try:
-                rtt = round_trips(port, args.round_trips)
-                cpu0 = sum(cpu_proc.cpu_times()[:2]) if cpu_proc else 0.0
-                mbps = max(throughput(port, nbytes) for _ in range(args.repeat))
-                cpu = (sum(cpu_proc.cpu_times()[:2]) - cpu0) if cpu_proc else 0.0
-            finally:
-                if ctx is not None:
-                    ctx.__exit__(None, None, None)
-            gb = nbytes * args.repeat / 1e9
-            rows.append(
-                (
-                    label,
-                    statistics.median(rtt) * 1e6,
-                    pct(rtt, 0.99) * 1e6,
-                    mbps,
-                    cpu / gb if cpu_proc else float("nan"),
-                )
-            )
+        ports: dict[str, int] = {}
+        cpu: dict[str, psutil.Process] = {}
+        for label, extra in paths:
+            if extra is None:
+                ports[label] = upstream
+                continue
+            cmd = [py, "-m", "resilient_stream.cli", "proxy", "--listen", "127.0.0.1:0"]
+            cmd += ["--upstream", f"127.0.0.1:{upstream}", *extra]
+            proc, first = stack.enter_context(process(cmd))
+            ports[label] = int(first.split()[4].rsplit(":", 1)[1])
+            cpu[label] = psutil.Process(proc.pid)
+        # Interleave the paths round by round, so load from elsewhere on the
+        # machine hits all of them alike.
+        rtts: dict[str, list[float]] = {label: [] for label, _ in paths}
+        mbps: dict[str, list[float]] = {label: [] for label, _ in paths}
+        cpu_s: dict[str, float] = dict.fromkeys(cpu, 0.0)
+        per_round = max(args.round_trips // args.rounds, 1)
+        for _ in range(args.rounds):
+            for label, _ in paths:
+                rtts[label] += round_trips(ports[label], per_round)
+                before = sum(cpu[label].cpu_times()[:2]) if label in cpu else 0.0
+                mbps[label].append(throughput(ports[label], nbytes))
+                if label in cpu:
+                    cpu_s[label] += sum(cpu[label].cpu_times()[:2]) - before
 
-    base_med, base_p99, base_mbps = rows[0][1], rows[0][2], rows[0][3]
-    print(f"cpus={os.cpu_count()} round_trips={args.round_trips} megabytes={args.megabytes}")
-    head = (
-        f"{'path':<16}{'rtt p50 us':>11}{'p99 us':>9}{'added p50':>11}{'added p99':>11}"
-        f"{'MB/s':>9}{'vs direct':>11}{'proxy CPU s/GB':>16}"
+    base = paths[0][0]
+    base_med = statistics.median(rtts[base])
+    base_p99 = pct(rtts[base], 0.99)
+    base_mbps = statistics.median(mbps[base])
+    gb = nbytes * args.rounds / 1e9
+    print(
+        f"cpus={os.cpu_count()} round_trips={per_round * args.rounds} per path, "
+        f"throughput {args.rounds} x {args.megabytes} MB per path, interleaved"
     )
-    print(head)
-    for label, med, p99, mbps, cpu_gb in rows:
+    print(
+        f"{'path':<16}{'rtt p50 us':>11}{'p99 us':>9}{'added p50':>11}{'added p99':>11}"
+        f"{'MB/s p50':>10}{'vs direct':>11}{'proxy CPU s/GB':>16}"
+    )
+    for label, _ in paths:
+        med, p99 = statistics.median(rtts[label]), pct(rtts[label], 0.99)
+        rate = statistics.median(mbps[label])
+        cpu_gb = f"{cpu_s[label] / gb:.2f}" if label in cpu_s else "-"
         print(
-            f"{label:<16}{med:>11.1f}{p99:>9.1f}{med - base_med:>11.1f}{p99 - base_p99:>11.1f}"
-            f"{mbps:>9.0f}{mbps / base_mbps:>11.2f}{cpu_gb:>16.2f}"
+            f"{label:<16}{med * 1e6:>11.1f}{p99 * 1e6:>9.1f}{(med - base_med) * 1e6:>11.1f}"
+            f"{(p99 - base_p99) * 1e6:>11.1f}{rate:>10.0f}{rate / base_mbps:>11.2f}{cpu_gb:>16}"
         )
     return 0
 
