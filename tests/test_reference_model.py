@@ -16,6 +16,7 @@ from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message
 from resilient_stream.testing import Fault, FaultSchedule, RequestInfo, ServerSettings, ServerStats
 from resilient_stream.testing.handler import Handler, LineStream
 from resilient_stream.testing.model import (
+    LINE_SEPARATOR_VOCAB,
     SENTENCE_END_IDS,
     VOCAB,
     Generation,
@@ -370,3 +371,27 @@ def test_mid_stream_fault_is_due_after_n_tokens_only() -> None:
 def test_fault_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault("explode")  # type: ignore[arg-type]
+
+
+def test_line_separator_vocabulary_is_opt_in_and_keeps_continuation() -> None:
+    seps = {"\x85", "\u2028", "\u2029"}
+    assert not seps & set(VOCAB)
+    assert seps <= set(LINE_SEPARATOR_VOCAB.tokens)
+    for tok in seps:  # emitted raw in the JSON line, as Ollama does for U+0085
+        assert tok.encode() in LINE_SEPARATOR_VOCAB.json[LINE_SEPARATOR_VOCAB.tokens.index(tok)]
+    for i in range(300):
+        out = toks(f"sep {i}", vocab=LINE_SEPARATOR_VOCAB, stop_probability=0.0, num_predict=60)
+        cuts = [k + 1 for k, (t, _) in enumerate(out) if t in seps]
+        if cuts:
+            break
+    else:
+        raise AssertionError("no separator token in 300 outputs")
+    for k in cuts:
+        prefix = "".join(t for t, _ in out[:k])
+        rest = toks(
+            f"sep {i}" + prefix,
+            vocab=LINE_SEPARATOR_VOCAB,
+            stop_probability=0.0,
+            num_predict=60 - k,
+        )
+        assert rest == out[k:]

@@ -337,6 +337,22 @@ async def test_num_predict_gives_length_and_eval_count() -> None:
         assert final["prompt_eval_count"] > 0
 
 
+async def test_line_separators_option_emits_tokens_that_break_str_splitlines() -> None:
+    seps = ("\x85", "\u2028", "\u2029")
+    async with ReferenceServer(line_separators=True, stop_probability=0.0) as srv, h2_client() as c:
+        for i in range(100):
+            body = gen_body(prompt=f"separators {i}", options={"num_predict": 40})
+            lines, _ = await ndjson(c, srv.url + "/api/generate", body)  # splits on b"\n" only
+            if any(x["response"] in seps for x in lines):
+                break
+        else:
+            raise AssertionError("no separator token in 100 streams")
+        assert len(lines) == 41 and lines[-1]["done"]
+        async with c.stream("POST", srv.url + "/api/generate", json=body) as r:
+            text_lines = [line async for line in r.aiter_lines() if line]
+        assert len(text_lines) > len(lines)  # the hazard stock aiter_lines() falls into
+
+
 # --- pacing --------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--tls-key", default=None, metavar="PEM")
     p.add_argument("--no-http2", dest="http2", action="store_false")
     p.add_argument("--no-http1", dest="http1", action="store_false")
+    p.add_argument(
+        "--line-separators",
+        action="store_true",
+        help="add U+0085/U+2028/U+2029 tokens (break clients that use str.splitlines)",
+    )
     p.set_defaults(func=run)
 
 
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         http2=args.http2,
         http1=args.http1,
+        line_separators=args.line_separators,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server))

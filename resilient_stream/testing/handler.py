@@ -150,6 +150,7 @@ class LineStream:
     __slots__ = (
         "_content_prefix",
         "_first_token_ns",
+        "_json",
         "_prompt_tokens",
         "_start_ns",
         "_think_prefix",
@@ -180,6 +181,7 @@ class LineStream:
         fault: Fault | None = None,
     ) -> None:
         self.gen = gen
+        self._json = gen.vocab.json
         self.chat = chat
         self.model_name = model_name
         self.created_at = now_iso()
@@ -217,7 +219,7 @@ class LineStream:
         self.tokens += 1
         self.stats.tokens_generated += 1
         prefix = self._think_prefix if self.gen.thinking else self._content_prefix
-        return prefix + model.VOCAB_JSON[tok] + (self._CHAT_SUFFIX if self.chat else self._SUFFIX)
+        return prefix + self._json[tok] + (self._CHAT_SUFFIX if self.chat else self._SUFFIX)
 
     def final_line(self) -> bytes:
         now = time.perf_counter_ns()
@@ -254,6 +256,7 @@ class Handler:
     def __init__(self, settings: ServerSettings, stats: ServerStats) -> None:
         self.settings = settings
         self.stats = stats
+        self.vocab = model.LINE_SEPARATOR_VOCAB if settings.line_separators else model.DEFAULT_VOCAB
         self.stop_probability = (
             model.DEFAULT_STOP_PROBABILITY
             if settings.stop_probability is None
@@ -348,6 +351,7 @@ class Handler:
             num_predict=num_predict,
             stop_probability=self.stop_probability,
             max_tokens=self.settings.max_tokens,
+            vocab=self.vocab,
         )
         lines = LineStream(
             gen,
@@ -368,8 +372,9 @@ class Handler:
         thinking: list[str] = []
         gen = lines.gen
         lines._first_token_ns = time.perf_counter_ns()
+        vocab = gen.vocab.tokens
         while (tok := gen.step()) >= 0:
-            (thinking if gen.thinking else content).append(model.VOCAB[tok])
+            (thinking if gen.thinking else content).append(vocab[tok])
         lines.tokens = gen.count
         self.stats.tokens_generated += gen.count
         final = msgspec.json.decode(lines.final_line())

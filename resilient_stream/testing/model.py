@@ -55,8 +55,11 @@ _PUNCT = (",", ";", ":", " -", "、", ' "', '"', "'s")
 _SENTENCE_ENDS = (".", "!", "?", "。", "\uff01", "\uff1f")  # CJK full stop, ! and ?
 _NEWLINES = ("\n", "\n\n")
 
-#: All tokens. Index = token id. Frozen: changing it changes every output.
-VOCAB: Final[tuple[str, ...]] = (
+#: Legal raw inside JSON strings, but ``str.splitlines`` (httpx ``aiter_lines``) splits on
+#: them: opt-in tokens that break clients not framing on ``b"\n"`` only.
+_LINE_SEPARATORS = ("\x85", "\u2028", "\u2029")
+
+_BASE_TOKENS = (
     tuple(" " + w for w in _WORDS)
     + tuple(" " + w for w in _CAPITALIZED)
     + _CJK
@@ -65,11 +68,6 @@ VOCAB: Final[tuple[str, ...]] = (
     + _PUNCT
     + _SENTENCE_ENDS
     + _NEWLINES
-)
-
-#: Token ids after which the model may stop (the text ends like a sentence).
-SENTENCE_END_IDS: Final[frozenset[int]] = frozenset(
-    i for i, t in enumerate(VOCAB) if t in _SENTENCE_ENDS
 )
 
 _TABLE_BITS = 12
@@ -83,33 +81,51 @@ def _weight(token: str) -> int:
         return 6
     if token in _PUNCT:
         return 12
-    if token.strip() in _EMOJI:
+    if token.strip() in _EMOJI or token in _LINE_SEPARATORS:
         return 5
     if token in _CJK:
         return 9
     return 10
 
 
-def _build_table() -> tuple[int, ...]:
-    """A 4096-slot table of token ids, each id repeated by its weight (deterministic)."""
-    weights = [_weight(t) for t in VOCAB]
-    total = sum(weights)
-    table: list[int] = []
-    for i, w in enumerate(weights):
-        table.extend([i] * (w * (1 << _TABLE_BITS) // total))
-    i = 0
-    while len(table) < (1 << _TABLE_BITS):  # fill rounding gaps with words
-        table.append(i % len(_WORDS))
-        i += 1
-    return tuple(table)
+class Vocabulary:
+    """Tokens (index = token id) with everything precomputed per token. Frozen: changing
+    it changes every output."""
+
+    __slots__ = ("json", "sentence_end_ids", "table", "token_bytes", "tokens")
+
+    def __init__(self, tokens: tuple[str, ...]) -> None:
+        self.tokens = tokens
+        #: Token text as UTF-8 bytes (what the hash is updated with).
+        self.token_bytes = tuple(t.encode() for t in tokens)
+        #: Token text as an encoded JSON string (quotes included), ready to splice.
+        self.json = tuple(msgspec.json.encode(t) for t in tokens)
+        #: Token ids after which the model may stop (the text ends like a sentence).
+        self.sentence_end_ids = frozenset(i for i, t in enumerate(tokens) if t in _SENTENCE_ENDS)
+        self.table = self._build_table()
+
+    def _build_table(self) -> tuple[int, ...]:
+        """A 4096-slot table of token ids, each repeated by its weight (deterministic)."""
+        weights = [_weight(t) for t in self.tokens]
+        total = sum(weights)
+        table: list[int] = []
+        for i, w in enumerate(weights):
+            table.extend([i] * (w * (1 << _TABLE_BITS) // total))
+        i = 0
+        while len(table) < (1 << _TABLE_BITS):  # fill rounding gaps with words
+            table.append(i % len(_WORDS))
+            i += 1
+        return tuple(table)
 
 
-_TABLE: Final[tuple[int, ...]] = _build_table()
+#: The default vocabulary.
+DEFAULT_VOCAB: Final = Vocabulary(_BASE_TOKENS)
+#: The default plus U+0085, U+2028, U+2029 (``line_separators=True`` on the server).
+LINE_SEPARATOR_VOCAB: Final = Vocabulary(_BASE_TOKENS + _LINE_SEPARATORS)
 
-#: Token text as UTF-8 bytes (what the hash is updated with).
-VOCAB_BYTES: Final[tuple[bytes, ...]] = tuple(t.encode() for t in VOCAB)
-#: Token text as an encoded JSON string (quotes included), ready to splice into a line.
-VOCAB_JSON: Final[tuple[bytes, ...]] = tuple(msgspec.json.encode(t) for t in VOCAB)
+VOCAB: Final = DEFAULT_VOCAB.tokens
+VOCAB_JSON: Final = DEFAULT_VOCAB.json
+SENTENCE_END_IDS: Final = DEFAULT_VOCAB.sentence_end_ids
 
 DEFAULT_STOP_PROBABILITY: Final = 0.2
 #: Probability that thinking ends at a sentence end (independent of stop_probability,
@@ -190,14 +206,18 @@ class Generation:
 
     __slots__ = (
         "_end",
+        "_ends",
         "_hash",
         "_next",
         "_next_thinking",
         "_stop_threshold",
+        "_table",
+        "_token_bytes",
         "count",
         "done_reason",
         "max_tokens",
         "thinking",
+        "vocab",
     )
 
     def __init__(
@@ -208,7 +228,12 @@ class Generation:
         num_predict: int | None = None,
         stop_probability: float = DEFAULT_STOP_PROBABILITY,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        vocab: Vocabulary = DEFAULT_VOCAB,
     ) -> None:
+        self.vocab = vocab
+        self._table = vocab.table
+        self._token_bytes = vocab.token_bytes
+        self._ends = vocab.sentence_end_ids
         self._hash = hashlib.blake2b(context.encode(), digest_size=8)
         self._end = context.endswith(_SENTENCE_ENDS)
         self._stop_threshold = int(stop_probability * (1 << 20))
@@ -239,7 +264,7 @@ class Generation:
                 self._next = -1
                 self.done_reason = "stop"
                 return -1
-        tok = _TABLE[x & _TABLE_MASK]
+        tok = self._table[x & _TABLE_MASK]
         self._next = tok
         return tok
 
@@ -258,8 +283,8 @@ class Generation:
             return -1
         self._next = -2
         self.thinking = self._next_thinking
-        self._hash.update(VOCAB_BYTES[nxt])
-        self._end = nxt in SENTENCE_END_IDS
+        self._hash.update(self._token_bytes[nxt])
+        self._end = nxt in self._ends
         self.count += 1
         return nxt
 
@@ -272,14 +297,16 @@ def run(gen: Generation) -> tuple[str, str]:
     """Drain a generation; return ``(content, thinking)`` (for tests and ``stream: false``)."""
     content: list[str] = []
     thinking: list[str] = []
+    vocab = gen.vocab.tokens
     while (tok := gen.step()) >= 0:
-        (thinking if gen.thinking else content).append(VOCAB[tok])
+        (thinking if gen.thinking else content).append(vocab[tok])
     return "".join(content), "".join(thinking)
 
 
 def tokens(gen: Generation) -> list[tuple[str, bool]]:
     """Drain a generation into ``(token_text, is_thinking)`` pairs."""
     out: list[tuple[str, bool]] = []
+    vocab = gen.vocab.tokens
     while (tok := gen.step()) >= 0:
-        out.append((VOCAB[tok], gen.thinking))
+        out.append((vocab[tok], gen.thinking))
     return out

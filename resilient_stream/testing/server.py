@@ -93,6 +93,7 @@ class ReferenceServer:
         tls_key: str | None = None,
         http2: bool = True,
         http1: bool = True,
+        line_separators: bool = False,
         settings: ServerSettings | None = None,
     ) -> None:
         self.settings = settings or ServerSettings(
@@ -110,6 +111,7 @@ class ReferenceServer:
             tls_key=tls_key,
             http2=http2,
             http1=http1,
+            line_separators=line_separators,
         )
         self._core: ServerCore | None = None
         self._server: asyncio.Server | None = None

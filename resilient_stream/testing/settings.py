@@ -38,6 +38,9 @@ class ServerSettings:
     #: Which protocols the port speaks (h2c prior knowledge and HTTP/1.1 share it).
     http2: bool = True
     http1: bool = True
+    #: Add the tokens U+0085, U+2028, U+2029 to the vocabulary: legal raw in JSON strings,
+    #: they break clients that split lines with ``str.splitlines`` (httpx ``aiter_lines``).
+    line_separators: bool = False
     #: Version string returned by ``GET /api/version``.
     version: str = "0.12.0-reference"
 
