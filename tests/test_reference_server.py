@@ -700,6 +700,29 @@ async def test_goaway_fault_sends_goaway_with_last_stream_id_and_closes() -> Non
             await raw.close()
 
 
+@pytest.mark.parametrize("kind", ["goaway", "drop_connection"])
+async def test_connection_fault_ends_every_stream_of_the_connection(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = one_fault(Fault(kind, after_tokens=2))  # type: ignore[arg-type]
+    async with ReferenceServer(faults=plan, tokens_per_second=100, stop_probability=0.0) as srv:
+        raw = await RawH2.connect(srv.port)
+        try:
+            sids = [
+                raw.request("/api/generate", gen_body(options={"num_predict": 50}))
+                for _ in range(5)
+            ]
+            with pytest.raises(AssertionError, match="closed"):
+                await raw.until(lambda: False, limit=5)
+            assert len(raw.lines(sids[0])) == 2
+            assert all(not raw.streams[s].ended for s in sids)
+        finally:
+            await raw.close()
+        await wait_for(lambda: srv.stats.streams_active == 0)
+        assert srv.stats.streams_faulted == 5 and srv.stats.streams_cancelled_by_client == 0
+        assert "failed" not in caplog.text
+
+
 async def test_goaway_fault_on_h1_closes_the_connection() -> None:
     async with ReferenceServer(
         faults=one_fault(Fault("goaway", after_tokens=1)), stop_probability=0.0

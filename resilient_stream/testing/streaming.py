@@ -11,6 +11,7 @@ has output, so a connection's lines of one loop iteration leave in one
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Protocol
 
@@ -29,6 +30,8 @@ class StreamConnection(Protocol):
 
     paused: bool
     dirty: bool
+    #: Set once the server closes the connection on purpose (its streams are over).
+    closing: bool
 
     def send_line(self, stream: Driver, line: bytes) -> bool:
         """Queue a body line; False if flow control blocks it (then ``park`` it)."""
@@ -43,6 +46,11 @@ class StreamConnection(Protocol):
     def apply_fault(self, stream: Driver, fault: Fault) -> None: ...
 
     def flush(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+_log = logging.getLogger(__name__)
 
 
 class Scheduler:
@@ -79,22 +87,32 @@ class Scheduler:
 
     def _fire(self, key: int) -> None:
         del self._timers[key]
-        for s in self._buckets.pop(key):
-            s.tick()
-        self.flush()
+        self._run(self._buckets.pop(key))
 
     def _run_ready(self) -> None:
         self._ready_handle = None
         batch, self._ready = self._ready, []
+        self._run(batch)
+
+    def _run(self, batch: list[Driver]) -> None:
         for s in batch:
-            s.tick()
+            try:
+                s.tick()
+            except Exception:  # a bug in one stream must not stall the others
+                _log.exception("reference server: stream failed; closing its connection")
+                s.finish("faulted")
+                s.conn.abort()
         self.flush()
 
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
         for c in dirty:
             c.dirty = False
-            c.flush()
+            try:
+                c.flush()
+            except Exception:
+                _log.exception("reference server: flush failed; closing the connection")
+                c.abort()
 
     def close(self) -> None:
         for t in self._timers.values():
@@ -168,6 +186,9 @@ class Driver:
         if self.done:
             return
         conn = self.conn
+        if conn.closing:
+            self.finish("faulted")
+            return
         if conn.paused:
             conn.park(self)
             return
