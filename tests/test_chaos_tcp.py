@@ -84,11 +84,11 @@ async def test_latency_delays_the_round_trip() -> None:
 @pytest.mark.timeout(10)
 async def test_latency_added_and_removed_on_a_live_connection() -> None:
     async with proxied() as (proxy, reader, writer):
-        assert await round_trip(reader, writer) < 0.05
-        proxy.add_toxic("latency:upstream:latency=60")
-        assert await round_trip(reader, writer) >= 0.059
+        assert await round_trip(reader, writer) < 0.2
+        proxy.add_toxic("latency:upstream:latency=300")
+        assert await round_trip(reader, writer) >= 0.299
         proxy.remove_toxic("latency_upstream")
-        assert await round_trip(reader, writer) < 0.05
+        assert await round_trip(reader, writer) < 0.2
 
 
 @pytest.mark.timeout(10)
