@@ -267,3 +267,10 @@ def test_h2_toxic_frames_split_across_reads_are_reassembled() -> None:
     stream = headers(1) + h2.data_frame(1, b"q" * 30)
     out = b"".join(data_bytes(core.upstream_data(stream[i : i + 7])) for i in range(0, 60, 7))
     assert out == stream
+
+
+def test_updating_a_toxic_swaps_attributes_and_keeps_its_state() -> None:
+    core, _ = make_core("limit_data:bytes=10")
+    assert core.upstream_data(b"123456") == [Data(b"123456")]
+    core.update_toxic(to_spec("limit_data:bytes=8"))
+    assert core.upstream_data(b"7890") == [Data(b"78"), Close()]

@@ -214,3 +214,12 @@ async def test_disable_drops_connections_and_enable_listens_again() -> None:
         r2, w2 = await asyncio.open_connection(proxy.host, proxy.port)
         assert await round_trip(r2, w2) < 1
         w2.close()
+
+
+@pytest.mark.timeout(10)
+async def test_updating_a_toxic_changes_open_connections() -> None:
+    async with proxied("latency:downstream:latency=10") as (proxy, reader, writer):
+        assert await round_trip(reader, writer) >= 0.009
+        proxy.update_toxic("latency_downstream", attributes={"latency": 300})
+        assert await round_trip(reader, writer) >= 0.299
+        assert proxy.get_toxic("latency_downstream").attributes == {"latency": 300, "jitter": 0}

@@ -15,7 +15,15 @@ from typing import Any
 from .faults import FaultRecord
 from .h2frames import PREFACE
 from .ops import DIRECTIONS, Data, Direction, Eof, Op
-from .toxic import ConnectionInfo, Toxic, ToxicContext, ToxicSpec, build_toxic, toxic_class
+from .toxic import (
+    ConnectionInfo,
+    Toxic,
+    ToxicContext,
+    ToxicSpec,
+    build_toxic,
+    toxic_class,
+    validate_spec,
+)
 
 
 class Pipeline:
@@ -128,6 +136,12 @@ class ConnectionCore:
             ctx.record(detail=toxic.describe())
         ops = toxic.on_open()
         return {spec.stream: pipe.push_all(ops, at + 1)} if ops else {}
+
+    def update_toxic(self, spec: ToxicSpec) -> None:
+        """Swap new attributes into the live toxic named ``spec.name`` (if active here)."""
+        pipe = self.pipes[spec.stream]
+        if spec.name in pipe.names:
+            pipe.toxics[pipe.names.index(spec.name)].attrs = validate_spec(spec)
 
     def remove_toxic(self, name: str) -> tuple[dict[Direction, list[Op]], int | None]:
         """Remove toxic ``name``; returns what it still held (run through the toxics after it)."""

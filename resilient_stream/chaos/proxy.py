@@ -22,7 +22,7 @@ from .connection import ProxyConnection
 from .core import ConnectionCore
 from .faults import FaultLog, FaultRecord
 from .spec import to_spec
-from .toxic import ChaosError, InvalidToxicError, ToxicSpec
+from .toxic import ChaosError, InvalidToxicError, ToxicSpec, toxic_class
 
 ToxicLike = ToxicSpec | str | Mapping[str, Any]
 
@@ -238,7 +238,12 @@ class ChaosProxy:
         toxicity: float | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> ToxicSpec:
-        """Change a toxic's toxicity/attributes in place (open connections too)."""
+        """Change a toxic's toxicity/attributes, on open connections too.
+
+        New attributes are swapped into the live toxics in place (state such as
+        bytes counted so far is kept). A new toxicity is rolled again on open
+        connections for TCP toxics; HTTP/2 toxics take it on new connections.
+        """
         old = self.get_toxic(name)
         new = to_spec(
             msgspec.structs.replace(
@@ -249,8 +254,11 @@ class ChaosProxy:
         )
         self._toxics[self._toxics.index(old)] = new
         for conn in list(self._conns):
-            at = conn.remove_toxic(name)
-            conn.add_toxic(new, at)
+            if new.toxicity == old.toxicity or toxic_class(new.type).needs_alignment:
+                conn.core.update_toxic(new)
+            else:
+                at = conn.remove_toxic(name)
+                conn.add_toxic(new, at)
         return new
 
     def remove_toxic(self, name: str) -> None:
