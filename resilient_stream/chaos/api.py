@@ -230,6 +230,7 @@ class ApiServer:
         self._port = port
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
@@ -245,10 +246,14 @@ class ApiServer:
     async def stop(self, *, close_proxies: bool = True) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        # Close the connections rather than cancel their tasks: asyncio's stream
+        # server logs a cancelled handler task as an error.
+        for writer in list(self._writers):
+            writer.close()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=2)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -271,12 +276,14 @@ class ApiServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
