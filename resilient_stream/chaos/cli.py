@@ -21,16 +21,18 @@ import msgspec
 from .api import ApiServer, ProxyRegistry
 from .proxy import ChaosProxy, split_hostport
 from .spec import parse_compact
-from .toxic import ChaosError, ToxicSpec
+from .toxic import REGISTRY, ChaosError, ToxicSpec, toxic_class
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    toxic_class("latency")  # fills the registry, for the help text
     p = subparsers.add_parser(
         "proxy",
         help="run the chaos proxy (toxiproxy-style toxics + HTTP/2 faults)",
         description="Run a seeded chaos proxy between clients and an upstream. "
         "Toxic spec: TYPE[:STREAM][:KEY=VALUE,...] (keys name= and toxicity= are special) "
         "or toxiproxy JSON. See docs/chaos.md.",
+        epilog="toxic types: " + ", ".join(sorted(REGISTRY)),
     )
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default 127.0.0.1:0)")
     p.add_argument("--upstream", required=True, help="HOST:PORT of the real server")
