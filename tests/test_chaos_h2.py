@@ -195,10 +195,12 @@ class RawH2:
         self.data[sid] = b""
         return sid
 
-    async def run(self) -> None:
-        """Pump until the connection closes (or 5 s pass)."""
-        async with asyncio.timeout(5):
-            while True:
+    async def run(self, until: int | None = None, seconds: float = 5.0) -> None:
+        """Pump until the connection closes or stream ``until`` ends (or ``seconds`` pass)."""
+        async with asyncio.timeout(seconds):
+            while not any(
+                isinstance(e, h2.events.StreamEnded) and e.stream_id == until for e in self.events
+            ):
                 self.writer.write(self.conn.data_to_send())
                 await self.writer.drain()
                 chunk = await self.reader.read(65536)
@@ -298,3 +300,24 @@ async def test_reset_stream_against_the_reference_server() -> None:
             results = await asyncio.gather(*(one() for _ in range(4)))
             assert sorted(results) == ["ok", "ok", "ok", "reset"]
             assert proxy.connections_accepted == 1
+
+
+@pytest.mark.timeout(20)
+async def test_stalled_streams_dropped_data_is_credited_so_other_streams_keep_flowing(
+    upstream: str,
+) -> None:
+    # The bare h2 client keeps the default 65,535-byte connection window. The
+    # stalled stream alone would use all of it up; only the proxy's
+    # WINDOW_UPDATE for the data it drops lets the other stream finish.
+    spec = "stall_stream:stream_id=1,min_bytes=0,max_bytes=0"
+    async with ChaosProxy(upstream, [spec]) as proxy, raw_client(proxy) as client:
+        client.request("/s?n=2000&k=big&gap=0")
+        with pytest.raises(TimeoutError):  # the big stream runs into its window first
+            await client.run(seconds=0.5)
+        sid = client.request("/s?n=20&k=small")
+        await client.run(until=sid)
+        assert client.data[sid] == body(20, "small")
+        assert client.data[1] == b""
+        sid = client.request("/s?n=5&k=after")
+        await client.run(until=sid)
+        assert client.data[sid] == body(5, "after")
