@@ -274,3 +274,13 @@ def test_updating_a_toxic_swaps_attributes_and_keeps_its_state() -> None:
     assert core.upstream_data(b"123456") == [Data(b"123456")]
     core.update_toxic(to_spec("limit_data:bytes=8"))
     assert core.upstream_data(b"7890") == [Data(b"78"), Close()]
+
+
+def test_goaway_with_close_delay_lets_kept_streams_flow_until_the_close() -> None:
+    core, _ = h2_core("goaway:frames=1,last_stream_id=1,close_delay=250")
+    ops = core.upstream_data(headers(1) + headers(3) + h2.data_frame(1, b"a"))
+    assert data_bytes(ops) == headers(1) + headers(3) + h2.data_frame(1, b"a") + h2.goaway(1)
+    assert Later(0.25, [Close()]) in ops
+    ops = core.upstream_data(h2.data_frame(1, b"b") + h2.data_frame(3, b"c"))
+    assert data_bytes(ops) == h2.data_frame(1, b"b")
+    assert Inject(h2.window_update(0, 1), "upstream") in ops
