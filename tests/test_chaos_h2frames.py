@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame, WindowUpdateFrame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient_stream.chaos import h2frames as h2
 
@@ -70,3 +74,26 @@ def test_padded_data_frame_payload_excludes_padding() -> None:
     (f,) = sp.feed(df.serialize())
     assert f.length == 1 + 5 + 4
     assert f.data() == b"hello"
+
+
+frames_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 9), st.integers(0, 255), st.integers(0, 2**31 - 1), st.binary(max_size=300)
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=frames_strategy, cuts=st.lists(st.integers(0, 7000), max_size=30))
+def test_any_chunking_gives_back_the_same_frames(
+    frames: list[tuple[int, int, int, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(h2.frame(t, fl, sid, p) for t, fl, sid, p in frames)
+    points = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
+    sp = h2.FrameSplitter(expect_preface=False)
+    got: list[h2.Frame] = []
+    for a, b in itertools.pairwise(points):
+        got.extend(sp.feed(stream[a:b]))
+    assert [(f.type, f.flags, f.stream_id, f.raw[9:]) for f in got] == frames
+    assert sp.buffered == 0
