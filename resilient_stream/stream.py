@@ -394,7 +394,9 @@ class ResilientStream(Generic[ChunkT]):
                 stream=self.id,
                 attempt=self._attempts + 1,
                 tokens=self._asm.tokens,
+                endpoint=self._endpoint(),
                 cause=reason,
+                **({"partial": self._asm.text} if self._cfg.log_content else {}),
             )
         self._plan = plan
         if not self._client.replicas.can_retry():
