@@ -25,6 +25,7 @@ from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest
 from .codec.ndjson import ChunkDecoder
 from .config import StreamConfig
 from .errors import ConfigError, InvalidRequestError
+from .logging import library_logger
 from .replicas import ReplicaSet
 from .resume.planner import ResumePlanner
 from .stream import ResilientStream
@@ -61,6 +62,7 @@ class StreamClient:
             budget_ratio=self.config.retry_budget_ratio,
         )
         self.rng = random.Random(seed)
+        self.log = library_logger(self.config.log_level)
         if transport is None:
             from .transport import MultiplexedTransport
 

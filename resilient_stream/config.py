@@ -110,7 +110,9 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     log_content: bool = False
     """Log prompts and outputs in events (off: they may hold user data)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Level used by the CLI's structlog setup (a library never configures logging)."""
+    """Minimum level of the events a client emits: info = retries, resumes, give-ups and
+    replica ejections; debug adds every attempt. Where they go is the application's
+    structlog configuration (the library never configures logging)."""
 
     def __post_init__(self) -> None:
         hints = _field_types()

@@ -34,6 +34,23 @@ def redact_headers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def library_logger(level: str) -> Any:
+    """The logger a client emits its events on.
+
+    It filters by ``level`` itself (``StreamConfig.log_level``: ``info`` gives
+    retries, resumes and give-ups; ``debug`` adds every attempt) and otherwise
+    uses whatever structlog configuration the application set up, so a service
+    that never configured logging does not get a line per stream on stdout.
+    """
+    return structlog.wrap_logger(
+        None,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_name="resilient_stream",
+    )
+
+
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
     """Configure structlog for applications and the CLI (libraries should not call this)."""
     structlog.configure(

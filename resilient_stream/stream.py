@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 import msgspec
-import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .buffering import IdleTimeoutPolicy
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
 
 ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
 
-log = structlog.get_logger("resilient_stream")
 
 _MAX_ERROR_BODY = 65_536
 
@@ -297,7 +295,7 @@ class ResilientStream(Generic[ChunkT]):
         self._idle.reset()
         self._framer = NdjsonFramer(self._cfg.max_line_bytes)
         self._decoder = client.decoder_for(plan.chunk_type)
-        log.debug(
+        self._client.log.debug(
             ATTEMPT,
             stream=self.id,
             attempt=self._attempts,
@@ -389,7 +387,7 @@ class ResilientStream(Generic[ChunkT]):
         if not self._asm.started:
             self._retries += 1
         else:
-            log.info(
+            self._client.log.info(
                 RESUME,
                 stream=self.id,
                 attempt=self._attempts + 1,
@@ -429,7 +427,7 @@ class ResilientStream(Generic[ChunkT]):
         if replica is not None and _blames_replica(exc):
             self._failed_replica = replica
             if self._client.replicas.on_failure(replica, time.monotonic()):
-                log.warning(
+                self._client.log.warning(
                     REPLICA_EJECTED,
                     endpoint=replica.url,
                     readmit_after=self._cfg.replica_readmit_after,
@@ -482,7 +480,7 @@ class ResilientStream(Generic[ChunkT]):
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.info(
+        self._client.log.info(
             RETRY_WAIT,
             stream=self.id,
             attempt=self._attempts,
@@ -515,7 +513,7 @@ class ResilientStream(Generic[ChunkT]):
         if isinstance(error, StreamError):
             error.attempts = self._attempts
         self._error = error
-        log.warning(
+        self._client.log.warning(
             GIVE_UP,
             stream=self.id,
             attempts=self._attempts,

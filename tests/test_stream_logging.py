@@ -18,7 +18,7 @@ FAST = dict(idle_timeout=0.5, backoff_initial=0.01, backoff_max=0.02)
 @pytest.mark.parametrize("log_content", [False, True])
 async def test_one_event_per_resume_and_content_only_when_opted_in(log_content: bool) -> None:
     plan = FaultSchedule({0: Fault("drop_connection", after_tokens=5)})
-    cfg = StreamConfig(log_content=log_content, **FAST)
+    cfg = StreamConfig(log_content=log_content, log_level="debug", **FAST)
     async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
         async with StreamClient(srv.url, config=cfg) as client:
             with capture_logs() as logs:
@@ -47,3 +47,11 @@ async def test_give_up_is_logged_with_the_cause() -> None:
                 await client.generate(model="m", prompt="x").collect()
     (give_up,) = [e for e in logs if e["event"] == "stream.give_up"]
     assert give_up["error"] == "HTTPStatusError" and give_up["attempts"] == 1
+
+
+async def test_default_level_skips_per_attempt_debug_events() -> None:
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        async with StreamClient(srv.url, config=StreamConfig(**FAST)) as client:
+            with capture_logs() as logs:
+                await client.generate(model="m", prompt="x", options={"num_predict": 5}).collect()
+    assert logs == []
