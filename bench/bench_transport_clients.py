@@ -71,7 +71,9 @@ async def run_ours(url: str, streams: int, tokens: int) -> int:
 
         async def one(i: int) -> int:
             lines = Lines()
-            async with client.stream("POST", url + "/api/generate", content=body_bytes(i, tokens)) as r:
+            async with client.stream(
+                "POST", url + "/api/generate", content=body_bytes(i, tokens)
+            ) as r:
                 async for data in r.aiter_raw():
                     lines.feed(data)
             assert lines.done
@@ -93,7 +95,9 @@ async def _run_httpx(url: str, streams: int, tokens: int, http2: bool) -> int:
 
         async def one(i: int) -> int:
             lines = Lines()
-            async with client.stream("POST", url + "/api/generate", content=body_bytes(i, tokens)) as r:
+            async with client.stream(
+                "POST", url + "/api/generate", content=body_bytes(i, tokens)
+            ) as r:
                 async for data in r.aiter_raw():
                     lines.feed(data)
             assert lines.done

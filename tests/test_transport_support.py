@@ -21,6 +21,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import h11
@@ -287,19 +288,22 @@ async def h1_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
 
 @contextlib.asynccontextmanager
 async def draining_h2_server(
-    goaway_after: int, lines: int, rate: float
+    goaway_after: int, lines: int, rate: float, refuse_first: int = 0
 ) -> AsyncIterator[tuple[str, list[int]]]:
     """h2c server that sends a graceful GOAWAY(NO_ERROR, last_stream_id=highest) once
     ``goaway_after`` requests arrived, then keeps serving those streams to the end
     (as RFC 9113 section 6.8 allows). The GOAWAY frame is written by hand because
     h2 refuses to send anything after its own GOAWAY (h2#1181).
 
+    The first ``refuse_first`` requests get RST_STREAM(REFUSED_STREAM) instead.
     Yields the URL and the list of completed stream ids (per connection, in order).
     """
+    refused = 0
     completed: list[int] = []
     tasks: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal refused
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         writer.write(conn.data_to_send())
@@ -329,6 +333,10 @@ async def draining_h2_server(
                 break
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
+                    if refused < refuse_first:
+                        refused += 1
+                        conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        continue
                     if goaway_sent:
                         continue  # above last_stream_id: never processed
                     started += 1
