@@ -153,9 +153,10 @@ async def test_early_close_sends_rst_stream_and_the_reference_server_stops_gener
 @pytest.mark.timeout(30)
 async def test_refused_stream_is_retried_transparently() -> None:
     # RST_STREAM(REFUSED_STREAM) means "never processed": safe to send again at once.
-    async with draining_h2_server(
-        goaway_after=0, lines=3, rate=100, refuse_first=2
-    ) as (url, completed):
+    async with draining_h2_server(goaway_after=0, lines=3, rate=100, refuse_first=2) as (
+        url,
+        completed,
+    ):
         transport = MultiplexedTransport()
         async with httpx.AsyncClient(transport=transport, timeout=10) as client:
             r = await client.post(url + "/gen", json={})

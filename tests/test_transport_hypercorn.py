@@ -146,3 +146,16 @@ async def test_large_bodies_with_content_length_flow_through_small_windows() -> 
                 assert len(body) == size
                 assert body[: len(pattern)] == pattern and body[-256:] == bytes(range(256))
             assert transport.stats().connections_opened == 1
+
+
+@pytest.mark.timeout(30)
+async def test_client_stream_cap_below_the_server_limit_spreads_streams() -> None:
+    async with hypercorn_server(max_concurrent_streams=100) as (url, stats):
+        transport = MultiplexedTransport(max_streams_per_connection=5)
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            results = await asyncio.gather(
+                *(count_lines(client, url, n=5, rate=10) for _ in range(20))
+            )
+            assert results == [6] * 20
+            assert stats.max_active == 20
+            assert transport.stats().connections_opened == 4

@@ -145,8 +145,10 @@ class H2ClientConnection(asyncio.Protocol):
         self._conn_window = ReceiveWindow(
             max(settings.connection_window, DEFAULT_CONNECTION_WINDOW)
         )
-        # h2's own inbound accounting, kept exact by the DATA fast path.
-        self._h2_conn_window: Any = self._h2._inbound_flow_control_window_manager
+        # h2's own inbound accounting, kept exact by the DATA fast path. The fast path
+        # uses private h2 attributes (present in h2 4.x); without them, h2 does it all.
+        self._h2_conn_window: Any = getattr(self._h2, "_inbound_flow_control_window_manager", None)
+        self._fast_path = self._h2_conn_window is not None
 
     # --- state seen by the pool ------------------------------------------------
 
@@ -211,7 +213,7 @@ class H2ClientConnection(asyncio.Protocol):
                     if self.closed:
                         return
                 s = streams.get(int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF)
-                if s is not None and s.status and self.ready.done():
+                if s is not None and s.status and s.h2_window is not None:
                     try:
                         conn_window.window_consumed(length)
                         s.h2_window.window_consumed(length)
@@ -420,8 +422,10 @@ class H2ClientConnection(asyncio.Protocol):
         stream_id = h2c.get_next_available_stream_id()
         h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
         s = H2Stream(self, stream_id, self._settings.stream_window, timeout)
-        s.h2_stream = h2c.streams[stream_id]
-        s.h2_window = s.h2_stream._inbound_window_manager
+        h2_stream = h2c.streams[stream_id]
+        if self._fast_path and hasattr(h2_stream, "_actual_content_length"):
+            s.h2_stream = h2_stream
+            s.h2_window = getattr(h2_stream, "_inbound_window_manager", None)
         s.request_done = not has_body
         self.streams[stream_id] = s
         self.streams_opened += 1

@@ -85,6 +85,8 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
         )
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2", "http/1.1"])  # needed to negotiate h2
         self._ssl_context = ssl_context
         self._pools: dict[tuple[str, str, int], OriginPool] = {}
         self._http1: httpx.AsyncHTTPTransport | None = None
