@@ -47,6 +47,7 @@ from .result import AttemptRecord, StreamResult
 from .resume.assembler import StreamAssembler
 from .resume.planner import AttemptPlan, Finished, NotResumable, ResumePlanner
 from .retry import backoff_delay, is_retryable, is_transparent, parse_retry_after
+from .watchdog import StallWatchdog
 
 if TYPE_CHECKING:
     from .client import StreamClient
@@ -106,6 +107,7 @@ class ResilientStream(Generic[ChunkT]):
             enabled=cfg.adaptive_idle_timeout,
         )
         self._last_read = 0.0
+        self._watchdog = StallWatchdog()
         self._closed = False
         self._error: BaseException | None = None
 
@@ -186,35 +188,25 @@ class ResilientStream(Generic[ChunkT]):
         loop_time = time.monotonic()
         limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
         until = min(loop_time + limit, self._deadline)
+        watchdog = self._watchdog
+        watchdog.arm(until - loop_time)
+        failure: BaseException | None = None
         try:
-            async with asyncio.timeout(until - loop_time):
-                data = await self._body.__anext__()
+            data = await self._body.__anext__()
         except StopAsyncIteration:
-            truncated = self._end_of_body()
-            if truncated is not None:
-                await self._fail(truncated)
-            return
-        except TimeoutError:
-            waited = time.monotonic() - loop_time
-            if until >= self._deadline:
-                await self._fail(self._deadline_error(None))
+            failure = self._end_of_body()
+            if failure is None:
                 return
-            await self._fail(
-                StallError(
-                    f"no data on this stream for {waited:.2f}s ("
-                    + (
-                        "first_token_timeout"
-                        if self._attempt_first_chunk
-                        else f"idle timeout {limit:.2f}s, adapted to the stream's pace"
-                    )
-                    + ")",
-                    waited=waited,
-                    endpoint=self._endpoint(),
-                )
-            )
-            return
+        except asyncio.CancelledError:
+            if not watchdog.expired():
+                raise
+            failure = self._silence_error(loop_time, until, limit)
         except (httpx.TransportError, StreamError, OSError) as exc:
-            await self._fail(exc)
+            failure = exc
+        finally:
+            watchdog.disarm()
+        if failure is not None:
+            await self._fail(failure)
             return
         try:
             chunks = self._decoder.decode_lines(self._framer.feed(data))
@@ -233,6 +225,22 @@ class ResilientStream(Generic[ChunkT]):
             self._deliver(chunks)
             if self._asm.done:
                 await self._close_response()
+
+    def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
+        """The watchdog fired: a stall (resumed) or the total deadline (given up)."""
+        if until >= self._deadline:
+            return self._deadline_error(None)
+        waited = time.monotonic() - started
+        what = (
+            "first_token_timeout"
+            if self._attempt_first_chunk
+            else f"idle timeout {limit:.2f}s, adapted to the stream's pace"
+        )
+        return StallError(
+            f"no data on this stream for {waited:.2f}s ({what})",
+            waited=waited,
+            endpoint=self._endpoint(),
+        )
 
     def _deliver(self, chunks: list[Any]) -> None:
         if self._attempt_first_chunk and chunks:
@@ -559,6 +567,7 @@ class ResilientStream(Generic[ChunkT]):
     def _finish(self) -> None:
         """Mark the end; the caller of ``_deliver`` closes the response."""
         self._closed = True
+        self._watchdog.close()
         self._ended_at = time.monotonic()
         self._client.forget(self)
 
@@ -575,6 +584,7 @@ class ResilientStream(Generic[ChunkT]):
         if self._ended_at is None:
             self._ended_at = time.monotonic()
         await self._close_response()
+        self._watchdog.close()
         self._client.forget(self)
 
     def __del__(self) -> None:
