@@ -35,6 +35,7 @@ from ..errors import (
     ConnectionLostError,
     GoAwayError,
     RefusedStreamError,
+    StallError,
     StreamResetError,
 )
 from .stream import H2Stream
@@ -433,7 +434,11 @@ class H2ClientConnection(asyncio.Protocol):
         return s
 
     async def send_body(self, s: H2Stream, body: bytes) -> None:
-        """Send the request body within the peer's flow-control windows, then END_STREAM."""
+        """Send the request body within the peer's flow-control windows, then END_STREAM.
+
+        A peer that grants no window for the stream's idle timeout fails it with
+        :class:`StallError`, like a peer that sends nothing.
+        """
         h2c = self._h2
         sid = s.stream_id
         pos = 0
@@ -441,12 +446,9 @@ class H2ClientConnection(asyncio.Protocol):
         while pos < total:
             if s.error is not None or s.ended or self.closed:
                 return
-            if self._write_paused:
-                await self._wait_senders()
-                continue
             n = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size, total - pos)
-            if n <= 0:
-                await self._wait_senders()
+            if n <= 0 or self._write_paused:
+                await self._wait_senders(s.timeout)
                 continue
             h2c.send_data(sid, body[pos : pos + n])
             pos += n
@@ -456,10 +458,19 @@ class H2ClientConnection(asyncio.Protocol):
             s.request_done = True
             self._flush()
 
-    async def _wait_senders(self) -> None:
+    async def _wait_senders(self, idle_timeout: float | None) -> None:
         waiter = self.loop.create_future()
         self._send_waiters.append(waiter)
-        await waiter
+        try:
+            async with asyncio.timeout(idle_timeout):
+                await waiter
+        except TimeoutError:
+            raise StallError(
+                f"server granted no flow-control window for {idle_timeout}s while we sent "
+                "the request body",
+                waited=idle_timeout or 0.0,
+                endpoint=self.endpoint,
+            ) from None
 
     def _wake_senders(self) -> None:
         waiters, self._send_waiters = self._send_waiters, []

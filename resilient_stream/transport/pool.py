@@ -125,14 +125,18 @@ class OriginPool:
             raise self._pool_timeout(pool_timeout)
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
+        woken = False
         try:
             async with asyncio.timeout(remaining):
                 await waiter
+            woken = True
         except TimeoutError:
             raise self._pool_timeout(pool_timeout) from None
         finally:
             if not waiter.done():
                 waiter.cancel()
+            elif not woken and not waiter.cancelled():
+                self._wake(1)  # we were handed a free slot but leave: pass it on
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
 
