@@ -203,7 +203,7 @@ def test_cut_data_sends_part_of_a_data_frame_then_closes() -> None:
     line = b'{"response":"hello"}\n'
     ops = core.upstream_data(h2.data_frame(1, line))
     assert ops == [Data(h2.data_frame(1, line[:5])), Close()]
-    assert (faults[0].offset, faults[0].detail) == (5, "mode=partial")
+    assert (faults[0].offset, faults[0].detail) == (5, "mode=partial lines=0")
     assert core.upstream_data(h2.data_frame(1, line)) == []
 
 

@@ -3,8 +3,10 @@
 :class:`Pipeline` chains the active toxics of one direction (in the order
 they were added, like toxiproxy). :class:`ConnectionCore` owns both
 directions, rolls each toxic's toxicity once per connection from the seeded
-generator, and sniffs whether the client speaks HTTP/2 (prior knowledge) so
-HTTP/2 toxics know whether to act.
+generator, sniffs whether the client speaks HTTP/2 (prior knowledge) so
+HTTP/2 toxics know whether to act, and (when a request-keyed toxic is active)
+feeds the client's bytes to a :class:`RequestTracker` before any toxic sees
+them, so a response's toxics know which request it answers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from .faults import FaultRecord
 from .h2frames import PREFACE
 from .ops import DIRECTIONS, Data, Direction, Eof, Op
+from .requests import RequestCounts, RequestTracker
 from .toxic import (
     ConnectionInfo,
     Toxic,
@@ -71,6 +74,7 @@ class ConnectionCore:
         specs: Iterable[ToxicSpec],
         clock: Callable[[], float],
         sink: Callable[[FaultRecord], None],
+        requests: RequestCounts | None = None,
     ) -> None:
         self.info = ConnectionInfo(index)
         self.seed = seed
@@ -85,6 +89,9 @@ class ConnectionCore:
             for direction, ops in self.add_toxic(spec).items():
                 self.open_ops[direction].extend(ops)
         self._opening = False
+        if any(t.uses_requests for pipe in self.pipes.values() for t in pipe.toxics):
+            # HTTP/2 toxics only join at the opening, so the tracker sees every byte.
+            self.info.requests = RequestTracker(RequestCounts() if requests is None else requests)
 
     @property
     def passthrough(self) -> bool:
@@ -97,6 +104,8 @@ class ConnectionCore:
         """Bytes from the client (direction ``upstream``)."""
         if self.info.protocol is None:
             self._sniff(data)
+        if self.info.requests is not None:
+            self.info.requests.feed(data)
         return self.pipes["upstream"].push(Data(data))
 
     def upstream_data(self, data: bytes) -> list[Op]:

@@ -30,12 +30,23 @@ class FaultRecord(msgspec.Struct, frozen=True):
     offset: int = -1
     detail: str = ""
     actual: int = -1
+    #: The request the fault hit (``"<body sha256 prefix>#<n>"``), when known.
+    request: str = ""
 
-    def plan_key(self) -> tuple[int, int, str, str, str, int, str]:
-        """Everything but ``time`` and ``actual``: equal keys mean the same fault."""
+    def plan_key(self) -> tuple[str, str, str, str, int, str]:
+        """What the seed decides (no ``time``, no ``actual``): equal keys mean the same fault.
+
+        A fault on a known request is named by the request, not by the connection
+        index and stream id it happened to get (those follow timing once clients
+        resume); other faults by connection index and stream id.
+        """
+        scope = (
+            f"request {self.request}"
+            if self.request
+            else f"connection {self.connection} stream {self.stream_id}"
+        )
         return (
-            self.connection,
-            self.stream_id,
+            scope,
             self.kind,
             self.toxic,
             self.direction,

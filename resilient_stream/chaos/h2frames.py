@@ -118,9 +118,12 @@ class FrameSplitter:
         return frames
 
 
+def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
+    return _HEADER.pack(length >> 8, length & 0xFF, ftype, flags, stream_id)
+
+
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _HEADER.pack(n >> 8, n & 0xFF, ftype, flags, stream_id) + payload
+    return frame_header(ftype, flags, stream_id, len(payload)) + payload
 
 
 def rst_stream(stream_id: int, error_code: int) -> bytes:

@@ -6,15 +6,22 @@ credited back to the sender's connection window with a WINDOW_UPDATE, so the
 other streams on the connection keep flowing.
 
 :class:`StreamTargetedToxic` adds the seeded choice of *which* stream and
-*where*: each stream (keyed by its id, i.e. the client's request order) gets
-its own generator, drawn once when its first DATA frame passes, that decides
-whether it is hit (``probability``) and at which DATA byte offset
-(uniform in ``[min_bytes, max_bytes]``). Wall-clock time plays no part.
+*where*: each stream gets its own generator, drawn once when its first DATA
+frame passes, that decides whether it is hit (``probability``) and at which
+DATA byte offset (uniform in ``[min_bytes, max_bytes]``). The generator is
+keyed by the request the stream carries (body hash and how many times that
+body was seen, see :mod:`.requests`), so the decision is the same whatever
+connection or stream id a retried or resumed request gets; ``keyed_by=stream``
+keys it by (connection index, stream id) instead. With ``line_aligned`` (the
+default) the fault lands on the last line boundary before that offset and the
+crossing frame is split there, so the receiver holds exactly the whole lines
+before the offset, however the sender cut its frames. Wall-clock time plays
+no part.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -85,6 +92,18 @@ class H2Toxic(Toxic[AttrsT]):
             self._credit += f.length
         return []
 
+    def credit(self, n: int) -> None:
+        """Hand ``n`` bytes of dropped DATA back to the sender's connection window."""
+        self._credit += n
+
+    def forward_part(self, f: h2.Frame, payload: bytes) -> list[Op]:
+        """Forward the start of DATA frame ``f``'s payload as a valid DATA frame of its own
+        (no END_STREAM, no padding) and credit the rest back to the sender."""
+        if not payload:
+            return self.drop(f)
+        self._credit += f.length - len(payload)
+        return [Data(h2.data_frame(f.stream_id, payload))]
+
     def drain(self) -> list[Op]:
         rest = self._splitter.take_buffer()
         return [Data(rest)] if rest else []
@@ -95,6 +114,7 @@ class H2Toxic(Toxic[AttrsT]):
 
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+KeyedBy = Literal["request", "stream"]
 
 
 class TargetAttributes(Attributes):
@@ -108,18 +128,32 @@ class TargetAttributes(Attributes):
     max_streams: NonNegative = 0
     #: Only this stream id may be hit (0 = any stream).
     stream_id: NonNegative = 0
+    #: What a stream's draw is keyed by: the request it carries (replayable when
+    #: clients retry and resume) or its (connection index, stream id).
+    keyed_by: KeyedBy = "request"
+    #: Fire at the last b"\n" before the drawn offset, forwarding the crossing
+    #: frame up to it, so the receiver holds whole lines only (NDJSON, SSE).
+    line_aligned: bool = True
 
 
 class _StreamState:
-    __slots__ = ("seen", "target")
+    __slots__ = ("lines", "request", "seen", "target")
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, request: str) -> None:
         self.target = target  # -1: this stream is spared
-        self.seen = 0
+        self.request = request
+        self.seen = 0  # DATA payload bytes that went by
+        self.lines = 0  # b"\n" among them (counted for targeted streams only)
+
+
+def _payload_len(f: h2.Frame) -> int:
+    return len(f.data()) if f.flags & h2.FLAG_PADDED else f.length
 
 
 class StreamTargetedToxic(H2Toxic[AttrsT]):
     """An HTTP/2 toxic that hits chosen streams at chosen DATA offsets."""
+
+    uses_requests: ClassVar[bool] = True
 
     def __init__(self, attrs: AttrsT, ctx: ToxicContext) -> None:
         super().__init__(attrs, ctx)
@@ -130,10 +164,16 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
         st = self._streams.get(stream_id)
         if st is None:
             a: Any = self.attrs
-            rng = self.ctx.stream_rng(stream_id)
+            request = ""
+            tracker = self.ctx.conn.requests
+            # A response answers a request the tracker has seen whole; a request body
+            # going upstream is still incomplete when it starts, so it is keyed by stream.
+            if a.keyed_by == "request" and self.destination == "client" and tracker is not None:
+                request = tracker.key(stream_id) or ""
+            rng = self.ctx.request_rng(request) if request else self.ctx.stream_rng(stream_id)
             hit = rng.random() < a.probability and a.stream_id in (0, stream_id)
             offset = rng.randint(a.min_bytes, max(a.min_bytes, a.max_bytes))
-            st = self._streams[stream_id] = _StreamState(offset if hit else -1)
+            st = self._streams[stream_id] = _StreamState(offset if hit else -1, request)
         return st
 
     def crossing(self, f: h2.Frame) -> _StreamState | None:
@@ -146,7 +186,7 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
         a: Any = self.attrs
         if (
             st.target >= 0
-            and st.seen + f.length > st.target
+            and st.seen + _payload_len(f) > st.target
             and not (a.max_streams and self.hits >= a.max_streams)
         ):
             return st
@@ -157,11 +197,41 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
         """Count a DATA frame that goes through untouched."""
         if st is None:
             st = self._target(f.stream_id)
-        st.seen += f.length
+        if f.flags & h2.FLAG_PADDED:
+            payload = f.data()
+            st.seen += len(payload)
+            if st.target >= 0:
+                st.lines += payload.count(b"\n")
+        else:
+            st.seen += f.length
+            if st.target >= 0:
+                st.lines += f.raw.count(b"\n", 9)
         if f.flags & h2.FLAG_END_STREAM:
             self._streams.pop(f.stream_id, None)
 
-    def fired(self, f: h2.Frame, st: _StreamState, detail: str) -> None:
+    def line_prefix(self, f: h2.Frame, st: _StreamState) -> bytes:
+        """The part of the crossing frame to forward before the fault: with
+        ``line_aligned``, its payload up to the last b"\n" before the target offset
+        (maybe nothing); otherwise nothing (the whole frame is dropped)."""
+        a: Any = self.attrs
+        if not a.line_aligned:
+            return b""
+        payload = f.data()
+        keep = payload.rfind(b"\n", 0, st.target - st.seen) + 1
+        st.lines += payload.count(b"\n", 0, keep)
+        return payload[:keep]
+
+    def fired(self, f: h2.Frame, st: _StreamState, detail: str, forwarded: int = 0) -> None:
+        """Record the fault; ``forwarded`` is how much of the crossing frame went through."""
         self.hits += 1
         self._streams.pop(f.stream_id, None)
-        self.ctx.record(stream_id=f.stream_id, offset=st.target, actual=st.seen, detail=detail)
+        a: Any = self.attrs
+        if a.line_aligned:
+            detail = f"{detail} lines={st.lines}" if detail else f"lines={st.lines}"
+        self.ctx.record(
+            stream_id=f.stream_id,
+            offset=st.target,
+            actual=st.seen + forwarded,
+            detail=detail,
+            request=st.request,
+        )

@@ -21,6 +21,7 @@ import msgspec
 from .connection import ProxyConnection
 from .core import ConnectionCore
 from .faults import FaultLog, FaultRecord
+from .requests import RequestCounts
 from .spec import to_spec
 from .toxic import ChaosError, InvalidToxicError, ToxicSpec, toxic_class
 
@@ -70,12 +71,17 @@ class ChaosProxy:
         name: str = "chaos",
         enabled: bool = True,
         max_fault_records: int = 100_000,
+        requests: RequestCounts | None = None,
     ) -> None:
         self.name = name
         self.upstream = upstream
         self._upstream_addr = split_hostport(upstream)
         self._listen_addr = split_hostport(listen)
         self.seed = seed
+        #: How often each request body was seen (pass one shared object to proxies in
+        #: front of replicas, with the same seed, so a request's fate does not depend
+        #: on the replica it lands on).
+        self.requests = RequestCounts() if requests is None else requests
         self.enabled = enabled
         self._log = FaultLog(max_fault_records)
         self._server: asyncio.Server | None = None
@@ -116,6 +122,7 @@ class ChaosProxy:
             specs=list(self._toxics),
             clock=time.time,
             sink=self._log.append,
+            requests=self.requests,
         )
         conn = ProxyConnection(core, self._upstream_addr, self._conns.discard)
         self._conns.add(conn)
@@ -279,7 +286,7 @@ class ChaosProxy:
         """Every fault injected so far, in order."""
         return list(self._log.records)
 
-    def fault_plan(self) -> list[tuple[int, int, str, str, str, int, str]]:
+    def fault_plan(self) -> list[tuple[str, str, str, str, int, str]]:
         """The faults without their times, sorted: equal plans mean a faithful replay."""
         return sorted(r.plan_key() for r in self._log.records)
 

@@ -17,6 +17,7 @@ import msgspec
 
 from .faults import FaultRecord
 from .ops import Data, Direction, Eof, Op
+from .requests import RequestTracker
 
 Protocol = Literal["h2", "other"]
 
@@ -44,14 +45,17 @@ class ToxicSpec(msgspec.Struct, kw_only=True):
 
 
 class ConnectionInfo:
-    """What the toxics of one connection share: its index and the protocol the client speaks."""
+    """What the toxics of one connection share: its index, the protocol the client
+    speaks and (for request-keyed HTTP/2 toxics) which request each stream carries."""
 
-    __slots__ = ("index", "protocol")
+    __slots__ = ("index", "protocol", "requests")
 
     def __init__(self, index: int) -> None:
         self.index = index
         #: None until the client's first bytes tell (HTTP/2 preface or not).
         self.protocol: Protocol | None = None
+        #: Fed with the client's bytes by the connection core when a toxic needs it.
+        self.requests: RequestTracker | None = None
 
 
 def derive_rng(seed: int, *keys: object) -> random.Random:
@@ -92,8 +96,19 @@ class ToxicContext:
         """Generator for the decisions about one HTTP/2 stream of this connection."""
         return derive_rng(self.seed, self.conn.index, self.name, stream_id)
 
+    def request_rng(self, request: str) -> random.Random:
+        """Generator for the decisions about one request (see :mod:`.requests`), the
+        same on whichever connection or stream id the request arrives."""
+        return derive_rng(self.seed, self.name, "request", request)
+
     def record(
-        self, *, stream_id: int = 0, offset: int = -1, detail: str = "", actual: int | None = None
+        self,
+        *,
+        stream_id: int = 0,
+        offset: int = -1,
+        detail: str = "",
+        actual: int | None = None,
+        request: str = "",
     ) -> None:
         """Record an injected fault."""
         self._sink(
@@ -107,6 +122,7 @@ class ToxicContext:
                 offset=offset,
                 detail=detail,
                 actual=offset if actual is None else actual,
+                request=request,
             )
         )
 
@@ -133,6 +149,8 @@ class Toxic(Generic[AttrsT]):
     #: Record one fault when the toxic becomes active on a connection (for toxics
     #: that act on every byte rather than at one point).
     record_on_activate: ClassVar[bool] = False
+    #: Needs the connection's :class:`RequestTracker` (request-keyed HTTP/2 decisions).
+    uses_requests: ClassVar[bool] = False
 
     def __init__(self, attrs: AttrsT, ctx: ToxicContext) -> None:
         self.attrs = attrs

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..chaos import ChaosProxy, FaultRecord
+from ..chaos.requests import RequestCounts
 from ..testing import Fault, ReferenceServer, RequestInfo
 from .scenario import Scenario
 
@@ -106,6 +107,7 @@ class Infra:
         self.baseline: ReferenceServer | None = None
         self.server_faults: list[FaultRecord] = []
         self._seen: dict[str, int] = {}
+        self._requests = RequestCounts()
         self.dead: set[int] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -143,11 +145,14 @@ class Infra:
                 seed=self.seed + i,
             )
             await server.__aenter__()
+            # One seed and one request count for every replica's proxy: a request's
+            # fate must not depend on the replica it lands on (that follows timing).
             proxy = ChaosProxy(
                 upstream=f"127.0.0.1:{server.port}",
                 toxics=sc.toxics,
-                seed=self.seed * 1000 + i,
+                seed=self.seed * 1000,
                 name=f"replica{i}",
+                requests=self._requests,
             )
             await proxy.__aenter__()
             plan.on_death = lambda i=i: self.loop.create_task(self._kill(i))

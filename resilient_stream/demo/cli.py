@@ -18,10 +18,16 @@ from ..chaos_suite.runner import run_scenario
 from ..chaos_suite.scenario import Scenario, ServerFaults
 from ..logging import configure_logging
 
+#: Only stream-scoped faults, so the same seed replays the same fault plan: each
+#: proxy decision is keyed by the request (body hash, n-th occurrence) and lands on
+#: a line boundary, and the server's 503s are keyed the same way. Connection-level
+#: faults (drops, GOAWAY, a cut that closes the connection, latency records) hit
+#: whatever other streams share the connection at that moment, which follows
+#: timing; they live in the chaos suite's scenarios, which do not claim replay.
 DEMO = Scenario(
     name="demo",
-    description="a mix of faults: drops, per-stream resets and stalls, GOAWAY, cut lines, "
-    "latency and 503s, over two replicas",
+    description="a mix of per-stream faults: resets, stalls, lines cut mid-way, and 503s with "
+    "Retry-After, over two replicas; the same seed replays the same fault plan",
     seed=7,
     streams=200,
     num_predict=100,
@@ -31,24 +37,22 @@ DEMO = Scenario(
     client={"idle_timeout": 0.6},
     toxics=[
         ToxicSpec(
-            type="drop_after_data_frames",
-            toxicity=0.5,
-            attributes={"frames": 200, "frames_max": 1500},
-        ),
-        ToxicSpec(
             type="reset_stream",
-            attributes={"probability": 0.1, "min_bytes": 200, "max_bytes": 9000},
+            attributes={"probability": 0.15, "min_bytes": 200, "max_bytes": 9000},
         ),
         ToxicSpec(
             type="stall_stream",
-            attributes={"probability": 0.05, "min_bytes": 200, "max_bytes": 9000},
+            attributes={"probability": 0.06, "min_bytes": 200, "max_bytes": 9000},
         ),
-        ToxicSpec(type="goaway", toxicity=0.3, attributes={"frames": 300, "frames_max": 2000}),
         ToxicSpec(
             type="cut_data",
-            attributes={"probability": 0.03, "min_bytes": 200, "max_bytes": 9000, "max_streams": 1},
+            attributes={
+                "probability": 0.08,
+                "min_bytes": 200,
+                "max_bytes": 9000,
+                "then": "reset",
+            },
         ),
-        ToxicSpec(type="latency", attributes={"latency": 5, "jitter": 5}),
     ],
     server_faults=ServerFaults(probability=0.05, kind="status", status=503, retry_after=0.05),
 )

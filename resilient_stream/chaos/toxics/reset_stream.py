@@ -3,7 +3,8 @@
 The receiver gets RST_STREAM(``error_code``), the sender RST_STREAM(CANCEL).
 Later frames of that stream are dropped, except header blocks (HPACK state
 must stay in sync), and dropped DATA is credited back to the sender's
-connection window so the connection stays healthy.
+connection window so the connection stays healthy. With ``line_aligned`` the
+receiver first gets the crossing frame's whole lines before the target.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class ResetStreamToxic(StreamTargetedToxic[ResetStreamAttributes]):
         if st is None:
             return None
         code = self.attrs.error_code
-        self.fired(f, st, f"error_code={code}")
+        prefix = self.line_prefix(f, st)
+        self.fired(f, st, f"error_code={code}", len(prefix))
         self.reset.add(sid)
-        self.drop(f)
-        return [
-            Data(h2.rst_stream(sid, code)),
-            Inject(h2.rst_stream(sid, h2.CANCEL), self.source),
-        ]
+        out = self.forward_part(f, prefix)
+        out.append(Data(h2.rst_stream(sid, code)))
+        out.append(Inject(h2.rst_stream(sid, h2.CANCEL), self.source))
+        return out

@@ -4,7 +4,9 @@ The stalled stream's DATA is dropped and credited back to the sender's
 connection window, so other streams are not starved; the sender runs out of
 that stream's own window and stops. With ``duration`` > 0 the stream is reset
 (RST_STREAM to both sides) that many milliseconds after the stall began;
-with 0 it stalls until the client gives up and cancels it.
+with 0 it stalls until the client gives up and cancels it. With
+``line_aligned`` the stall begins right after the last whole line before the
+target offset.
 
 Limitation: the stalled data is discarded, not held, so a stall cannot be
 "released" later (that would break the byte stream). Trailers (a HEADERS
@@ -46,9 +48,10 @@ class StallStreamToxic(StreamTargetedToxic[StallStreamAttributes]):
         st = self.crossing(f)
         if st is None:
             return None
-        self.fired(f, st, f"duration={self.attrs.duration}")
+        prefix = self.line_prefix(f, st)
+        self.fired(f, st, f"duration={self.attrs.duration}", len(prefix))
         self.stalled.add(sid)
-        out: list[Op] = self.drop(f)
+        out: list[Op] = self.forward_part(f, prefix)
         if self.attrs.duration:
             out.append(
                 Later(
