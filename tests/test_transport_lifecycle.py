@@ -126,3 +126,15 @@ async def test_connect_refused_is_a_typed_connect_error() -> None:
             await client.post(url + "/gen", json={"n": 1})
         assert isinstance(info.value, httpx.ConnectError)
         assert transport.stats().streams_active == 0
+
+
+@pytest.mark.timeout(30)
+async def test_header_value_with_newline_is_refused_before_sending() -> None:
+    async with hypercorn_server() as (url, stats):
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            with pytest.raises(httpx.LocalProtocolError):
+                await client.post(url + "/gen", json={"n": 1}, headers={"x-a": "1\r\nx-b: 2"})
+            assert transport.stats().streams_active == 0
+            assert await client.post(url + "/gen", json={"n": 1}, headers={"x-a": "ok"})
+        assert stats.completed == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -49,6 +50,10 @@ _CLOSED_STATE = h2.connection.ConnectionState.CLOSED
 _OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
 _REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
+
+# RFC 9113 section 8.2.1: no CR/LF/NUL in values; names are lowercase tokens.
+_BAD_VALUE_BYTES = re.compile(rb"[\r\n\x00]")
+_BAD_HEADER_BYTES = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 
 # Connection-specific headers are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
 _HOP_BY_HOP = frozenset(
@@ -132,7 +137,12 @@ class H2ClientConnection(asyncio.Protocol):
         self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
         self._in_header_block = False
 
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        # Outbound headers are built here from httpx's already-parsed headers and checked
+        # by _request_headers; h2's generic validation would cost ~10 us per request.
+        # Inbound (server) headers stay fully validated.
+        config = h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False
+        )
         self._h2 = _DrainingH2(config=config)
         self._h2.local_settings = h2.settings.Settings(
             client=True,
@@ -419,6 +429,11 @@ class H2ClientConnection(asyncio.Protocol):
         for name, value in request.headers.raw:
             lname = name.lower()
             if lname not in _HOP_BY_HOP:
+                if _BAD_HEADER_BYTES.search(lname) or _BAD_VALUE_BYTES.search(value):
+                    raise httpx.LocalProtocolError(
+                        f"invalid header {name!r}: HTTP/2 header names must be tokens and "
+                        "values must not contain CR, LF or NUL"
+                    )
                 headers.append((lname, value))
         stream_id = h2c.get_next_available_stream_id()
         h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
