@@ -138,3 +138,17 @@ async def test_header_value_with_newline_is_refused_before_sending() -> None:
             assert transport.stats().streams_active == 0
             assert await client.post(url + "/gen", json={"n": 1}, headers={"x-a": "ok"})
         assert stats.completed == 1
+
+
+@pytest.mark.timeout(30)
+async def test_pings_keep_a_quiet_healthy_connection_alive() -> None:
+    # Token gaps (0.4 s) longer than ping_interval + ping_timeout: only ACKed PINGs
+    # keep the connection, and the stream, alive.
+    async with hypercorn_server() as (url, _):
+        transport = MultiplexedTransport(ping_interval=0.1, ping_timeout=0.2)
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            async with client.stream("POST", url + "/gen", json={"n": 3, "rate": 2.5}) as r:
+                assert (await r.aread()).count(b"\n") == 4
+            await asyncio.sleep(0.5)  # idle, still pinged
+            assert transport.stats().connections == 1
+            assert transport.stats().connections_opened == 1
