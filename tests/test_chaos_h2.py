@@ -136,7 +136,7 @@ async def test_reset_stream_fails_exactly_one_stream_and_the_others_complete(
 
 @pytest.mark.timeout(30)
 async def test_same_seed_and_traffic_give_the_same_fault_plan(upstream: str) -> None:
-    async def run(seed: int) -> list[tuple[int, int, str, str, str, int, str]]:
+    async def run(seed: int) -> list[tuple[str, str, str, str, int, str]]:
         spec = "reset_stream:probability=0.5,min_bytes=0,max_bytes=600"
         async with ChaosProxy(upstream, [spec], seed=seed) as proxy, h2_client(proxy) as client:
             results = await asyncio.gather(*(fetch(client, str(k)) for k in range(6)))
