@@ -16,21 +16,23 @@ import itertools
 import random
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
 from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
-from .codec.ndjson import ChunkDecoder
+from .codec.framing import Decoder, framing
 from .config import StreamConfig
 from .errors import ConfigError, InvalidRequestError
 from .logging import library_logger
 from .replicas import ReplicaSet
-from .resume.planner import ResumePlanner
+from .resume.planner import AttemptPlan, Planner, ResumePlanner
 from .stream import ResilientStream
 
 DEFAULT_URL = "http://127.0.0.1:11434"
+
+ChunkT = TypeVar("ChunkT")
 
 
 class StreamClient:
@@ -77,7 +79,7 @@ class StreamClient:
             transport=transport, headers=headers, timeout=self.httpx_timeout
         )
         self._ids = itertools.count(1)
-        self._decoders: dict[type[Any], ChunkDecoder[Any]] = {}
+        self._decoders: dict[tuple[str, type[Any]], Decoder] = {}
         self._streams: weakref.WeakSet[ResilientStream[Any]] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -89,7 +91,8 @@ class StreamClient:
         """Stream ``/api/generate``. Takes Ollama's request fields (``system``,
         ``raw``, ``options``, ``format``, ``think``, ``images``, ``keep_alive``...)."""
         request = _build(GenerateRequest, dict(fields, model=model, prompt=prompt))
-        return self._open(ResumePlanner(request), GenerateChunk)
+        _require_streaming(request.stream)
+        return self.open_stream(ResumePlanner(request), GenerateChunk)
 
     def chat(
         self,
@@ -102,21 +105,24 @@ class StreamClient:
         ``options``, ``format``, ``think``, ``keep_alive``...)."""
         msgs = [m if isinstance(m, Message) else _build(Message, dict(m)) for m in messages]
         request = _build(ChatRequest, dict(fields, model=model, messages=msgs))
-        return self._open(ResumePlanner(request), ChatChunk)
+        _require_streaming(request.stream)
+        return self.open_stream(ResumePlanner(request), ChatChunk)
 
-    def _open(self, planner: ResumePlanner, caller_type: type[Any]) -> ResilientStream[Any]:
-        if planner.request.stream is False:
-            raise ConfigError("StreamClient always streams; use `await stream.collect()` instead")
-        stream: ResilientStream[Any] = ResilientStream(self, planner, caller_type, next(self._ids))
+    def open_stream(self, planner: Planner, caller_type: type[ChunkT]) -> ResilientStream[ChunkT]:
+        """A resilient stream for any wire format: ``planner`` builds each attempt's
+        request, ``caller_type`` is the chunk type the caller iterates (it needs a
+        registered ChunkAdapter; its framing needs a registered Framing)."""
+        stream = ResilientStream(self, planner, caller_type, next(self._ids))
         self._streams.add(stream)
         return stream
 
     # --- plumbing used by streams ----------------------------------------------------
 
-    def decoder_for(self, chunk_type: type[Any]) -> ChunkDecoder[Any]:
-        decoder = self._decoders.get(chunk_type)
+    def decoder_for(self, plan: AttemptPlan) -> Decoder:
+        key = (plan.framing, plan.chunk_type)
+        decoder = self._decoders.get(key)
         if decoder is None:
-            decoder = self._decoders[chunk_type] = ChunkDecoder(chunk_type)
+            decoder = self._decoders[key] = framing(plan.framing).new_decoder(plan.chunk_type)
         return decoder
 
     def forget(self, stream: ResilientStream[Any]) -> None:
@@ -152,6 +158,14 @@ class StreamClient:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.aclose()
+
+
+def _require_streaming(stream: bool) -> None:
+    if stream is False:
+        raise InvalidRequestError(
+            "StreamClient always streams (stream=False is not supported); "
+            "use `await client.generate(...).collect()` for the whole answer"
+        )
 
 
 def _build(tp: type[Any], fields: dict[str, Any]) -> Any:

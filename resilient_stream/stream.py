@@ -26,7 +26,8 @@ import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .buffering import IdleTimeoutPolicy
-from .codec.chunks import ChatChunk, GenerateChunk
+from .codec.chunks import GenerateChunk
+from .codec.framing import Decoder, Framer, framing
 from .codec.ndjson import ChunkDecoder, NdjsonFramer
 from .errors import (
     AttemptsExhausted,
@@ -45,14 +46,14 @@ from .logging import ATTEMPT, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .replicas import Replica
 from .result import AttemptRecord, StreamResult
 from .resume.assembler import StreamAssembler
-from .resume.planner import AttemptPlan, Finished, NotResumable, ResumePlanner
+from .resume.planner import AttemptPlan, Finished, NotResumable, Planner
 from .retry import backoff_delay, is_retryable, is_transparent, parse_retry_after
 from .watchdog import StallWatchdog
 
 if TYPE_CHECKING:
     from .client import StreamClient
 
-ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
+ChunkT = TypeVar("ChunkT")
 
 
 _MAX_ERROR_BODY = 65_536
@@ -73,7 +74,7 @@ class ResilientStream(Generic[ChunkT]):
     """
 
     def __init__(
-        self, client: StreamClient, planner: ResumePlanner, caller_type: type[ChunkT], sid: int
+        self, client: StreamClient, planner: Planner, caller_type: type[ChunkT], sid: int
     ) -> None:
         cfg = client.config
         self._client = client
@@ -86,8 +87,8 @@ class ResilientStream(Generic[ChunkT]):
         self._out: collections.deque[ChunkT] = collections.deque()
         self._response: httpx.Response | None = None
         self._body: AsyncIterator[bytes] | None = None
-        self._framer = NdjsonFramer(cfg.max_line_bytes)
-        self._decoder: ChunkDecoder[Any] = ChunkDecoder(GenerateChunk)
+        self._framer: Framer = NdjsonFramer(cfg.max_line_bytes)
+        self._decoder: Decoder = ChunkDecoder(GenerateChunk)
         self._plan: AttemptPlan | None = None
         self._replica: Replica | None = None
         self._failed_replica: Replica | None = None
@@ -160,9 +161,9 @@ class ResilientStream(Generic[ChunkT]):
             text=asm.text,
             thinking=asm.thinking,
             done=final is not None,
-            done_reason=final.done_reason if final is not None else None,
+            done_reason=asm.adapter.done_reason(final) if final is not None else None,
             eval_count=asm.tokens,
-            prompt_eval_count=final.prompt_eval_count if final is not None else None,
+            prompt_eval_count=asm.adapter.prompt_tokens(final) if final is not None else None,
             attempts=self._attempts,
             retries=self._retries,
             resumes=len(asm.seams),
@@ -301,8 +302,8 @@ class ResilientStream(Generic[ChunkT]):
         self._asm.begin_attempt(plan)
         self._attempt_first_chunk = True
         self._idle.reset()
-        self._framer = NdjsonFramer(self._cfg.max_line_bytes)
-        self._decoder = client.decoder_for(plan.chunk_type)
+        self._framer = framing(plan.framing).new_framer(self._cfg.max_line_bytes)
+        self._decoder = client.decoder_for(plan)
         self._client.log.debug(
             ATTEMPT,
             stream=self.id,

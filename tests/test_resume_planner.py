@@ -74,7 +74,7 @@ def test_plain_generate_resumes_through_chat_as_one_user_turn() -> None:
     req = GenerateRequest(model="m", prompt="Q", system="S", images=["aW1n"], keep_alive="5m")
     plan = ResumePlanner(req).next(Progress(text="A", tokens=1))
     assert plan.path == "/api/chat"  # type: ignore[union-attr]
-    assert plan.map_chat_to_generate  # type: ignore[union-attr]
+    assert plan.convert is chat_to_generate  # type: ignore[union-attr]
     b = body(plan)
     assert b["messages"] == [
         {"role": "system", "content": "S"},

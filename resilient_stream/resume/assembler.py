@@ -1,9 +1,9 @@
 """Joining the chunks of several attempts into one seamless stream (sans-I/O).
 
 The assembler sees every chunk of every attempt and hands the caller the
-chunks of one logical stream: chat chunks of a resumed non-raw generate are
-mapped back to generate chunks, text a server repeats after a seam is cut
-(:class:`SeamStitcher`), and the final chunk's ``eval_count`` covers all
+chunks of one logical stream: chunks of another type are converted (chat
+chunks of a resumed non-raw generate become generate chunks), text a server
+repeats after a seam is cut (:class:`SeamStitcher`), and the final chunk's ``eval_count`` covers all
 attempts. It keeps the :class:`Progress` the planner needs for the next
 resume. On the steady-state path a chunk costs a few attribute reads and two
 list appends; holding and trimming happen only right after a seam.
@@ -11,25 +11,25 @@ list appends; holding and trimming happen only right after a seam.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ..codec.chunks import ChatChunk, GenerateChunk
 from ..result import Seam
-from .planner import AttemptPlan, Progress, chat_to_generate
+from .adapters import ChunkAdapter, adapter_for
+from .planner import AttemptPlan, Progress
 from .seam import SeamStitcher
 
-ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
-AnyChunk = GenerateChunk | ChatChunk
+ChunkT = TypeVar("ChunkT")
 
 
 class StreamAssembler(Generic[ChunkT]):
     def __init__(
         self, caller_type: type[ChunkT], *, min_overlap: int = 16, max_overlap: int = 4096
     ) -> None:
-        self._chat = caller_type is ChatChunk
-        self._map = False
+        self._adapter = adapter_for(caller_type)
+        self._convert: Callable[[Any], Any] | None = None
         self._text: list[str] = []
         self._thinking: list[str] = []
         self._tokens = 0
@@ -65,6 +65,10 @@ class StreamAssembler(Generic[ChunkT]):
         return self._thinking[0] if self._thinking else ""
 
     @property
+    def adapter(self) -> ChunkAdapter:
+        return self._adapter
+
+    @property
     def tokens(self) -> int:
         return self._tokens
 
@@ -74,7 +78,7 @@ class StreamAssembler(Generic[ChunkT]):
     # --- events ------------------------------------------------------------
 
     def begin_attempt(self, plan: AttemptPlan) -> None:
-        self._map = plan.map_chat_to_generate
+        self._convert = plan.convert
         self.attempt_tokens = 0
 
     def interrupt(self, *, attempt: int, reason: str, endpoint: str) -> list[ChunkT]:
@@ -106,28 +110,23 @@ class StreamAssembler(Generic[ChunkT]):
             self._stitch = None
         return released
 
-    def accept(self, chunks: list[AnyChunk]) -> list[ChunkT]:
+    def accept(self, chunks: list[Any]) -> list[ChunkT]:
         """Chunks of the current attempt in, chunks for the caller out."""
         out: list[ChunkT] = []
-        chat = self._chat
+        adapter = self._adapter
+        convert = self._convert
         for raw in chunks:
-            chunk = cast(ChunkT, chat_to_generate(raw) if self._map else raw)  # type: ignore[arg-type]
-            if chunk.done:
+            chunk: ChunkT = convert(raw) if convert is not None else raw
+            if adapter.is_done(chunk):
                 self._release_held(force=True, into=out)
-                final = self._finalize(chunk)
-                out.append(final)
+                out.append(self._finalize(chunk))
                 return out
             self._tokens += 1
             self.attempt_tokens += 1
             if self._stitch is not None:
                 self._hold(chunk, out)
                 continue
-            if chat:
-                msg = cast(ChatChunk, chunk).message
-                text, thinking = msg.content, msg.thinking
-            else:
-                gen = cast(GenerateChunk, chunk)
-                text, thinking = gen.response, gen.thinking
+            text, thinking = adapter.texts(chunk)
             if text:
                 self._text.append(text)
             if thinking:
@@ -139,22 +138,20 @@ class StreamAssembler(Generic[ChunkT]):
         """The token budget ran out exactly at an interruption: end without a request."""
         out: list[ChunkT] = []
         self._release_held(force=True, into=out)
-        chunk: AnyChunk = ChatChunk(done=True) if self._chat else GenerateChunk(done=True)
-        chunk = msgspec.structs.replace(chunk, done_reason=done_reason)
-        out.append(self._finalize(cast(ChunkT, chunk)))
+        out.append(self._finalize(self._adapter.final_chunk(done_reason)))
         return out
 
     # --- internals ---------------------------------------------------------
 
     def _finalize(self, chunk: ChunkT) -> ChunkT:
-        final = msgspec.structs.replace(chunk, eval_count=self._tokens)
+        final: ChunkT = self._adapter.finalize(chunk, self._tokens)
         self.final = final
         return final
 
     def _hold(self, chunk: ChunkT, out: list[ChunkT]) -> None:
         assert self._stitch is not None
         text_st, think_st = self._stitch
-        text, thinking = _texts(chunk)
+        text, thinking = self._adapter.texts(chunk)
         self._held.append(chunk)
         if text:
             text_st.feed(text)
@@ -175,40 +172,22 @@ class StreamAssembler(Generic[ChunkT]):
         if self.seams and (cut_text or cut_think):
             self.seams[-1] = msgspec.structs.replace(self.seams[-1], cut=cut_text + cut_think)
         held, self._held, self._stitch = self._held, [], None
+        adapter = self._adapter
         for chunk in held:
-            text, thinking = _texts(chunk)
+            text, thinking = adapter.texts(chunk)
+            thinking = thinking or ""
             drop_t = min(cut_text, len(text))
             drop_k = min(cut_think, len(thinking))
             cut_text -= drop_t
             cut_think -= drop_k
             text, thinking = text[drop_t:], thinking[drop_k:]
             if drop_t or drop_k:
-                if not text and not thinking and not _has_tool_calls(chunk):
+                if not text and not thinking and not adapter.has_payload(chunk):
                     continue
-                chunk = _with_texts(chunk, text, thinking)
+                chunk = adapter.with_texts(chunk, text, thinking)
             if text:
                 self._text.append(text)
             if thinking:
                 self._thinking.append(thinking)
             if into is not None:
                 into.append(chunk)
-
-
-def _texts(chunk: AnyChunk) -> tuple[str, str]:
-    if isinstance(chunk, ChatChunk):
-        return chunk.message.content, chunk.message.thinking or ""
-    return chunk.response, chunk.thinking or ""
-
-
-def _has_tool_calls(chunk: AnyChunk) -> bool:
-    return isinstance(chunk, ChatChunk) and bool(chunk.message.tool_calls)
-
-
-def _with_texts(chunk: ChunkT, text: str, thinking: str) -> ChunkT:
-    if isinstance(chunk, ChatChunk):
-        message = msgspec.structs.replace(chunk.message, content=text, thinking=thinking or None)
-        return cast(ChunkT, msgspec.structs.replace(chunk, message=message))
-    return cast(
-        ChunkT,
-        msgspec.structs.replace(chunk, response=text, thinking=thinking or None),
-    )

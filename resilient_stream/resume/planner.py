@@ -19,8 +19,9 @@ keep_alive and every other option are carried over unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -37,9 +38,12 @@ class AttemptPlan:
 
     path: str
     body: bytes
-    chunk_type: type[GenerateChunk] | type[ChatChunk]
-    #: Chat chunks that must be handed to the caller as generate chunks.
-    map_chat_to_generate: bool = False
+    #: The type the response's chunks decode to.
+    chunk_type: type[Any]
+    #: Maps each decoded chunk to the caller's chunk type (None: already is).
+    convert: Callable[[Any], Any] | None = None
+    #: How the body is framed: "ndjson" (Ollama) or "sse" (OpenAI-compatible).
+    framing: str = "ndjson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +69,18 @@ class Progress:
     tokens: int = 0
 
 
+class Planner(Protocol):
+    """What a stream needs from a wire format's planner (one per logical stream)."""
+
+    def initial(self) -> AttemptPlan: ...
+
+    def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
+        """The request that continues after ``progress`` (or restarts if nothing came)."""
+        ...
+
+
 class ResumePlanner:
-    """Plans the first request and every resume of one logical stream."""
+    """Plans the first request and every resume of one logical Ollama stream."""
 
     def __init__(self, request: GenerateRequest | ChatRequest) -> None:
         self.request = request
@@ -129,7 +143,7 @@ class ResumePlanner:
             logprobs=req.logprobs,
             top_logprobs=req.top_logprobs,
         )
-        return AttemptPlan("/api/chat", _encode(chat), ChatChunk, map_chat_to_generate=True)
+        return AttemptPlan("/api/chat", _encode(chat), ChatChunk, convert=chat_to_generate)
 
     def _remaining_options(self, tokens: int) -> dict[str, Any] | None:
         options = dict(self.request.options or {})
