@@ -294,3 +294,23 @@ def test_stall_with_duration_still_resets_later_after_a_split() -> None:
     assert later.delay == 0.3
     out = frames_of(data_out(ops))
     assert out[-1].data() == b"ab\n"
+
+
+def test_of_two_toxics_planned_on_one_stream_only_the_earliest_fires_however_it_is_chunked() -> (
+    None
+):
+    body = b"0123456789\n" * 6
+    frames = [h2.data_frame(1, body[i : i + 11]) for i in range(0, len(body), 11)]
+    specs = [
+        to_spec("reset_stream:min_bytes=40,max_bytes=40"),
+        to_spec("stall_stream:min_bytes=15,max_bytes=15"),
+    ]
+    outcomes = set()
+    for chunking in ([b"".join(frames)], frames):  # one read, or one frame per read
+        faults: list[FaultRecord] = []
+        core = ConnectionCore(index=0, seed=1, specs=specs, clock=lambda: 0.0, sink=faults.append)
+        core.client_data(SETTINGS + request(1, PROMPT))
+        core.upstream_data(response_headers(1))
+        got = b"".join(data_out(core.upstream_data(c)) for c in chunking)
+        outcomes.add((tuple((f.kind, f.offset) for f in faults), got))
+    assert outcomes == {((("stall_stream", 15),), frames[0])}

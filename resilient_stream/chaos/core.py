@@ -159,5 +159,7 @@ class ConnectionCore:
                 at = pipe.names.index(name)
                 toxic = pipe.toxics.pop(at)
                 pipe.names.pop(at)
+                if toxic in self.info.targeted:
+                    self.info.targeted.remove(toxic)
                 return {direction: pipe.push_all(toxic.drain(), at)}, at
         return {}, None

@@ -159,22 +159,53 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
         super().__init__(attrs, ctx)
         self._streams: dict[int, _StreamState] = {}
         self.hits = 0
+        ctx.conn.targeted.append(self)
+
+    def draw(self, stream_id: int) -> tuple[int, str]:
+        """(target offset or -1 if spared, request key): a pure function of the seed,
+        this toxic and the stream's request (or connection index and stream id)."""
+        a: Any = self.attrs
+        request = ""
+        tracker = self.ctx.conn.requests
+        # A response answers a request the tracker has seen whole; a request body
+        # going upstream is still incomplete when it starts, so it is keyed by stream.
+        if a.keyed_by == "request" and self.destination == "client" and tracker is not None:
+            request = tracker.key(stream_id) or ""
+        rng = self.ctx.request_rng(request) if request else self.ctx.stream_rng(stream_id)
+        hit = rng.random() < a.probability and a.stream_id in (0, stream_id)
+        offset = rng.randint(a.min_bytes, max(a.min_bytes, a.max_bytes))
+        return (offset if hit else -1), request
 
     def _target(self, stream_id: int) -> _StreamState:
         st = self._streams.get(stream_id)
         if st is None:
-            a: Any = self.attrs
-            request = ""
-            tracker = self.ctx.conn.requests
-            # A response answers a request the tracker has seen whole; a request body
-            # going upstream is still incomplete when it starts, so it is keyed by stream.
-            if a.keyed_by == "request" and self.destination == "client" and tracker is not None:
-                request = tracker.key(stream_id) or ""
-            rng = self.ctx.request_rng(request) if request else self.ctx.stream_rng(stream_id)
-            hit = rng.random() < a.probability and a.stream_id in (0, stream_id)
-            offset = rng.randint(a.min_bytes, max(a.min_bytes, a.max_bytes))
-            st = self._streams[stream_id] = _StreamState(offset if hit else -1, request)
+            st = self._streams[stream_id] = _StreamState(*self.draw(stream_id))
         return st
+
+    def planned(self, stream_id: int) -> int:
+        """This toxic's target offset for a stream (-1: spared), without keeping state."""
+        st = self._streams.get(stream_id)
+        return st.target if st is not None else self.draw(stream_id)[0]
+
+    def _first_to_fire(self, stream_id: int, target: int) -> bool:
+        """Whether this toxic's fault on the stream is planned before any other
+        per-stream toxic's in the same direction (ties: the first added).
+
+        Toxics run one after the other over each chunk, so without this the one that
+        fires first would depend on how the bytes were chunked; with it, a stream gets
+        the earliest planned fault only, whatever the timing.
+        """
+        mine = True
+        for t in self.ctx.conn.targeted:
+            if t is self:
+                mine = False
+                continue
+            if t.destination != self.destination:
+                continue
+            other = t.planned(stream_id)
+            if other >= 0 and (other < target or (other == target and mine)):
+                return False
+        return True
 
     def crossing(self, f: h2.Frame) -> _StreamState | None:
         """For a DATA frame: the stream's state if this frame crosses its target offset.
@@ -189,7 +220,9 @@ class StreamTargetedToxic(H2Toxic[AttrsT]):
             and st.seen + _payload_len(f) > st.target
             and not (a.max_streams and self.hits >= a.max_streams)
         ):
-            return st
+            if self._first_to_fire(f.stream_id, st.target):
+                return st
+            st.target = -1  # another toxic's fault comes first on this stream
         self.passed(f, st)
         return None
 

@@ -48,7 +48,7 @@ class ConnectionInfo:
     """What the toxics of one connection share: its index, the protocol the client
     speaks and (for request-keyed HTTP/2 toxics) which request each stream carries."""
 
-    __slots__ = ("index", "protocol", "requests")
+    __slots__ = ("index", "protocol", "requests", "targeted")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -56,6 +56,9 @@ class ConnectionInfo:
         self.protocol: Protocol | None = None
         #: Fed with the client's bytes by the connection core when a toxic needs it.
         self.requests: RequestTracker | None = None
+        #: The per-stream (HTTP/2) toxics active here, in the order they were added:
+        #: they agree on which of them hits a stream first.
+        self.targeted: list[Any] = []
 
 
 def derive_rng(seed: int, *keys: object) -> random.Random:
