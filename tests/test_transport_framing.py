@@ -18,7 +18,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilient_stream.transport.connection import ConnectionSettings, H2ClientConnection
+from resilient_stream.transport.connection import H2ClientConnection
+from resilient_stream.transport.h2setup import ConnectionSettings
 from resilient_stream.transport.pool import OriginPool
 
 STREAM_WINDOW = 262_144

@@ -1,18 +1,19 @@
 """One HTTP/2 client connection: an ``asyncio.Protocol`` driving ``h2``.
 
-Hot path: ``data_received`` -> ``h2.receive_data`` -> for each DataReceived,
-append to the stream's buffer and wake its waiter. The connection window is
+Hot path: ``data_received`` frames the bytes; plain DATA frames are appended to
+their stream's buffer directly (waking its waiter), everything else goes through
+``h2.receive_data``. The connection window is
 credited on receipt (other streams keep flowing); a stream's window only as its
 consumer reads (:meth:`stream_data_consumed`). One write per received batch.
 
-Liveness: a PING goes out when the server has been quiet for ``ping_interval``;
-no ACK within ``ping_timeout`` means the connection is dead even if TCP says
-otherwise, and every stream on it fails with :class:`ConnectionLostError`.
+Liveness (keepalive.py): a PING goes out when the server has been quiet for
+``ping_interval``; no ACK within ``ping_timeout`` means the connection is dead even
+if TCP says otherwise, and every stream on it fails with :class:`ConnectionLostError`.
 
 GOAWAY: streams above ``last_stream_id`` were never processed and fail with
 ``GoAwayError(processed=False)`` (the transport retries them at once elsewhere).
 A graceful GOAWAY (NO_ERROR) lets the streams at or below it drain: ``h2`` closes
-its state machine on GOAWAY (python-hyper/h2#1181), so :class:`_DrainingH2`
+its state machine on GOAWAY (python-hyper/h2#1181), so ``h2setup.DrainingH2Connection``
 keeps it open for frames of existing streams; the pool never puts a new stream
 on such a connection.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -39,6 +39,14 @@ from ..errors import (
     StallError,
     StreamResetError,
 )
+from .h2setup import (
+    ConnectionSettings,
+    NotHttp2Error,
+    error_name,
+    new_h2_connection,
+    request_headers,
+)
+from .keepalive import PingKeepalive
 from .stream import H2Stream
 from .windows import DEFAULT_CONNECTION_WINDOW, ReceiveWindow
 
@@ -46,60 +54,8 @@ if TYPE_CHECKING:
     from .pool import OriginPool
 
 _DataReceived = h2.events.DataReceived
-_CLOSED_STATE = h2.connection.ConnectionState.CLOSED
-_OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
 _REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
-
-# RFC 9113 section 8.2.1: no CR/LF/NUL in values; names are lowercase tokens.
-_BAD_VALUE_BYTES = re.compile(rb"[\r\n\x00]")
-_BAD_HEADER_BYTES = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-
-# Connection-specific headers are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
-_HOP_BY_HOP = frozenset(
-    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-
-
-class NotHttp2Error(Exception):
-    """The server answered the h2c preface in HTTP/1.x: use HTTP/1.1 for this origin."""
-
-
-class _DrainingH2(h2.connection.H2Connection):
-    """``h2`` that keeps processing existing streams after a graceful GOAWAY (h2#1181)."""
-
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        result = super()._receive_goaway_frame(frame)
-        if frame.error_code == 0 and self.state_machine.state is _CLOSED_STATE:
-            self.state_machine.state = _OPEN_STATE
-        return result
-
-
-class ConnectionSettings:
-    """The knobs one connection needs (resolved once per transport)."""
-
-    __slots__ = (
-        "connection_window",
-        "max_streams",
-        "ping_interval",
-        "ping_timeout",
-        "stream_window",
-    )
-
-    def __init__(
-        self,
-        *,
-        max_streams: int,
-        stream_window: int,
-        connection_window: int,
-        ping_interval: float,
-        ping_timeout: float,
-    ) -> None:
-        self.max_streams = max_streams
-        self.stream_window = stream_window
-        self.connection_window = connection_window
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
 
 
 class H2ClientConnection(asyncio.Protocol):
@@ -129,30 +85,15 @@ class H2ClientConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._send_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
-        self._last_recv = loop.time()
-        self._ping_handle: asyncio.TimerHandle | None = None
-        self._ping_deadline: asyncio.TimerHandle | None = None
+        self._keepalive = PingKeepalive(
+            loop, settings.ping_interval, settings.ping_timeout, self._send_ping, self._ping_expired
+        )
         self._goaway_last_id = 0
         self._goaway_code = 0
         self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
         self._in_header_block = False
 
-        # Outbound headers are built here from httpx's already-parsed headers and checked
-        # by _request_headers; h2's generic validation would cost ~10 us per request.
-        # Inbound (server) headers stay fully validated.
-        config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False
-        )
-        self._h2 = _DrainingH2(config=config)
-        self._h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
-            },
-        )
+        self._h2 = new_h2_connection(settings)
         self._conn_window = ReceiveWindow(
             max(settings.connection_window, DEFAULT_CONNECTION_WINDOW)
         )
@@ -181,9 +122,7 @@ class H2ClientConnection(asyncio.Protocol):
         if extra > 0:
             h2c.increment_flow_control_window(extra)
         transport.write(h2c.data_to_send())
-        self._last_recv = self.loop.time()
-        if self._settings.ping_interval > 0:
-            self._ping_handle = self.loop.call_later(self._settings.ping_interval, self._ping_tick)
+        self._keepalive.start()
 
     def data_received(self, data: bytes) -> None:
         """Frame the bytes ourselves; DATA of open streams takes the fast path.
@@ -196,7 +135,7 @@ class H2ClientConnection(asyncio.Protocol):
         HEADERS, END_STREAM, RST_STREAM, PING, GOAWAY, padded DATA, ...) goes to
         h2, in order, as whole frames.
         """
-        self._last_recv = self.loop.time()
+        self._keepalive.last_recv = self.loop.time()
         if self._rbuf:
             data = self._rbuf + data
             self._rbuf = b""
@@ -328,7 +267,7 @@ class H2ClientConnection(asyncio.Protocol):
                 cls = RefusedStreamError if code == _REFUSED else StreamResetError
                 s.fail(
                     cls(
-                        f"server reset HTTP/2 stream {event.stream_id} ({_error_name(code)})",
+                        f"server reset HTTP/2 stream {event.stream_id} ({error_name(code)})",
                         error_code=code,
                         endpoint=self.endpoint,
                     )
@@ -344,9 +283,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self.ready.set_result(None)
             self._pool.capacity_changed(self)
         elif isinstance(event, h2.events.PingAckReceived):
-            if self._ping_deadline is not None:
-                self._ping_deadline.cancel()
-                self._ping_deadline = None
+            self._keepalive.acked()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(int(event.error_code or 0), int(event.last_stream_id or 0))
         # Trailers, informational responses, settings ACKs, priority: nothing to do.
@@ -356,7 +293,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._goaway_last_id = last_stream_id
         self._goaway_code = error_code
         self._pool.connection_unusable(self)
-        name = _error_name(error_code)
+        name = error_name(error_code)
         for s in list(self.streams.values()):
             if s.stream_id > last_stream_id:
                 s.fail(
@@ -378,28 +315,17 @@ class H2ClientConnection(asyncio.Protocol):
 
     # --- liveness ---------------------------------------------------------------
 
-    def _ping_tick(self) -> None:
-        self._ping_handle = None
+    def _send_ping(self) -> bool:
         if self.closed:
-            return
-        interval = self._settings.ping_interval
-        now = self.loop.time()
-        quiet_for = now - self._last_recv
-        if quiet_for >= interval * 0.99 and self._ping_deadline is None:
-            try:
-                self._h2.ping(b"rs-alive")
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
-            self._ping_deadline = self.loop.call_later(
-                self._settings.ping_timeout, self._ping_expired
-            )
-            self._ping_handle = self.loop.call_later(interval, self._ping_tick)
-        else:
-            self._ping_handle = self.loop.call_at(self._last_recv + interval, self._ping_tick)
+            return False
+        try:
+            self._h2.ping(b"rs-alive")
+        except h2.exceptions.ProtocolError:
+            return False
+        self._flush()
+        return True
 
     def _ping_expired(self) -> None:
-        self._ping_deadline = None
         if self.closed:
             return
         self._shutdown(
@@ -419,22 +345,7 @@ class H2ClientConnection(asyncio.Protocol):
         if self.closed or self.goaway:
             raise self.close_reason or self._lost_error("connection is closing")
         h2c = self._h2
-        url = request.url
-        headers = [
-            (b":method", request.method.encode("ascii")),
-            (b":authority", url.netloc),
-            (b":scheme", url.raw_scheme),
-            (b":path", url.raw_path),
-        ]
-        for name, value in request.headers.raw:
-            lname = name.lower()
-            if lname not in _HOP_BY_HOP:
-                if _BAD_HEADER_BYTES.search(lname) or _BAD_VALUE_BYTES.search(value):
-                    raise httpx.LocalProtocolError(
-                        f"invalid header {name!r}: HTTP/2 header names must be tokens and "
-                        "values must not contain CR, LF or NUL"
-                    )
-                headers.append((lname, value))
+        headers = request_headers(request)
         stream_id = h2c.get_next_available_stream_id()
         h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
         s = H2Stream(self, stream_id, self._settings.stream_window, timeout)
@@ -555,7 +466,7 @@ class H2ClientConnection(asyncio.Protocol):
     def _lost_error(self, what: str) -> BaseException:
         if self.goaway:
             return GoAwayError(
-                f"{what} after GOAWAY({_error_name(self._goaway_code)}, "
+                f"{what} after GOAWAY({error_name(self._goaway_code)}, "
                 f"last_stream_id={self._goaway_last_id}) before the stream finished",
                 last_stream_id=self._goaway_last_id,
                 error_code=self._goaway_code,
@@ -572,10 +483,10 @@ class H2ClientConnection(asyncio.Protocol):
         self.close_reason = exc
         if not self.ready.done():
             self.ready.set_exception(exc)
-        for handle in (self._ping_handle, self._ping_deadline, self.idle_handle):
-            if handle is not None:
-                handle.cancel()
-        self._ping_handle = self._ping_deadline = self.idle_handle = None
+        self._keepalive.stop()
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
         streams, self.streams = self.streams, {}
         for s in streams.values():
             s.fail(exc)
@@ -587,13 +498,6 @@ class H2ClientConnection(asyncio.Protocol):
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
-
-
-def _error_name(code: int) -> str:
-    try:
-        return h2.errors.ErrorCodes(code).name
-    except ValueError:
-        return f"error code {code}"
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:

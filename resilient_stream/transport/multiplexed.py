@@ -37,7 +37,7 @@ import msgspec
 
 from .. import errors
 from ..config import StreamConfig
-from .connection import ConnectionSettings
+from .h2setup import ConnectionSettings
 from .pool import OriginPool, UseHttp1
 from .stream import H2ResponseStream
 

@@ -20,7 +20,8 @@ import ssl
 from collections import deque
 
 from ..errors import ConnectError, ConnectTimeout, PoolTimeout
-from .connection import ConnectionSettings, H2ClientConnection, NotHttp2Error
+from .connection import H2ClientConnection
+from .h2setup import ConnectionSettings, NotHttp2Error
 
 #: Capacity assumed for a connection before the server's SETTINGS arrive.
 _DEFAULT_GUESS = 100

@@ -1,0 +1,125 @@
+"""h2 setup for one client connection, and request headers.
+
+Also :class:`DrainingH2Connection`, the ``h2`` connection that keeps the streams
+of a graceful GOAWAY alive (python-hyper/h2#1181).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.settings
+import httpx
+
+_CLOSED_STATE = h2.connection.ConnectionState.CLOSED
+_OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
+
+# RFC 9113 section 8.2.1: no CR/LF/NUL in values; names are lowercase tokens.
+_BAD_VALUE_BYTES = re.compile(rb"[\r\n\x00]")
+_BAD_HEADER_BYTES = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+
+# Connection-specific headers are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
+_HOP_BY_HOP = frozenset(
+    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class NotHttp2Error(Exception):
+    """The server answered the h2c preface in HTTP/1.x: use HTTP/1.1 for this origin."""
+
+
+class DrainingH2Connection(h2.connection.H2Connection):
+    """``h2`` that keeps processing existing streams after a graceful GOAWAY (h2#1181).
+
+    h2 moves its state machine to CLOSED on any GOAWAY, after which every frame of
+    the streams the server promised to finish is a protocol error. For GOAWAY with
+    NO_ERROR we put it back to open; the pool never starts a new stream here.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0 and self.state_machine.state is _CLOSED_STATE:
+            self.state_machine.state = _OPEN_STATE
+        return result
+
+
+class ConnectionSettings:
+    """The knobs one connection needs (resolved once per transport)."""
+
+    __slots__ = (
+        "connection_window",
+        "max_streams",
+        "ping_interval",
+        "ping_timeout",
+        "stream_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_streams: int,
+        stream_window: int,
+        connection_window: int,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> None:
+        self.max_streams = max_streams
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+
+def new_h2_connection(settings: ConnectionSettings) -> DrainingH2Connection:
+    """A client-side h2 connection with our local SETTINGS.
+
+    Outbound headers come from :func:`request_headers` (already checked), so h2's
+    generic outbound validation (~10 us per request) is off; inbound (server)
+    headers stay fully validated.
+    """
+    config = h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False
+    )
+    conn = DrainingH2Connection(config=config)
+    conn.local_settings = h2.settings.Settings(
+        client=True,
+        initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
+        },
+    )
+    return conn
+
+
+def request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
+    """HTTP/2 header list for an httpx request (pseudo-headers first, lowercase names)."""
+    url = request.url
+    headers = [
+        (b":method", request.method.encode("ascii")),
+        (b":authority", url.netloc),
+        (b":scheme", url.raw_scheme),
+        (b":path", url.raw_path),
+    ]
+    for name, value in request.headers.raw:
+        lname = name.lower()
+        if lname not in _HOP_BY_HOP:
+            if _BAD_HEADER_BYTES.search(lname) or _BAD_VALUE_BYTES.search(value):
+                raise httpx.LocalProtocolError(
+                    f"invalid header {name!r}: HTTP/2 header names must be tokens and "
+                    "values must not contain CR, LF or NUL"
+                )
+            headers.append((lname, value))
+    return headers
+
+
+def error_name(code: int) -> str:
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"error code {code}"
