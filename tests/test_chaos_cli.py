@@ -126,3 +126,15 @@ async def test_cli_rejects_a_bad_toxic_spec() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 2
     assert b"unknown stream" in err
+
+
+@pytest.mark.timeout(20)
+async def test_cli_rejects_a_bad_attribute_value_with_exit_code_2() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resilient_stream.cli", "proxy",
+        "--upstream", "127.0.0.1:1", "--toxic", "reset_stream:keyed_by=bogus",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 2
+    assert b"keyed_by" in err

@@ -20,7 +20,7 @@ import msgspec
 
 from .api import ApiServer, ProxyRegistry
 from .proxy import ChaosProxy, split_hostport
-from .spec import parse_compact
+from .spec import to_spec
 from .toxic import REGISTRY, ChaosError, ToxicSpec, toxic_class
 
 
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        specs = [parse_compact(t) for t in args.toxic]
+        specs = [to_spec(t) for t in args.toxic]  # validates attributes too
         split_hostport(args.upstream)
         api = split_hostport(args.api) if args.api else None
     except (ValueError, ChaosError) as exc:
