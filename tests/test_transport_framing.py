@@ -134,3 +134,60 @@ def test_every_stream_gets_exactly_its_bytes_however_the_reads_are_split(
         assert conn.streams == {}  # all three ended: their slots are free
     finally:
         loop.close()
+
+
+def test_resizing_windows_sends_the_growth_at_once_and_withholds_after_a_shrink() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        cfg = ConnectionSettings(
+            max_streams=100,
+            stream_window=65_536,
+            connection_window=1 << 20,
+            ping_interval=0,
+            ping_timeout=1,
+        )
+        pool = OriginPool(
+            scheme="http",
+            host="test",
+            port=80,
+            settings=cfg,
+            max_connections=1,
+            keepalive_expiry=60,
+            ssl_context=None,
+        )
+        conn = H2ClientConnection(pool, cfg, loop, "http://test:80")
+        transport = MemoryTransport()
+        conn.connection_made(transport)
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        server.receive_data(transport.take())
+        conn.data_received(server.data_to_send())
+        s = conn.open_stream(httpx.Request("GET", "http://test/"), False, None)
+        server.receive_data(transport.take())
+
+        conn.set_stream_window(s, 1 << 20)
+        conn.set_connection_window(1 << 22)
+        updates = {
+            e.stream_id: e.delta
+            for e in server.receive_data(transport.take())
+            if isinstance(e, h2.events.WindowUpdated)
+        }
+        assert updates == {s.stream_id: (1 << 20) - 65_536, 0: (1 << 22) - (1 << 20)}
+
+        conn.set_stream_window(s, 1 << 19)  # shrink: no frame now...
+        assert transport.take() == b""
+        server.send_headers(s.stream_id, [(":status", "200")])
+        for _ in range(19):
+            server.send_data(s.stream_id, b"x" * 16_000)
+        conn.data_received(server.data_to_send())
+        # 304,000 bytes read: past half the new window, so an unshrunk window would
+        # grant them back now; the 512 KiB of credit we withdrew is withheld instead.
+        conn.stream_data_consumed(s, 304_000)
+        stream_updates = [
+            e
+            for e in server.receive_data(transport.take())
+            if isinstance(e, h2.events.WindowUpdated) and e.stream_id == s.stream_id
+        ]
+        assert stream_updates == []
+    finally:
+        loop.close()

@@ -416,6 +416,32 @@ class H2ClientConnection(asyncio.Protocol):
                 return
             self._flush()
 
+    def set_stream_window(self, s: H2Stream, size: int) -> None:
+        """Resize one stream's receive window (adaptive buffering hook).
+
+        Growing sends the difference at once; shrinking withholds later credit
+        (HTTP/2 cannot take credit back).
+        """
+        increment = s.window.resize(size)
+        if increment and s.stream_id in self.streams:
+            try:
+                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
+            except h2.exceptions.ProtocolError:
+                return
+            self._flush()
+
+    def set_connection_window(self, size: int) -> None:
+        """Resize the connection's receive window (adaptive buffering hook)."""
+        increment = self._conn_window.resize(size)
+        if increment and not self.closed:
+            self._h2.increment_flow_control_window(increment)
+            self._flush()
+
+    @property
+    def rtt(self) -> float | None:
+        """Round-trip time of the last ACKed keepalive PING, if any."""
+        return self._keepalive.rtt
+
     def close_stream(self, s: H2Stream) -> None:
         """Consumer is done with the stream: RST_STREAM(CANCEL) if it is still open."""
         s.cancel_timer()

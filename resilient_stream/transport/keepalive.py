@@ -19,9 +19,11 @@ class PingKeepalive:
         "_loop",
         "_on_dead",
         "_send_ping",
+        "_sent_at",
         "_tick",
         "interval",
         "last_recv",
+        "rtt",
         "timeout",
     )
 
@@ -41,6 +43,9 @@ class PingKeepalive:
         self.last_recv = loop.time()
         self._tick: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._sent_at = 0.0
+        #: Round-trip time of the last ACKed keepalive PING (seconds), for window sizing.
+        self.rtt: float | None = None
 
     def start(self) -> None:
         self.last_recv = self._loop.time()
@@ -51,6 +56,7 @@ class PingKeepalive:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+            self.rtt = self._loop.time() - self._sent_at
 
     def stop(self) -> None:
         for handle in (self._tick, self._deadline):
@@ -66,6 +72,7 @@ class PingKeepalive:
         if now - self.last_recv >= interval * 0.99 and self._deadline is None:
             if not self._send_ping():
                 return
+            self._sent_at = now
             self._deadline = loop.call_later(self.timeout, self._on_deadline)
             self._tick = loop.call_later(interval, self._on_tick)
         else:
