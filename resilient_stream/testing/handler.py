@@ -27,6 +27,7 @@ from resilient_stream.testing.settings import ServerSettings, ServerStats
 NDJSON = b"application/x-ndjson"
 JSON = b"application/json; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
+_OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 # --- wire structs for whole objects (field order = Ollama's) -------------------
 
@@ -307,6 +308,10 @@ class Handler:
             if method != "POST":
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._generate(path == "/api/chat", body, fault)
+        if path in _OPENAI_PATHS:
+            if method != "POST":
+                return Reply(405, TEXT, b"405 method not allowed")
+            return self._openai(path, body, fault)
         if path == "/api/tags":
             return Reply(200, JSON, self._tags)
         if path == "/api/version":
@@ -392,6 +397,20 @@ class Handler:
         final["done"] = True
         out = _ChatFinal(**final) if lines.chat else _GenerateFinal(**final)
         return Reply(200, JSON, _encode(out), delay=delay)
+
+    def _openai(self, path: str, body: bytes, fault: Fault | None) -> Reply:
+        from resilient_stream.testing import openai_api  # imports this module
+
+        return openai_api.handle(
+            path,
+            body,
+            fault,
+            index=self.stats.requests - 1,
+            stats=self.stats,
+            settings=self.settings,
+            stop_probability=self.stop_probability,
+            vocab=self.vocab,
+        )
 
     def _load_reply(self, model_name: str, chat: bool) -> Reply:
         """Ollama answers an empty prompt/messages by loading the model: one done line."""

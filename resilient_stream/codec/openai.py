@@ -1,0 +1,413 @@
+"""OpenAI-compatible streaming: msgspec types, the SSE record framer and the decoder.
+
+Sans-I/O. Field names are OpenAI's (``/v1/chat/completions`` and
+``/v1/completions`` with ``stream: true``), so code written for the OpenAI
+SDK reads our chunks unchanged. Unknown fields are ignored.
+
+How the end of a stream is marked
+---------------------------------
+OpenAI-compatible servers end a stream with a chunk carrying
+``finish_reason``, then (with ``stream_options: {"include_usage": true}``) a
+chunk with ``choices: []`` and ``usage``, then ``data: [DONE]``. The
+resume machinery counts one token per chunk it is given, so chunks that
+carry no text (the role-only opening chunk, the finish chunk, the usage
+chunk) must not reach it as separate chunks:
+
+* :class:`OpenAIFramer` (one per attempt) holds records that carry no text
+  until a record with text, or ``[DONE]``, arrives, and hands them over in
+  the same batch (a cheap byte test decides; a wrong guess only delays a
+  record, never loses one).
+* :class:`OpenAIDecoder` (stateless) folds a held role into the next text
+  chunk, and folds ``finish_reason``, ``usage``, ``id`` and ``model`` of the
+  trailing chunks into **one final chunk with** ``done=True`` made at
+  ``[DONE]``. ``done`` is our field, not OpenAI's: it is never on the wire.
+
+So the caller sees text chunks, then exactly one final chunk (``done``,
+``choices[0].finish_reason``, ``usage`` when the server sent it). A body that
+ends without ``[DONE]`` is a truncation and is resumed, like an NDJSON body
+without ``done: true``. After resumes, the final chunk's
+``usage.completion_tokens`` (and ``total_tokens``) cover all attempts, like
+Ollama's ``eval_count``; ``prompt_tokens`` is the last attempt's, as the
+server counted it (it includes the re-sent partial output).
+
+An ``{"error": {...}}`` record (or vLLM's ``{"object": "error", ...}``)
+raises :class:`ServerReportedError`, retryable unless it names a bad
+request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ..errors import MalformedChunkError, ServerReportedError
+from .framing import Framing, register_framing
+from .sse import DEFAULT_MAX_EVENT_BYTES, SseParser
+
+DONE = b"[DONE]"
+
+# --- response chunks ------------------------------------------------------------
+
+
+class FunctionCallDelta(msgspec.Struct, omit_defaults=True, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, omit_defaults=True, gc=False):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCallDelta | None = None
+
+
+class Delta(msgspec.Struct, omit_defaults=True, gc=False):
+    role: str | None = None
+    content: str | None = None
+    #: vLLM, llama.cpp, DeepSeek spell the reasoning text ``reasoning_content``...
+    reasoning_content: str | None = None
+    #: ... Ollama's /v1 and newer vLLM spell it ``reasoning``.
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    refusal: str | None = None
+
+
+class ChatChoice(msgspec.Struct, omit_defaults=True, gc=False):
+    index: int = 0
+    delta: Delta = msgspec.field(default_factory=Delta)
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class CompletionChoice(msgspec.Struct, omit_defaults=True, gc=False):
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class Usage(msgspec.Struct, omit_defaults=True, gc=False):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: Any = None
+    completion_tokens_details: Any = None
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True, gc=False):
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+    param: Any = None
+
+
+class _ChunkBase(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+    id: str = ""
+    created: int = 0
+    model: str = ""
+    system_fingerprint: str | None = None
+    usage: Usage | None = None
+    #: ``{"error": {...}}`` (or a bare string): raised by the decoder, never delivered.
+    error: ErrorInfo | str | None = None
+    #: vLLM's older error records: ``{"object": "error", "message": ...}``.
+    message: str | None = None
+    #: Ours, never on the wire: the final chunk, made by the decoder at ``[DONE]``.
+    done: bool = False
+
+
+class ChatCompletionChunk(_ChunkBase, kw_only=True):
+    """One ``data:`` event of ``/v1/chat/completions`` (``stream: true``)."""
+
+    object: str = "chat.completion.chunk"
+    choices: list[ChatChoice] = msgspec.field(default_factory=list)
+
+
+class CompletionChunk(_ChunkBase, kw_only=True):
+    """One ``data:`` event of ``/v1/completions`` (``stream: true``)."""
+
+    object: str = "text_completion"
+    choices: list[CompletionChoice] = msgspec.field(default_factory=list)
+
+
+OpenAIChunk = ChatCompletionChunk | CompletionChunk
+
+# --- requests --------------------------------------------------------------------
+
+
+class StreamOptions(msgspec.Struct, omit_defaults=True, gc=False):
+    include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
+
+
+class ChatMessage(msgspec.Struct, omit_defaults=True, gc=False):
+    role: str
+    #: A string, or a list of content parts (``{"type": "text", "text": ...}``...).
+    content: str | list[Any] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class _RequestBase(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+    model: str
+    stream: bool = True
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    #: Server-specific fields (vLLM's ``top_k``, ``chat_template_kwargs``...), sent as is.
+    extra_body: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(_RequestBase, kw_only=True):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: Any = None
+    reasoning_effort: str | None = None
+    #: vLLM (and our reference server): continue a trailing assistant message.
+    continue_final_message: bool | None = None
+    add_generation_prompt: bool | None = None
+
+
+class CompletionRequest(_RequestBase, kw_only=True):
+    prompt: str
+    suffix: str | None = None
+    echo: bool | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_request(request: ChatCompletionRequest | CompletionRequest) -> bytes:
+    """The JSON body: the typed fields, with ``extra_body`` merged in at the top level."""
+    extra = request.extra_body
+    if not extra:
+        return _encoder.encode(request)
+    fields = msgspec.to_builtins(msgspec.structs.replace(request, extra_body=None))
+    fields.update(extra)
+    return _encoder.encode(fields)
+
+
+# --- framing -----------------------------------------------------------------------
+
+#: A record with text: a non-empty string in content/text/reasoning, or tool calls.
+_HAS_TEXT = re.compile(
+    rb'"(?:content|text|reasoning_content|reasoning|refusal)":\s*"[^"]|"tool_calls":\s*\[\s*\{'
+)
+#: A record that ends the choice (held even with text, so its finish_reason reaches
+#: the final chunk).
+_FINISHES = re.compile(rb'"finish_reason":\s*"')
+
+#: At most this many text-less records are held (bounded memory on odd servers).
+MAX_HELD = 64
+
+
+class OpenAIFramer:
+    """SSE records of one attempt, text-less ones held until text or ``[DONE]`` follows."""
+
+    __slots__ = ("_held", "_parser")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._parser = SseParser(max_event_bytes)
+        self._held: list[bytes] = []
+
+    @property
+    def pending(self) -> int:
+        return self._parser.pending + sum(len(r) for r in self._held)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        records = self._parser.feed_data(data)
+        if not records:
+            return records
+        held = self._held
+        if not held and len(records) == 1:  # the steady state: one token per read
+            record = records[0]
+            if _HAS_TEXT.search(record) is not None and _FINISHES.search(record) is None:
+                return records
+        out: list[bytes] = []
+        for record in records:
+            if record == DONE or (
+                _HAS_TEXT.search(record) is not None and _FINISHES.search(record) is None
+            ):
+                if held:
+                    out.extend(held)
+                    held.clear()
+                out.append(record)
+            else:
+                held.append(record)
+                if len(held) > MAX_HELD:
+                    out.extend(held)
+                    held.clear()
+        return out
+
+    def close(self) -> bytes:
+        """End of body: an unfinished event (held records are dropped: a body that
+        ends without ``[DONE]`` is resumed, and the resume repeats what they said)."""
+        self._held.clear()
+        return self._parser.close()
+
+
+# --- decoding ------------------------------------------------------------------------
+
+
+class OpenAIDecoder:
+    """Records of one read in, typed chunks out (stateless: shared by all streams)."""
+
+    __slots__ = ("_array", "_chat", "_one", "chunk_type")
+
+    def __init__(self, chunk_type: type[Any]) -> None:
+        if chunk_type not in (ChatCompletionChunk, CompletionChunk):
+            raise TypeError(f"the sse framing decodes OpenAI chunks, not {chunk_type.__name__}")
+        self.chunk_type = chunk_type
+        self._chat = chunk_type is ChatCompletionChunk
+        self._one: msgspec.json.Decoder[Any] = msgspec.json.Decoder(chunk_type)
+        self._array = msgspec.json.Decoder(list[chunk_type])  # type: ignore[valid-type]
+
+    def decode_lines(self, lines: list[bytes]) -> list[Any]:
+        if not lines:
+            return []
+        done = lines[-1] == DONE
+        records = lines[:-1] if done else lines
+        if DONE in records:  # anything after [DONE] is ignored
+            records = records[: records.index(DONE)]
+            done = True
+        chunks = self._decode(records)
+        if len(chunks) == 1 and not done:
+            c = chunks[0]
+            if c.error is None and c.message is None and self._has_text(c):
+                return chunks
+        return self._fold(chunks, done)
+
+    def _decode(self, records: list[bytes]) -> list[Any]:
+        if not records:
+            return []
+        if len(records) == 1:
+            return self._decode_one_by_one(records)
+        try:
+            chunks: list[Any] = self._array.decode(b"[" + b",".join(records) + b"]")
+        except msgspec.DecodeError:
+            return self._decode_one_by_one(records)
+        if len(chunks) != len(records):
+            return self._decode_one_by_one(records)
+        return chunks
+
+    def _decode_one_by_one(self, records: list[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for record in records:
+            try:
+                out.append(self._one.decode(record))
+            except msgspec.ValidationError as exc:
+                err = MalformedChunkError(f"unexpected shape ({exc})", record)
+                err.chunks_before = self._fold(out, False)
+                raise err from exc
+            except msgspec.DecodeError as exc:
+                reason = "not JSON" if not record.lstrip().startswith(b"{") else f"bad JSON ({exc})"
+                err = MalformedChunkError(reason, record)
+                err.chunks_before = self._fold(out, False)
+                raise err from exc
+        return out
+
+    def _has_text(self, chunk: Any) -> bool:
+        if not chunk.choices:
+            return False
+        c = chunk.choices[0]
+        if isinstance(c, ChatChoice):
+            d = c.delta
+            return bool(
+                d.content or d.reasoning_content or d.reasoning or d.tool_calls or d.refusal
+            )
+        return bool(c.text)
+
+    def _fold(self, chunks: list[Any], done: bool) -> list[Any]:
+        """Fold text-less chunks into the next text chunk (role) or the final chunk."""
+        out: list[Any] = []
+        role: str | None = None
+        finish: str | None = None
+        usage: Usage | None = None
+        last: Any | None = None
+        pending: list[Any] = []
+        for chunk in chunks:
+            if chunk.error is not None or chunk.message is not None:
+                exc = ServerReportedError(_error_text(chunk))
+                exc.chunks_before = out + pending
+                raise exc
+            last = chunk
+            if chunk.usage is not None:
+                usage = chunk.usage
+            choice = chunk.choices[0] if chunk.choices else None
+            if choice is not None and choice.finish_reason is not None:
+                finish = choice.finish_reason
+            if self._has_text(chunk):
+                pending.clear()
+                if choice is not None and choice.finish_reason is not None:
+                    choice = msgspec.structs.replace(choice, finish_reason=None)
+                    chunk = msgspec.structs.replace(chunk, choices=[choice, *chunk.choices[1:]])
+                if (
+                    role is not None
+                    and isinstance(choice, ChatChoice)
+                    and choice.delta.role is None
+                ):
+                    delta = msgspec.structs.replace(choice.delta, role=role)
+                    choice = msgspec.structs.replace(choice, delta=delta)
+                    chunk = msgspec.structs.replace(chunk, choices=[choice, *chunk.choices[1:]])
+                role = None
+                out.append(chunk)
+                continue
+            if isinstance(choice, ChatChoice) and choice.delta.role is not None:
+                role = choice.delta.role
+            pending.append(chunk)
+        if done:
+            out.append(self._final(last, finish, usage))
+        elif pending:
+            out.extend(pending)  # held too long or odd server: deliver as they are
+        return out
+
+    def _final(self, last: Any | None, finish: str | None, usage: Usage | None) -> Any:
+        if self._chat:
+            chat = ChatCompletionChunk(
+                choices=[ChatChoice(delta=Delta(), finish_reason=finish)], usage=usage, done=True
+            )
+            if last is not None:
+                chat.id, chat.created, chat.model = last.id, last.created, last.model
+                chat.system_fingerprint = last.system_fingerprint
+            return chat
+        comp = CompletionChunk(
+            choices=[CompletionChoice(finish_reason=finish)], usage=usage, done=True
+        )
+        if last is not None:
+            comp.id, comp.created, comp.model = last.id, last.created, last.model
+            comp.system_fingerprint = last.system_fingerprint
+        return comp
+
+
+def _error_text(chunk: ChatCompletionChunk | CompletionChunk) -> str:
+    err = chunk.error
+    if isinstance(err, ErrorInfo):
+        extra = ", ".join(
+            f"{k}={v}" for k, v in (("type", err.type), ("code", err.code)) if v is not None
+        )
+        return f"{err.message} ({extra})" if extra else err.message
+    if isinstance(err, str):
+        return err
+    return chunk.message or "unknown error"
+
+
+register_framing("sse", Framing(new_framer=OpenAIFramer, new_decoder=OpenAIDecoder))

@@ -1,0 +1,243 @@
+"""Resume planning for OpenAI-compatible servers (sans-I/O), and their chunk adapters.
+
+* ``/v1/chat/completions``: the messages plus a trailing assistant message
+  holding the partial output ("prefill"); a caller's own trailing assistant
+  message is extended instead. Whether a server *continues* that message
+  depends on the server, hence the :data:`Flavor`:
+
+  - ``"generic"`` (default; Ollama's /v1, llama.cpp server, our reference
+    server): only the trailing assistant message is sent. Ollama and
+    llama.cpp continue it.
+  - ``"vllm"``: adds ``continue_final_message: true`` and
+    ``add_generation_prompt: false`` (vLLM otherwise closes the turn and
+    starts a new answer).
+  - ``"openai"``: api.openai.com does not continue an assistant message, so
+    a stream that broke after output started is not resumed (it fails with
+    the cause); failures before the first token are still retried.
+
+* ``/v1/completions``: ``prompt + partial`` (``echo`` is dropped on resume:
+  the prompt was already echoed).
+
+``max_tokens`` and ``max_completion_tokens`` shrink by the tokens already
+received; every other field (tools, response_format, stop, seed,
+stream_options, extra_body...) is carried unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import msgspec
+
+from ..codec.openai import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    Delta,
+    encode_request,
+)
+from .adapters import register_adapter
+from .planner import AttemptPlan, Finished, NotResumable, Progress
+
+Flavor = Literal["generic", "vllm", "llamacpp", "ollama", "openai"]
+FLAVORS: frozenset[str] = frozenset(get_args(Flavor))
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETION_PATH = "/v1/completions"
+
+#: Which message field carries partial reasoning in a prefill, per flavor.
+_REASONING_FIELD: dict[str, str] = {
+    "generic": "reasoning_content",
+    "vllm": "reasoning_content",
+    "llamacpp": "reasoning_content",
+    "ollama": "reasoning",
+    "openai": "reasoning_content",
+}
+
+
+class OpenAIPlanner:
+    """Plans the first request and every resume of one OpenAI-compatible stream."""
+
+    def __init__(
+        self,
+        request: ChatCompletionRequest | CompletionRequest,
+        *,
+        flavor: Flavor = "generic",
+        path: str | None = None,
+    ) -> None:
+        if flavor not in FLAVORS:
+            raise ValueError(f"unknown flavor {flavor!r}; one of {sorted(FLAVORS)}")
+        self.request = msgspec.structs.replace(request, stream=True)
+        self.flavor = flavor
+        self.chat = isinstance(request, ChatCompletionRequest)
+        self.path = path or (CHAT_PATH if self.chat else COMPLETION_PATH)
+
+    @property
+    def caller_chunk_type(self) -> type[ChatCompletionChunk] | type[CompletionChunk]:
+        return ChatCompletionChunk if self.chat else CompletionChunk
+
+    def initial(self) -> AttemptPlan:
+        return AttemptPlan(
+            path=self.path,
+            body=encode_request(self.request),
+            chunk_type=self.caller_chunk_type,
+            framing="sse",
+        )
+
+    def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
+        if progress.tokens == 0 and not progress.text and not progress.thinking:
+            return self.initial()
+        req = self.request
+        budget = _remaining(req.max_tokens, progress.tokens)
+        if budget == 0:
+            return Finished("length")
+        if isinstance(req, ChatCompletionRequest):
+            completion_budget = _remaining(req.max_completion_tokens, progress.tokens)
+            if completion_budget == 0:
+                return Finished("length")
+            if self.flavor == "openai":
+                return NotResumable(
+                    "api.openai.com does not continue a trailing assistant message, so a "
+                    "stream cannot be resumed there (use a server that supports prefill)"
+                )
+            resumed: ChatCompletionRequest | CompletionRequest = msgspec.structs.replace(
+                req,
+                messages=self._prefill(req.messages, progress),
+                max_tokens=budget,
+                max_completion_tokens=completion_budget,
+            )
+            if self.flavor == "vllm":
+                resumed = msgspec.structs.replace(
+                    resumed, continue_final_message=True, add_generation_prompt=False
+                )
+        else:
+            resumed = msgspec.structs.replace(
+                req, prompt=req.prompt + progress.text, max_tokens=budget, echo=None
+            )
+        return AttemptPlan(
+            path=self.path,
+            body=encode_request(resumed),
+            chunk_type=self.caller_chunk_type,
+            framing="sse",
+        )
+
+    def _prefill(self, messages: list[ChatMessage], progress: Progress) -> list[ChatMessage]:
+        reasoning_field = _REASONING_FIELD[self.flavor]
+        if messages and messages[-1].role == "assistant":
+            last = messages[-1]
+            content: str | list[Any] | None = last.content
+            if isinstance(content, list):
+                content = [*content, {"type": "text", "text": progress.text}]
+            else:
+                content = (content or "") + progress.text
+            merged = msgspec.structs.replace(last, content=content)
+            if progress.thinking:
+                before = getattr(last, reasoning_field) or ""
+                merged = msgspec.structs.replace(
+                    merged, **{reasoning_field: before + progress.thinking}
+                )
+            return [*messages[:-1], merged]
+        prefill = ChatMessage(role="assistant", content=progress.text)
+        if progress.thinking:
+            prefill = msgspec.structs.replace(prefill, **{reasoning_field: progress.thinking})
+        return [*messages, prefill]
+
+
+def _remaining(limit: int | None, tokens: int) -> int | None:
+    """The budget left (None: no limit; 0: used up)."""
+    if limit is None or limit < 0:
+        return limit
+    return max(0, limit - tokens)
+
+
+# --- chunk adapters (how the assembler reads and rewrites these chunks) ---------------
+
+
+class ChatCompletionAdapter:
+    def texts(self, chunk: ChatCompletionChunk) -> tuple[str, str | None]:
+        if not chunk.choices:
+            return "", None
+        d = chunk.choices[0].delta
+        return d.content or "", d.reasoning_content or d.reasoning
+
+    def is_done(self, chunk: ChatCompletionChunk) -> bool:
+        return chunk.done
+
+    def has_payload(self, chunk: ChatCompletionChunk) -> bool:
+        return bool(chunk.choices) and bool(chunk.choices[0].delta.tool_calls)
+
+    def with_texts(
+        self, chunk: ChatCompletionChunk, text: str, thinking: str
+    ) -> ChatCompletionChunk:
+        choice = chunk.choices[0]
+        d = choice.delta
+        if d.reasoning is not None and d.reasoning_content is None:
+            delta = msgspec.structs.replace(d, content=text or None, reasoning=thinking or None)
+        else:
+            delta = msgspec.structs.replace(
+                d, content=text or None, reasoning_content=thinking or None
+            )
+        new_choice = msgspec.structs.replace(choice, delta=delta)
+        return msgspec.structs.replace(chunk, choices=[new_choice, *chunk.choices[1:]])
+
+    def finalize(self, chunk: ChatCompletionChunk, tokens: int) -> ChatCompletionChunk:
+        out: ChatCompletionChunk = _with_usage(chunk, tokens)
+        return out
+
+    def final_chunk(self, done_reason: str) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            choices=[ChatChoice(delta=Delta(), finish_reason=done_reason)], done=True
+        )
+
+    def done_reason(self, final: ChatCompletionChunk) -> str | None:
+        return final.choices[0].finish_reason if final.choices else None
+
+    def prompt_tokens(self, final: ChatCompletionChunk) -> int | None:
+        return final.usage.prompt_tokens if final.usage is not None else None
+
+
+class CompletionAdapter:
+    def texts(self, chunk: CompletionChunk) -> tuple[str, str | None]:
+        return (chunk.choices[0].text, None) if chunk.choices else ("", None)
+
+    def is_done(self, chunk: CompletionChunk) -> bool:
+        return chunk.done
+
+    def has_payload(self, chunk: CompletionChunk) -> bool:
+        return False
+
+    def with_texts(self, chunk: CompletionChunk, text: str, thinking: str) -> CompletionChunk:
+        choice = msgspec.structs.replace(chunk.choices[0], text=text)
+        return msgspec.structs.replace(chunk, choices=[choice, *chunk.choices[1:]])
+
+    def finalize(self, chunk: CompletionChunk, tokens: int) -> CompletionChunk:
+        out: CompletionChunk = _with_usage(chunk, tokens)
+        return out
+
+    def final_chunk(self, done_reason: str) -> CompletionChunk:
+        return CompletionChunk(choices=[CompletionChoice(finish_reason=done_reason)], done=True)
+
+    def done_reason(self, final: CompletionChunk) -> str | None:
+        return final.choices[0].finish_reason if final.choices else None
+
+    def prompt_tokens(self, final: CompletionChunk) -> int | None:
+        return final.usage.prompt_tokens if final.usage is not None else None
+
+
+def _with_usage(chunk: Any, tokens: int) -> Any:
+    """The final chunk's usage, counting the completion tokens of every attempt."""
+    usage = chunk.usage
+    if usage is None:
+        return chunk
+    usage = msgspec.structs.replace(
+        usage, completion_tokens=tokens, total_tokens=usage.prompt_tokens + tokens
+    )
+    return msgspec.structs.replace(chunk, usage=usage)
+
+
+register_adapter(ChatCompletionChunk, ChatCompletionAdapter())
+register_adapter(CompletionChunk, CompletionAdapter())

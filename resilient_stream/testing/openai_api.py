@@ -1,0 +1,333 @@
+"""OpenAI-compatible endpoints of the reference server (sans-I/O, like ``handler.py``).
+
+``POST /v1/chat/completions`` and ``POST /v1/completions``, ``stream: true``
+(SSE, ``text/event-stream``) or ``stream: false`` (one JSON object), on the
+same reference model as ``/api/*``:
+
+* chat renders its messages like ``/api/chat``: a trailing assistant message
+  is continued (prefill) unless the request says otherwise.
+  ``continue_final_message: true`` requires a trailing assistant message;
+  ``add_generation_prompt: true`` or ``continue_final_message: false`` close
+  it and start a new answer (vLLM's default); both true is a 400, like vLLM.
+  ``reasoning_effort`` (anything but ``"none"``) turns thinking on; thinking
+  streams as ``delta.reasoning_content``, and a prefill's
+  ``reasoning_content``/``reasoning`` is continued.
+* completions treat ``prompt`` as raw text (like ``/api/generate`` with
+  ``raw``), so ``prompt + output[:k]`` continues with ``output[k:]``.
+
+``max_tokens`` / ``max_completion_tokens`` act like ``num_predict``. The
+stream opens with a role-only chunk (chat), ends with a ``finish_reason``
+chunk, a usage chunk when ``stream_options.include_usage`` is set, then
+``data: [DONE]``: the shape vLLM and OpenAI send. Server-side faults work as
+on ``/api/*``: they count token events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from resilient_stream.codec.chunks import Message
+from resilient_stream.codec.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
+from resilient_stream.testing import model
+from resilient_stream.testing.faults import BEFORE_HEADERS, Fault
+from resilient_stream.testing.handler import JSON, TEXT, LineStream, Reply
+from resilient_stream.testing.settings import ServerSettings, ServerStats
+
+SSE = b"text/event-stream"
+CHAT_PATH = "/v1/chat/completions"
+COMPLETION_PATH = "/v1/completions"
+PATHS = frozenset({CHAT_PATH, COMPLETION_PATH})
+
+_encode = msgspec.json.Encoder().encode
+_chat_decoder = msgspec.json.Decoder(ChatCompletionRequest)
+_completion_decoder = msgspec.json.Decoder(CompletionRequest)
+
+# --- wire structs of whole objects ------------------------------------------------
+
+
+class _ErrorInfo(msgspec.Struct):
+    message: str
+    type: str
+    param: None = None
+    code: int | None = None
+
+
+class _Error(msgspec.Struct):
+    error: _ErrorInfo
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _OutMessage(msgspec.Struct, omit_defaults=True):
+    role: str
+    content: str
+    reasoning_content: str | None = None
+
+
+class _ChatChoice(msgspec.Struct):
+    index: int
+    message: _OutMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class _TextChoice(msgspec.Struct):
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class _Completion(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[_ChatChoice] | list[_TextChoice]
+    usage: _Usage
+
+
+def openai_error(status: int, message: str, kind: str) -> bytes:
+    return _encode(_Error(_ErrorInfo(message=message, type=kind, code=status)))
+
+
+# --- the SSE token stream -----------------------------------------------------------
+
+
+class SseLineStream(LineStream):
+    """The SSE events of one streaming generation: one "line" per token event.
+
+    Token events are spliced from precomputed bytes, like NDJSON lines.
+    """
+
+    __slots__ = ("_head", "_include_usage", "_opening", "_suffix")
+
+    def __init__(
+        self,
+        gen: model.Generation,
+        *,
+        chat: bool,
+        model_name: str,
+        prompt_tokens: int,
+        start_ns: int,
+        stats: ServerStats,
+        fault: Fault | None,
+        stream_id: str,
+        include_usage: bool,
+    ) -> None:
+        super().__init__(
+            gen,
+            chat=chat,
+            model_name=model_name,
+            prompt_tokens=prompt_tokens,
+            start_ns=start_ns,
+            stats=stats,
+            fault=fault,
+        )
+        obj = b"chat.completion.chunk" if chat else b"text_completion"
+        self._head = (
+            b'data: {"id":"'
+            + stream_id.encode()
+            + b'","object":"'
+            + obj
+            + b'","created":'
+            + str(int(time.time())).encode()
+            + b',"model":'
+            + _encode(model_name)
+            + b',"choices":[{"index":0,'
+        )
+        self._include_usage = include_usage
+        if chat:
+            self._content_prefix = self._head + b'"delta":{"content":'
+            self._think_prefix = self._head + b'"delta":{"reasoning_content":'
+            self._suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+            self._opening = (
+                self._head + b'"delta":{"role":"assistant","content":""},'
+                b'"logprobs":null,"finish_reason":null}]}\n\n'
+            )
+        else:
+            self._content_prefix = self._think_prefix = self._head + b'"text":'
+            self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+            self._opening = b""
+
+    def next_line(self) -> bytes:
+        tok = self.gen.step()
+        if tok < 0:
+            self.finished = True
+            return self.final_line()
+        if self.tokens == 0:
+            self._first_token_ns = time.perf_counter_ns()
+        self.tokens += 1
+        self.stats.tokens_generated += 1
+        prefix = self._think_prefix if self.gen.thinking else self._content_prefix
+        line = prefix + self._json[tok] + self._suffix
+        return self._opening + line if self.tokens == 1 else line
+
+    def final_line(self) -> bytes:
+        reason = (self.gen.done_reason or "stop").encode()
+        empty = b'"delta":{},' if self.chat else b'"text":"",'
+        out = self._head + empty + b'"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
+        if self.tokens == 0:
+            out = self._opening + out
+        if self._include_usage:
+            usage = _encode(
+                _Usage(self._prompt_tokens, self.tokens, self._prompt_tokens + self.tokens)
+            )
+            head = self._head[: -len(b'{"index":0,')]  # '..."choices":['
+            out += head + b'],"usage":' + usage + b"}\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def error_line(self, message: str) -> bytes:
+        return b"data: " + openai_error(500, message, "server_error") + b"\n\n"
+
+
+# --- request handling ------------------------------------------------------------------
+
+
+def handle(
+    path: str,
+    body: bytes,
+    fault: Fault | None,
+    *,
+    index: int,
+    stats: ServerStats,
+    settings: ServerSettings,
+    stop_probability: float,
+    vocab: model.Vocabulary,
+) -> Reply:
+    """Answer one OpenAI-compatible request (``path`` is one of :data:`PATHS`)."""
+    start_ns = time.perf_counter_ns()
+    chat = path == CHAT_PATH
+    req: ChatCompletionRequest | CompletionRequest
+    try:
+        req = _chat_decoder.decode(body) if chat else _completion_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        return _bad(f"invalid request body: {exc}")
+    if not req.model:
+        return _bad("model is required")
+    if req.model.startswith("missing"):
+        return Reply(
+            404,
+            JSON,
+            openai_error(404, f"model '{req.model}' not found", "not_found_error"),
+        )
+    if req.n not in (None, 1):
+        return _bad("the reference server supports n=1 only")
+    if isinstance(req, ChatCompletionRequest):
+        rendered = _render_chat(req)
+        if isinstance(rendered, Reply):
+            return rendered
+        context, thinking = rendered
+        limits = [x for x in (req.max_tokens, req.max_completion_tokens) if x is not None]
+    else:
+        if req.echo:
+            return _bad("echo is not supported by the reference server")
+        context, thinking = req.prompt, False
+        limits = [req.max_tokens] if req.max_tokens is not None else []
+    num_predict = min(limits) if limits else None
+    gen = model.Generation(
+        context,
+        thinking=thinking,
+        num_predict=num_predict,
+        stop_probability=stop_probability,
+        max_tokens=settings.max_tokens,
+        vocab=vocab,
+    )
+    stream_id = f"{'chatcmpl' if chat else 'cmpl'}-ref{index}"
+    prompt_tokens = model.estimate_tokens(context)
+    if not req.stream:
+        reply = _whole(gen, chat, req.model, stream_id, prompt_tokens, stats)
+        reply.delay = settings.first_token_delay
+        if settings.tokens_per_second > 0:
+            reply.delay += gen.count / settings.tokens_per_second
+        return reply
+    opts = req.stream_options
+    lines = SseLineStream(
+        gen,
+        chat=chat,
+        model_name=req.model,
+        prompt_tokens=prompt_tokens,
+        start_ns=start_ns,
+        stats=stats,
+        fault=fault if fault is not None and fault.kind not in BEFORE_HEADERS else None,
+        stream_id=stream_id,
+        include_usage=bool(opts is not None and opts.include_usage),
+    )
+    return Reply(200, SSE, stream=lines, extra_headers=[(b"cache-control", b"no-cache")])
+
+
+def _bad(message: str) -> Reply:
+    return Reply(400, JSON, openai_error(400, message, "invalid_request_error"))
+
+
+def _text(content: str | list[Any] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(
+        p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+    )
+
+
+def _message(m: ChatMessage) -> Message:
+    return Message(
+        role=m.role, content=_text(m.content), thinking=m.reasoning_content or m.reasoning
+    )
+
+
+def _render_chat(req: ChatCompletionRequest) -> tuple[str, bool] | Reply:
+    cont, gen_prompt = req.continue_final_message, req.add_generation_prompt
+    if cont and gen_prompt:
+        return _bad("continue_final_message and add_generation_prompt cannot both be true")
+    if not req.messages:
+        return _bad("messages must not be empty")
+    trailing = req.messages[-1].role == "assistant"
+    if cont and not trailing:
+        return _bad("continue_final_message requires the last message to be an assistant message")
+    think = req.reasoning_effort is not None and req.reasoning_effort != "none"
+    msgs = [_message(m) for m in req.messages]
+    if trailing and (cont is False or (cont is None and gen_prompt is True)):
+        # Close the assistant turn and start a new answer (vLLM's default behaviour).
+        closed = "".join(
+            model.ROLE_TAGS.get(m.role, f"<|{m.role}|>\n") + m.content + model.END_TAG for m in msgs
+        )
+        opening, thinking = model.render_chat([], think=think)
+        return closed + opening, thinking
+    return model.render_chat(msgs, think=think)
+
+
+def _whole(
+    gen: model.Generation,
+    chat: bool,
+    model_name: str,
+    stream_id: str,
+    prompt_tokens: int,
+    stats: ServerStats,
+) -> Reply:
+    content, thinking = model.run(gen)
+    stats.tokens_generated += gen.count
+    reason = gen.done_reason or "stop"
+    choices: list[_ChatChoice] | list[_TextChoice]
+    if chat:
+        msg = _OutMessage(role="assistant", content=content, reasoning_content=thinking or None)
+        choices = [_ChatChoice(index=0, message=msg, finish_reason=reason)]
+    else:
+        choices = [_TextChoice(index=0, text=content, finish_reason=reason)]
+    out = _Completion(
+        id=stream_id,
+        object="chat.completion" if chat else "text_completion",
+        created=int(time.time()),
+        model=model_name,
+        choices=choices,
+        usage=_Usage(prompt_tokens, gen.count, prompt_tokens + gen.count),
+    )
+    return Reply(200, JSON, _encode(out))
+
+
+__all__ = ["PATHS", "SSE", "TEXT", "SseLineStream", "handle", "openai_error"]
