@@ -10,6 +10,8 @@ import pytest
 from test_transport_support import h1_only_server, hypercorn_server, silent_h2_server
 
 from resilient_stream import errors
+from resilient_stream.testing.faults import Fault, RequestInfo
+from resilient_stream.testing.server import ReferenceServer
 from resilient_stream.transport import MultiplexedTransport
 
 
@@ -152,3 +154,33 @@ async def test_pings_keep_a_quiet_healthy_connection_alive() -> None:
             await asyncio.sleep(0.5)  # idle, still pinged
             assert transport.stats().connections == 1
             assert transport.stats().connections_opened == 1
+
+
+@pytest.mark.timeout(30)
+async def test_without_a_read_timeout_the_first_token_bound_applies_until_data_flows() -> None:
+    # timeout=None (ollama-python's default): the reference server sends its headers at
+    # once and the first token only after 0.6 s (a model loading). That is within
+    # first_token_timeout (1 s) but beyond idle_timeout (0.3 s), which applies only
+    # between later chunks.
+    stall = fault_for_index(1, Fault("stall", after_tokens=1))
+    async with ReferenceServer(first_token_delay=0.6, stop_probability=0.0, faults=stall) as srv:
+        transport = MultiplexedTransport(first_token_timeout=1.0, idle_timeout=0.3)
+        body = {"model": "m", "prompt": "x", "options": {"num_predict": 3}}
+        async with httpx.AsyncClient(transport=transport, timeout=None) as client:
+            started = time.monotonic()
+            async with client.stream("POST", srv.url + "/api/generate", json=body) as r:
+                headers_after = time.monotonic() - started
+                assert (await r.aread()).count(b"\n") == 4
+            assert headers_after < 0.3  # so the wait for the first token was in the body
+            # Once data flows, a gap longer than idle_timeout is a stall (the longer
+            # first-token bound no longer applies).
+            with pytest.raises(errors.StallError):
+                async with client.stream("POST", srv.url + "/api/generate", json=body) as r:
+                    await r.aread()
+
+
+def fault_for_index(index: int, fault: Fault) -> object:
+    def plan(info: RequestInfo) -> Fault | None:
+        return fault if info.index == index else None
+
+    return plan

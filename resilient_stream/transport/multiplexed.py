@@ -12,8 +12,9 @@ Timeouts come from the request like with stock httpx, with HTTP/2-correct meanin
 (and before its headers), independent of other streams' traffic, raising
 :class:`~resilient_stream.errors.StallError`; ``connect`` bounds TCP + TLS + the
 HTTP/2 handshake; ``pool`` bounds the wait for a stream slot. A ``None`` timeout
-falls back to the config (``first_token_timeout`` for headers, ``idle_timeout``
-between chunks, ``connect_timeout``, ``pool_timeout``): nothing waits forever.
+falls back to the config (``first_token_timeout`` for headers and the first DATA
+frame, ``idle_timeout`` between chunks, ``connect_timeout``, ``pool_timeout``):
+nothing waits forever.
 
 Streams refused by the server (REFUSED_STREAM) or above a GOAWAY's
 ``last_stream_id`` were never processed, so they are retried at once on another
@@ -159,7 +160,9 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 conn.close_stream(s)
                 raise
             if s.status:
-                s.timeout = idle_timeout
+                # Until the first DATA frame, the first-token bound still applies (a
+                # server may send headers before the model has loaded).
+                s.body_timeout = idle_timeout
                 return httpx.Response(
                     status_code=s.status,
                     headers=s.headers,

@@ -30,6 +30,7 @@ class H2Stream:
 
     __slots__ = (
         "_timer",
+        "body_timeout",
         "chunks",
         "conn",
         "ended",
@@ -61,7 +62,8 @@ class H2Stream:
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.window = ReceiveWindow(window)
-        self.timeout = timeout  # idle timeout for the current phase (headers, then body)
+        self.timeout = timeout  # idle timeout for the current phase (first data, then body)
+        self.body_timeout = timeout  # the gap allowed between chunks once data flows
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.h2_stream: Any = None  # h2's H2Stream (window + content-length bookkeeping)
@@ -85,9 +87,13 @@ class H2Stream:
         self.waiter = waiter
         timeout = self.timeout
         if timeout is not None:
-            self.idle_since = loop.time()
-            if self._timer is None:
-                self._timer = loop.call_at(self.idle_since + timeout, self._on_timer)
+            now = self.idle_since = loop.time()
+            deadline = now + timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:  # none yet, or set for a longer bound
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
         try:
             await waiter
         finally:
@@ -135,6 +141,7 @@ class H2ResponseStream(httpx.AsyncByteStream):
             if chunks:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
+                s.timeout = s.body_timeout  # first data seen: the idle timeout applies
                 n = s.unacked
                 if n:
                     s.unacked = 0
