@@ -65,8 +65,8 @@ class Recorder:
         self.requests.append(info)
 
 
-async def run_example(name: str, host: str, stdin: str = "") -> str:
-    env = dict(os.environ, OLLAMA_HOST=host, **FAST_ENV)
+async def run_example(name: str, host: str, stdin: str = "", **extra_env: str) -> str:
+    env = {**os.environ, "OLLAMA_HOST": host, **FAST_ENV, **extra_env}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -130,7 +130,15 @@ async def test_official_examples_print_complete_output_despite_faults() -> None:
     async with ReferenceServer() as srv:
         unbroken = await run_all(srv.url)
         unbroken_requests = srv.stats.requests
+        # Without ollama's pydantic types (as when the package is not installed).
+        native = await run_example(
+            "async-chat-stream.py",
+            srv.url,
+            CHAT_STREAM_STDIN,
+            RESILIENT_OLLAMA_NATIVE_TYPES="1",
+        )
     assert unbroken == expected
+    assert native == expected["async-chat-stream.py"]
 
     # Server-side faults: every other request breaks mid-answer, each kind once.
     kinds = ["drop_connection", "reset_stream", "truncate_line", "error_line", "stall"]
@@ -250,6 +258,16 @@ async def test_request_fields_reach_the_server_like_ollamas() -> None:
     assert chat["messages"] == [{"role": "user", "content": "hi"}]
     assert chat["tools"][0]["function"]["name"] == "add"
     assert chat["think"] is True
+
+
+async def test_thinking_and_forwarded_methods(server: ReferenceServer) -> None:
+    async with AsyncClient(server.url, config=FAST) as client:
+        gen = await client.generate("m", "Why?", think=True, options=OPTS)
+        chat = await client.chat("m", MSGS, think=True, options=OPTS)
+        models = await client.list()  # not ours: forwarded to ollama.AsyncClient
+    assert gen.thinking and gen["thinking"] == gen.thinking
+    assert chat.message.thinking and chat["message"]["thinking"]
+    assert isinstance(models, ollama.ListResponse) and models.models
 
 
 # --- errors --------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from ..codec.chunks import ChatChunk, GenerateChunk, Logprob, ToolCall
 from ..errors import HTTPStatusError, InvalidRequestError, ServerReportedError, StreamError
 from . import _native
 
-#: Set RESILIENT_STREAM_OLLAMA_NATIVE_TYPES=1 to use the look-alikes even with ollama installed.
-_FORCE_NATIVE = os.environ.get("RESILIENT_STREAM_OLLAMA_NATIVE_TYPES", "") not in ("", "0")
+#: Set RESILIENT_OLLAMA_NATIVE_TYPES=1 to use the look-alikes even with ollama installed.
+_FORCE_NATIVE = os.environ.get("RESILIENT_OLLAMA_NATIVE_TYPES", "") not in ("", "0")
 
 _ollama: ModuleType | None
 try:
