@@ -13,6 +13,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -189,5 +190,57 @@ def test_resizing_windows_sends_the_growth_at_once_and_withholds_after_a_shrink(
             if isinstance(e, h2.events.WindowUpdated) and e.stream_id == s.stream_id
         ]
         assert stream_updates == []
+    finally:
+        loop.close()
+
+
+def test_frames_arriving_after_a_cancel_are_dropped_but_credit_the_connection() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        cfg = ConnectionSettings(
+            max_streams=100,
+            stream_window=1 << 20,
+            connection_window=131_072,
+            ping_interval=0,
+            ping_timeout=1,
+        )
+        pool = OriginPool(
+            scheme="http",
+            host="test",
+            port=80,
+            settings=cfg,
+            max_connections=1,
+            keepalive_expiry=60,
+            ssl_context=None,
+        )
+        conn = H2ClientConnection(pool, cfg, loop, "http://test:80")
+        transport = MemoryTransport()
+        conn.connection_made(transport)
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        server.receive_data(transport.take())
+        conn.data_received(server.data_to_send())
+        server.receive_data(transport.take())  # our SETTINGS ACK + window update
+        s = conn.open_stream(httpx.Request("GET", "http://test/"), False, None)
+        server.receive_data(transport.take())
+        server.send_headers(s.stream_id, [(":status", "200")])
+        conn.data_received(server.data_to_send())
+
+        conn.close_stream(s)  # RST_STREAM(CANCEL) is written...
+        assert conn.streams == {}
+        # ...but the server already sent 120 KB before reading it.
+        for _ in range(8):
+            server.send_data(s.stream_id, b"x" * 15_000)
+        conn.data_received(server.data_to_send())
+
+        assert s.chunks == []  # discarded
+        events = server.receive_data(transport.take())
+        resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        credit = sum(
+            e.delta for e in events if isinstance(e, h2.events.WindowUpdated) and e.stream_id == 0
+        )
+        assert resets and resets[0].error_code == h2.errors.ErrorCodes.CANCEL
+        assert credit >= 65_536  # the connection window is handed back
+        assert not conn.closed
     finally:
         loop.close()
