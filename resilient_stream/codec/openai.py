@@ -154,7 +154,8 @@ class ChatMessage(msgspec.Struct, omit_defaults=True, gc=False):
 
 class _RequestBase(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     model: str
-    stream: bool = True
+    #: None on the wire means false (OpenAI's default); the planner always sends true.
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -238,24 +239,20 @@ class OpenAIFramer:
         if not records:
             return records
         held = self._held
-        if not held and len(records) == 1:  # the steady state: one token per read
-            record = records[0]
-            if _HAS_TEXT.search(record) is not None and _FINISHES.search(record) is None:
-                return records
+        if not held and len(records) == 1 and not _held_back(records[0]):
+            return records  # the steady state: one token per read
         out: list[bytes] = []
         for record in records:
-            if record == DONE or (
-                _HAS_TEXT.search(record) is not None and _FINISHES.search(record) is None
-            ):
-                if held:
-                    out.extend(held)
-                    held.clear()
-                out.append(record)
-            else:
+            if _held_back(record):
                 held.append(record)
                 if len(held) > MAX_HELD:
                     out.extend(held)
                     held.clear()
+                continue
+            if held:
+                out.extend(held)
+                held.clear()
+            out.append(record)
         return out
 
     def close(self) -> bytes:
@@ -263,6 +260,14 @@ class OpenAIFramer:
         ends without ``[DONE]`` is resumed, and the resume repeats what they said)."""
         self._held.clear()
         return self._parser.close()
+
+
+def _held_back(record: bytes) -> bool:
+    """A chunk without text (role-only, finish, usage) or one that finishes the choice.
+    Anything else (text, errors, ``[DONE]``, garbage) goes through at once."""
+    if b'"choices"' not in record:
+        return False
+    return _HAS_TEXT.search(record) is None or _FINISHES.search(record) is not None
 
 
 # --- decoding ------------------------------------------------------------------------
@@ -342,14 +347,12 @@ class OpenAIDecoder:
         role: str | None = None
         finish: str | None = None
         usage: Usage | None = None
-        last: Any | None = None
         pending: list[Any] = []
         for chunk in chunks:
             if chunk.error is not None or chunk.message is not None:
                 exc = ServerReportedError(_error_text(chunk))
                 exc.chunks_before = out + pending
                 raise exc
-            last = chunk
             if chunk.usage is not None:
                 usage = chunk.usage
             choice = chunk.choices[0] if chunk.choices else None
@@ -375,27 +378,27 @@ class OpenAIDecoder:
                 role = choice.delta.role
             pending.append(chunk)
         if done:
-            out.append(self._final(last, finish, usage))
+            out.append(self._final(chunks, finish, usage))
         elif pending:
             out.extend(pending)  # held too long or odd server: deliver as they are
         return out
 
-    def _final(self, last: Any | None, finish: str | None, usage: Usage | None) -> Any:
+    def _final(self, chunks: list[Any], finish: str | None, usage: Usage | None) -> Any:
+        final: Any
         if self._chat:
-            chat = ChatCompletionChunk(
+            final = ChatCompletionChunk(
                 choices=[ChatChoice(delta=Delta(), finish_reason=finish)], usage=usage, done=True
             )
-            if last is not None:
-                chat.id, chat.created, chat.model = last.id, last.created, last.model
-                chat.system_fingerprint = last.system_fingerprint
-            return chat
-        comp = CompletionChunk(
-            choices=[CompletionChoice(finish_reason=finish)], usage=usage, done=True
-        )
-        if last is not None:
-            comp.id, comp.created, comp.model = last.id, last.created, last.model
-            comp.system_fingerprint = last.system_fingerprint
-        return comp
+        else:
+            final = CompletionChunk(
+                choices=[CompletionChoice(finish_reason=finish)], usage=usage, done=True
+            )
+        for chunk in chunks:  # the latest non-empty id, model... (usage chunks may lack some)
+            final.id = chunk.id or final.id
+            final.created = chunk.created or final.created
+            final.model = chunk.model or final.model
+            final.system_fingerprint = chunk.system_fingerprint or final.system_fingerprint
+        return final
 
 
 def _error_text(chunk: ChatCompletionChunk | CompletionChunk) -> str:
