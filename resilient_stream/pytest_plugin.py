@@ -4,8 +4,11 @@ Installed with the package (``pytest11`` entry point), so the fixtures are
 there in any project that has ``resilient-stream`` and ``pytest-asyncio``:
 
 - ``reference_server``: a running :class:`~resilient_stream.testing.ReferenceServer`
-  (function scope). Settings come from the ``reference_server`` marker:
-  ``@pytest.mark.reference_server(tokens_per_second=50, stop_probability=0.0)``.
+  (function scope). Settings come from the ``reference_server`` marker,
+  ``@pytest.mark.reference_server(tokens_per_second=50, stop_probability=0.0)``, or
+  from indirect parametrization, ``@pytest.mark.parametrize("reference_server",
+  [{"tokens_per_second": 50}], indirect=True)`` (as with the opt-in
+  ``resilient_stream.testing.pytest_plugin``; the parameter wins over the marker).
 - ``chaos_proxy``: a :class:`~resilient_stream.chaos.ChaosProxy` in front of
   ``reference_server`` with :data:`DEFAULT_TOXICS` and :data:`DEFAULT_SEED`.
 - ``make_chaos_proxy``: an async factory, ``await make_chaos_proxy(toxics=[...],
@@ -77,11 +80,12 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def reference_server(request: pytest.FixtureRequest) -> AsyncIterator[ReferenceServer]:
-        """A running reference server on 127.0.0.1:0 (settings from the marker)."""
+        """A running reference server on 127.0.0.1:0 (settings: marker, then param)."""
         from resilient_stream.testing import ReferenceServer
 
         marker = request.node.get_closest_marker("reference_server")
         settings: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+        settings.update(getattr(request, "param", None) or {})
         async with ReferenceServer(**settings) as server:
             yield server
 

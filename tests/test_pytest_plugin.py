@@ -96,6 +96,13 @@ async def test_marker_settings_reach_the_reference_server(
     assert reference_server.settings.stop_probability == 0.0
 
 
+@pytest.mark.reference_server(stop_probability=0.0, max_concurrent_streams=3)
+@pytest.mark.parametrize("reference_server", [{"max_concurrent_streams": 7}], indirect=True)
+async def test_indirect_parameters_override_the_marker(reference_server: ReferenceServer) -> None:
+    assert reference_server.settings.max_concurrent_streams == 7
+    assert reference_server.settings.stop_probability == 0.0
+
+
 async def test_chaos_proxy_fixture_uses_the_default_mix(
     chaos_proxy: ChaosProxy, reference_server: ReferenceServer
 ) -> None:
