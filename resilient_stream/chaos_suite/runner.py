@@ -19,6 +19,7 @@ from typing import Any
 
 from ..client import StreamClient
 from ..config import StreamConfig
+from ..openai import openai_chat, openai_completion
 from ..result import StreamResult
 from ..stream import ResilientStream
 from .infra import Infra
@@ -48,6 +49,14 @@ def request_for(client: StreamClient, scenario: Scenario, i: int) -> ResilientSt
         return client.generate(model="ref", prompt=prompt, raw=True, options=options)
     if endpoint == "generate":
         return client.generate(model="ref", prompt=prompt, system="be brief", options=options)
+    if endpoint in ("openai_chat", "openai_completion"):
+        sampling: dict[str, Any] = {"max_tokens": scenario.num_predict, "temperature": 0}
+        if endpoint == "openai_completion":
+            return openai_completion(client, model="ref", prompt=prompt, **sampling)
+        msgs = [{"role": "user", "content": prompt}]
+        return openai_chat(
+            client, model="ref", messages=msgs, stream_options={"include_usage": True}, **sampling
+        )
     messages = [{"role": "user", "content": prompt}]
     return client.chat(
         model="ref", messages=messages, options=options, think=endpoint == "chat_think"

@@ -12,7 +12,9 @@ import msgspec
 from ..chaos import ToxicSpec
 from ..errors import ConfigError
 
-EndpointName = Literal["generate_raw", "generate", "chat", "chat_think"]
+EndpointName = Literal[
+    "generate_raw", "generate", "chat", "chat_think", "openai_chat", "openai_completion"
+]
 
 
 class ServerFaults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
