@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 from test_transport_support import h1_only_server, hypercorn_server, silent_h2_server
 
 from resilient_stream import errors
@@ -81,9 +82,12 @@ async def test_ping_timeout_detects_a_dead_connection_that_tcp_keeps_open() -> N
         transport = MultiplexedTransport(ping_interval=0.2, ping_timeout=0.3)
         async with httpx.AsyncClient(transport=transport, timeout=30) as client:
             started = time.monotonic()
-            with pytest.raises(errors.ConnectionLostError) as info:
+            with capture_logs() as logs, pytest.raises(errors.ConnectionLostError) as info:
                 await client.post(url + "/gen", json={"n": 1})
             elapsed = time.monotonic() - started
+            events = [(e["event"], e["log_level"]) for e in logs]
+            assert ("connection.dead", "warning") in events
+            assert ("connection.closed", "info") in events  # one stream failed with it
             assert "PING" in str(info.value)
             assert info.value.retryable
             assert elapsed < 2.0, elapsed

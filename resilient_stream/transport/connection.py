@@ -40,6 +40,9 @@ from ..errors import (
     StreamResetError,
 )
 from .h2setup import (
+    CONNECTION_CLOSED,
+    CONNECTION_DEAD,
+    CONNECTION_GOAWAY,
     ConnectionSettings,
     NotHttp2Error,
     error_name,
@@ -293,6 +296,14 @@ class H2ClientConnection(asyncio.Protocol):
         self._goaway_last_id = last_stream_id
         self._goaway_code = error_code
         self._pool.connection_unusable(self)
+        self._pool.log.info(
+            CONNECTION_GOAWAY,
+            endpoint=self.endpoint,
+            error=error_name(error_code),
+            last_stream_id=last_stream_id,
+            unprocessed=sum(1 for sid in self.streams if sid > last_stream_id),
+            draining=sum(1 for sid in self.streams if sid <= last_stream_id),
+        )
         name = error_name(error_code)
         for s in list(self.streams.values()):
             if s.stream_id > last_stream_id:
@@ -328,6 +339,12 @@ class H2ClientConnection(asyncio.Protocol):
     def _ping_expired(self) -> None:
         if self.closed:
             return
+        self._pool.log.warning(
+            CONNECTION_DEAD,
+            endpoint=self.endpoint,
+            ping_timeout=self._settings.ping_timeout,
+            streams=len(self.streams),
+        )
         self._shutdown(
             ConnectionLostError(
                 f"no PING ACK within {self._settings.ping_timeout:.3g}s: connection is dead",
@@ -514,6 +531,14 @@ class H2ClientConnection(asyncio.Protocol):
             self.idle_handle.cancel()
             self.idle_handle = None
         streams, self.streams = self.streams, {}
+        if self.ready.done() and not isinstance(exc, NotHttp2Error):  # it was open
+            log = self._pool.log.info if streams else self._pool.log.debug
+            log(
+                CONNECTION_CLOSED,
+                endpoint=self.endpoint,
+                reason=str(exc),
+                streams_failed=len(streams),
+            )
         for s in streams.values():
             s.fail(exc)
             self._pool.release(self)

@@ -15,6 +15,14 @@ import h2.errors
 import h2.settings
 import httpx
 
+#: Log event names of the transport (one per connection event, never per chunk).
+CONNECTION_OPENED = "connection.opened"
+CONNECTION_CLOSED = "connection.closed"
+CONNECTION_GOAWAY = "connection.goaway"
+CONNECTION_DEAD = "connection.dead"
+ORIGIN_HTTP1_FALLBACK = "origin.http1_fallback"
+STREAM_TRANSPARENT_RETRY = "stream.transparent_retry"
+
 _CLOSED_STATE = h2.connection.ConnectionState.CLOSED
 _OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
 

@@ -38,7 +38,8 @@ import msgspec
 
 from .. import errors
 from ..config import StreamConfig
-from .h2setup import ConnectionSettings
+from ..logging import library_logger
+from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
 from .pool import OriginPool, UseHttp1
 from .stream import H2ResponseStream
 
@@ -89,6 +90,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(["h2", "http/1.1"])  # needed to negotiate h2
         self._ssl_context = ssl_context
+        self._log = library_logger(cfg.log_level)
         self._pools: dict[tuple[str, str, int], OriginPool] = {}
         self._http1: httpx.AsyncHTTPTransport | None = None
         self._closed = False
@@ -175,6 +177,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 isinstance(error, errors.GoAwayError) and not error.processed
             ):
                 last_error = error
+                self._log.debug(STREAM_TRANSPARENT_RETRY, endpoint=pool.endpoint, reason=str(error))
                 continue  # never processed: retry transparently
             assert error is not None
             raise error
@@ -193,6 +196,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 max_connections=self.config.max_connections,
                 keepalive_expiry=self.config.keepalive_expiry,
                 ssl_context=self._tls_context() if scheme == "https" else None,
+                log=self._log,
             )
             self._pools[key] = pool
         return pool

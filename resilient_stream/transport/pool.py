@@ -18,10 +18,17 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
+from typing import Any
 
 from ..errors import ConnectError, ConnectTimeout, PoolTimeout
+from ..logging import library_logger
 from .connection import H2ClientConnection
-from .h2setup import ConnectionSettings, NotHttp2Error
+from .h2setup import (
+    CONNECTION_OPENED,
+    ORIGIN_HTTP1_FALLBACK,
+    ConnectionSettings,
+    NotHttp2Error,
+)
 
 #: Capacity assumed for a connection before the server's SETTINGS arrive.
 _DEFAULT_GUESS = 100
@@ -44,7 +51,9 @@ class OriginPool:
         max_connections: int,
         keepalive_expiry: float,
         ssl_context: ssl.SSLContext | None,
+        log: Any = None,
     ) -> None:
+        self.log: Any = log if log is not None else library_logger("warning")
         self.scheme = scheme
         self.host = host
         self.port = port
@@ -83,19 +92,24 @@ class OriginPool:
                 except BaseException:
                     self.release(conn)
                     if isinstance(conn.close_reason, NotHttp2Error):
-                        self.http1 = True
+                        self._mark_http1(conn.close_reason)
                         raise UseHttp1(self.endpoint) from None
                     raise
             exc = conn.ready.exception()
             if exc is not None:
                 self.release(conn)
                 if isinstance(exc, NotHttp2Error):
-                    self.http1 = True
+                    self._mark_http1(exc)
                     raise UseHttp1(self.endpoint) from None
                 raise exc
             if conn.usable:
                 return conn
             self.release(conn)  # went away while we waited: pick again
+
+    def _mark_http1(self, why: BaseException) -> None:
+        if not self.http1:
+            self.http1 = True
+            self.log.info(ORIGIN_HTTP1_FALLBACK, endpoint=self.endpoint, reason=str(why))
 
     def _reserve(
         self, loop: asyncio.AbstractEventLoop, connect_timeout: float
@@ -218,6 +232,12 @@ class OriginPool:
                         conn._shutdown(NotHttp2Error(f"{self.endpoint} chose ALPN {alpn!r}"))
                         return
                 await asyncio.shield(conn.ready)
+            self.log.debug(
+                CONNECTION_OPENED,
+                endpoint=self.endpoint,
+                connections=len(self.connections),
+                max_concurrent_streams=conn.capacity,
+            )
         except TimeoutError:
             conn._abort(
                 ConnectTimeout(
