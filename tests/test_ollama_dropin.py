@@ -28,6 +28,7 @@ from resilient_stream.ollama._native import ChatResponse as NativeChat
 from resilient_stream.ollama._native import GenerateResponse as NativeGenerate
 from resilient_stream.ollama._request import parse_host
 from resilient_stream.ollama._responses import ResponseFactory
+from resilient_stream.ollama.client import default_config
 from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer, RequestInfo
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,13 +47,6 @@ FAST_ENV = {
     "RESILIENT_STREAM_BACKOFF_INITIAL": "0.01",
     "RESILIENT_STREAM_BACKOFF_MAX": "0.05",
 }
-# The example scripts run unchanged; this launcher only does what an application
-# does once at start-up: send the library's log events to stderr.
-LAUNCHER = (
-    "import runpy, sys; from resilient_stream.logging import configure_logging; "
-    "configure_logging('warning'); path = sys.argv[1]; sys.argv = sys.argv[1:]; "
-    "runpy.run_path(path, run_name='__main__')"
-)
 
 
 class Recorder:
@@ -69,8 +63,6 @@ async def run_example(name: str, host: str, stdin: str = "", **extra_env: str) -
     env = {**os.environ, "OLLAMA_HOST": host, **FAST_ENV, **extra_env}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        LAUNCHER,
         str(EXAMPLES / name),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -331,6 +323,19 @@ def test_host_is_parsed_like_ollama_python(host: str | None, monkeypatch: Any) -
 
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     assert parse_host(host) == _parse_host(host)
+
+
+def test_dropin_is_quiet_unless_a_log_level_is_chosen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no TOML config here
+    monkeypatch.delenv("RESILIENT_STREAM_LOG_LEVEL", raising=False)
+    assert default_config().log_level == "warning"
+    monkeypatch.setenv("RESILIENT_STREAM_LOG_LEVEL", "info")
+    assert default_config().log_level == "info"
+    monkeypatch.delenv("RESILIENT_STREAM_LOG_LEVEL")
+    (tmp_path / "resilient_stream.toml").write_text('log_level = "debug"\n')
+    assert default_config().log_level == "debug"
 
 
 def test_native_types_read_like_ollamas_without_the_package() -> None:

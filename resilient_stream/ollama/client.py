@@ -19,7 +19,7 @@ import httpx
 from .. import __version__
 from ..client import StreamClient
 from ..codec.chunks import ChatChunk, Logprob, ToolCall
-from ..config import StreamConfig
+from ..config import ENV_PREFIX, StreamConfig, _read_toml
 from ..result import StreamResult
 from ..stream import ResilientStream
 from . import _request
@@ -77,8 +77,10 @@ class AsyncClient:
     ``host`` is parsed like ollama-python (default ``$OLLAMA_HOST`` or
     ``http://127.0.0.1:11434``); a list of hosts means replicas of one model.
     ``config`` defaults to :meth:`StreamConfig.load` (TOML + ``RESILIENT_STREAM_*``
-    environment). ``timeout`` (a number or ``httpx.Timeout``) sets the connect,
-    first-token, idle and pool timeouts like httpx's would; ``verify`` maps to
+    environment) with ``log_level="warning"`` unless set there: ollama-python logs
+    nothing, so a swapped import should not start printing resume events.
+    ``timeout`` (a number or ``httpx.Timeout``) sets the connect, first-token,
+    idle and pool timeouts like httpx's would; ``verify`` maps to
     ``verify_tls``. Other methods (``list``, ``show``, ``embed``, ``pull``...) are
     forwarded to a real ``ollama.AsyncClient`` when the package is installed.
     """
@@ -105,7 +107,7 @@ class AsyncClient:
         del follow_redirects  # model servers do not redirect streams; accepted for parity
         hosts = [host] if host is None or isinstance(host, str) else list(host)
         self.hosts = [_request.parse_host(h) for h in hosts]
-        cfg = config if config is not None else StreamConfig.load()
+        cfg = config if config is not None else default_config()
         overrides = _timeout_overrides(timeout)
         if verify is not None:
             overrides["verify_tls"] = verify
@@ -287,6 +289,14 @@ def _empty_stream() -> Exception:
     from ..errors import ProtocolError
 
     return ProtocolError("the server sent no response chunks")
+
+
+def default_config() -> StreamConfig:
+    """``StreamConfig.load()``, but quiet (``warning``) unless the log level was chosen
+    in the environment or the TOML file."""
+    cfg = StreamConfig.load()
+    chosen = f"{ENV_PREFIX}LOG_LEVEL" in os.environ or "log_level" in _read_toml(None)
+    return cfg if chosen else cfg.replace(log_level="warning")
 
 
 def _drop_none(**fields: Any) -> dict[str, Any]:
