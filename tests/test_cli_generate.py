@@ -98,6 +98,21 @@ async def test_chat_streams_one_user_message_and_reads_stdin() -> None:
         assert err == ""  # no summary, no log lines without --verbose
 
 
+async def test_think_prints_thinking_to_stderr_and_the_answer_to_stdout() -> None:
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        async with StreamClient(srv.url, config=StreamConfig()) as client:
+            msgs = [{"role": "user", "content": PROMPT}]
+            opts = {"num_predict": 30}
+            ref = await client.chat(model="m", messages=msgs, options=opts, think=True).collect()
+        code, out, err = await cli(
+            "chat", "--host", srv.url, "-m", "m", "--think", "--num-predict", "30", PROMPT
+        )
+    assert ref.thinking and ref.text  # the reference model thinks, then answers
+    assert code == 0, err
+    assert out == as_printed(ref.text)
+    assert err == ref.thinking + "\n"
+
+
 async def test_raw_generate_and_http1_against_an_http1_only_server() -> None:
     expected = await reference_text(False, raw=True, options={"num_predict": 15})
     async with ReferenceServer(stop_probability=0.0, http2=False) as srv:
