@@ -244,3 +244,37 @@ def test_frames_arriving_after_a_cancel_are_dropped_but_credit_the_connection() 
         assert not conn.closed
     finally:
         loop.close()
+
+
+def test_an_oversized_frame_is_a_protocol_error_without_waiting_for_its_body() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        cfg = ConnectionSettings(
+            max_streams=100,
+            stream_window=65_536,
+            connection_window=1 << 20,
+            ping_interval=0,
+            ping_timeout=1,
+        )
+        pool = OriginPool(
+            scheme="http",
+            host="test",
+            port=80,
+            settings=cfg,
+            max_connections=1,
+            keepalive_expiry=60,
+            ssl_context=None,
+        )
+        conn = H2ClientConnection(pool, cfg, loop, "http://test:80")
+        conn.connection_made(MemoryTransport())
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        conn.data_received(server.data_to_send())
+        # A DATA frame header announcing 4 MB (limit 16 KiB), then only 100 bytes of it.
+        conn.data_received(
+            (4_000_000).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01" + b"x" * 100
+        )
+        assert conn.closed
+        assert "protocol error" in str(conn.close_reason)
+    finally:
+        loop.close()

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 _DataReceived = h2.events.DataReceived
 _REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
+#: SETTINGS_MAX_FRAME_SIZE we advertise (the h2 default): larger frames are errors.
+_MAX_FRAME = 16_384
 
 
 class H2ClientConnection(asyncio.Protocol):
@@ -155,11 +157,16 @@ class H2ClientConnection(asyncio.Protocol):
         in_block = self._in_header_block
         while n - pos >= 9:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+            if length > _MAX_FRAME:  # reject from the header; h2 would buffer it all first
+                if slow_from >= 0:
+                    self._slow(data[slow_from:pos])
+                self._frame_too_large(length)
+                return
             end = pos + 9 + length
             if end > n:
                 break
             ftype = data[pos + 3]
-            if ftype == 0 and not data[pos + 4] & 0x09 and not in_block and length <= 16_384:
+            if ftype == 0 and not data[pos + 4] & 0x09 and not in_block:
                 if slow_from >= 0:
                     credit += self._slow(data[slow_from:pos])
                     slow_from = -1
@@ -197,7 +204,8 @@ class H2ClientConnection(asyncio.Protocol):
         if credit:
             increment = self._conn_window.consumed(credit)
             if increment:
-                self._h2.increment_flow_control_window(increment)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.increment_flow_control_window(increment)
         self._flush()
 
     def _slow(self, frames: bytes) -> int:
@@ -221,6 +229,17 @@ class H2ClientConnection(asyncio.Protocol):
             else:
                 self._handle_event(event)
         return credit
+
+    def _frame_too_large(self, length: int) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+        self._protocol_error(
+            h2.exceptions.FrameTooLargeError(
+                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE={_MAX_FRAME}"
+            )
+        )
 
     def _protocol_error(self, exc: Exception) -> None:
         self._flush()  # h2 queued a GOAWAY naming the error
