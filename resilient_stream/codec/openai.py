@@ -265,9 +265,20 @@ class OpenAIFramer:
 def _held_back(record: bytes) -> bool:
     """A chunk without text (role-only, finish, usage) or one that finishes the choice.
     Anything else (text, errors, ``[DONE]``, garbage) goes through at once."""
-    if b'"choices"' not in record:
+    if record.endswith(b'"finish_reason":null}]}') or b'"finish_reason":null' in record:
+        # Compact JSON, as vLLM, llama.cpp, Ollama and OpenAI send it: two scans at most.
+        for key in _TEXT_KEYS:
+            i = record.find(key)
+            if i >= 0:
+                if record[i + len(key) : i + len(key) + 1] != b'"':
+                    return False
+                break
+    elif b'"choices"' not in record:
         return False
     return _HAS_TEXT.search(record) is None or _FINISHES.search(record) is not None
+
+
+_TEXT_KEYS = (b'"content":"', b'"text":"', b'"reasoning_content":"', b'"reasoning":"')
 
 
 # --- decoding ------------------------------------------------------------------------
@@ -305,7 +316,10 @@ class OpenAIDecoder:
         if not records:
             return []
         if len(records) == 1:
-            return self._decode_one_by_one(records)
+            try:
+                return [self._one.decode(records[0])]
+            except msgspec.DecodeError:
+                return self._decode_one_by_one(records)  # raises the typed error
         try:
             chunks: list[Any] = self._array.decode(b"[" + b",".join(records) + b"]")
         except msgspec.DecodeError:

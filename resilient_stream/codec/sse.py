@@ -86,6 +86,17 @@ class SseParser:
 
     def feed_data(self, data: bytes) -> list[bytes]:
         """Like :meth:`feed`, but only each event's ``data`` (the hot path)."""
+        if (
+            data.startswith(b"data: ")
+            and data.find(b"\n") == len(data) - 2
+            and data.endswith(b"\n\n")
+            and not self._pending
+            and self._started
+            and not self._skip_lf
+            and b"\r" not in data
+        ):  # exactly one whole one-line event: one token per read
+            self.events_seen += 1
+            return [data[6:-2]]
         out: list[bytes] = []
         for block in self._blocks(data):
             if block.startswith(b"data: ") and b"\n" not in block:
