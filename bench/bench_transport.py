@@ -321,11 +321,23 @@ def write_docs(md: str) -> None:
     path.write_text(text)
 
 
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "?"
+    return out.stdout.strip() or "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="small run; print, do not write docs")
+    ap.add_argument(
+        "--quick", action="store_true", help="small run; print only (no docs, no saved results)"
+    )
     ap.add_argument("--clients", default=",".join(CLIENT_ORDER))
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument(
@@ -352,12 +364,13 @@ def main() -> None:
     names = [c for c in args.clients.split(",") if c]
     raw = ROOT / "bench" / "bench_transport_results.json"
     results: list[Result] = []
+    commit = _git_commit()
     if args.from_json:
         fields = set(Result.__dataclass_fields__)
-        results = [
-            Result(**{k: v for k, v in d.items() if k in fields})
-            for d in json.loads(raw.read_text())
-        ]
+        saved = json.loads(raw.read_text())
+        commit = saved.get("commit", "?") if isinstance(saved, dict) else "?"
+        rows = saved["results"] if isinstance(saved, dict) else saved
+        results = [Result(**{k: v for k, v in d.items() if k in fields}) for d in rows]
         scenarios = [sc for sc in FULL if any(r.scenario == sc.name for r in results)]
         scenarios = scenarios or QUICK
         names = []
@@ -382,11 +395,12 @@ def main() -> None:
     md_targets = targets(results, scenarios)
     print(md_table)
     print(md_targets)
-    raw = ROOT / "bench" / "bench_transport_results.json"
-    raw.write_text(
-        json.dumps([asdict(r) | {"us_per_chunk": r.us_per_chunk} for r in results], indent=1)
-    )
-    if args.quick or args.no_docs:
+    if args.quick:
+        return  # smoke run: keep the saved full results
+    if not args.from_json:
+        rows = [asdict(r) | {"us_per_chunk": r.us_per_chunk} for r in results]
+        raw.write_text(json.dumps({"commit": commit, "results": rows}, indent=1))
+    if args.no_docs:
         return
     plot(results, scenarios, ROOT / "docs" / "img" / "transport_cpu_per_chunk.png")
     cpu = os.cpu_count()
@@ -400,6 +414,7 @@ def main() -> None:
         "cores, loopback, shared with other work (expect +-10% noise). Peak RSS includes "
         "every client library imported (same baseline for all). Connections: peak TCP "
         "connections to the server, sampled every 0.25 s.\n\n"
+        f"Measured at commit `{commit}`.\n\n"
         "Ratios of our transport's CPU per chunk, same run:\n\n"
         + md_targets
         + "\n"
