@@ -34,7 +34,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
-from resilient_stream.testing.pytest_plugin import reference_server  # noqa: F401
+from resilient_stream.pytest_plugin import reference_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(30)
 
