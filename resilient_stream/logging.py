@@ -34,21 +34,50 @@ def redact_headers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
-def library_logger(level: str) -> Any:
+class EventLogger:
     """The logger a client emits its events on.
 
-    It filters by ``level`` itself (``StreamConfig.log_level``: ``info`` gives
-    retries, resumes and give-ups; ``debug`` adds every attempt) and otherwise
-    uses whatever structlog configuration the application set up, so a service
-    that never configured logging does not get a line per stream on stdout.
+    It filters by level itself (``StreamConfig.log_level``: ``info`` gives
+    retries, resumes and give-ups; ``debug`` adds every attempt). Where an
+    event goes is decided when it is emitted (events are rare, never per
+    chunk): to structlog if the application configured structlog, otherwise
+    to the stdlib ``logging`` logger ``resilient_stream``, so a service that
+    configured nothing does not get library lines on its stdout.
     """
-    return structlog.wrap_logger(
-        None,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_name="resilient_stream",
-    )
+
+    __slots__ = ("_level", "_stdlib", "_structlog")
+
+    def __init__(self, level: str) -> None:
+        self._level = logging.getLevelNamesMapping()[level.upper()]
+        self._structlog: Any = structlog.get_logger("resilient_stream")
+        self._stdlib = logging.getLogger("resilient_stream")
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if level < self._level:
+            return
+        if structlog.is_configured():
+            self._structlog.log(level, event, **fields)
+        elif self._stdlib.isEnabledFor(level):
+            redact_headers(None, "", fields)
+            text = " ".join(f"{k}={v!r}" for k, v in fields.items())
+            self._stdlib.log(level, "%s %s", event, text)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields)
+
+
+def library_logger(level: str) -> EventLogger:
+    """A filtering event logger (see :class:`EventLogger`)."""
+    return EventLogger(level)
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
