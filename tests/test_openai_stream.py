@@ -304,3 +304,12 @@ async def test_events_split_over_many_reads_count_only_text_chunks(
     assert stream.result.eval_count == N
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == N
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+async def test_role_is_given_once_even_across_resumes(baseline_server: ReferenceServer) -> None:
+    plan = FaultSchedule({0: Fault("reset_stream", after_tokens=CUT)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with StreamClient(srv.url, config=StreamConfig(**FAST)) as client:
+            chunks = [c async for c in open_stream(client, "chat")]
+    roles = [c.choices[0].delta.role for c in chunks if c.choices]
+    assert roles[0] == "assistant" and roles[1:] == [None] * (len(roles) - 1)

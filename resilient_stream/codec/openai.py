@@ -13,10 +13,11 @@ resume machinery counts one token per chunk it is given, so chunks that
 carry no text (the role-only opening chunk, the finish chunk, the usage
 chunk) must not reach it as separate chunks:
 
-* :class:`OpenAIFramer` (one per attempt) holds records that carry no text
-  until a record with text, or ``[DONE]``, arrives, and hands them over in
-  the same batch (a cheap byte test decides; a wrong guess only delays a
-  record, never loses one).
+* :class:`OpenAIFramer` (one per attempt) holds chunk records that carry no
+  text (or carry a ``finish_reason``) until a record with text, or
+  ``[DONE]``, arrives, and hands them over in the same batch (a cheap byte
+  test decides; a wrong guess only delays a record, never loses one). Error
+  records and anything that is not a chunk pass at once.
 * :class:`OpenAIDecoder` (stateless) folds a held role into the next text
   chunk, and folds ``finish_reason``, ``usage``, ``id`` and ``model`` of the
   trailing chunks into **one final chunk with** ``done=True`` made at

@@ -122,6 +122,7 @@ class OpenAIPlanner:
             path=self.path,
             body=encode_request(resumed),
             chunk_type=self.caller_chunk_type,
+            convert=_strip_role if self.chat else None,
             framing="sse",
         )
 
@@ -145,6 +146,17 @@ class OpenAIPlanner:
         if progress.thinking:
             prefill = msgspec.structs.replace(prefill, **{reasoning_field: progress.thinking})
         return [*messages, prefill]
+
+
+def _strip_role(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+    """A resumed attempt opens with ``role`` again: the caller already had it."""
+    choices = chunk.choices
+    if choices and choices[0].delta.role is not None:
+        choice = choices[0]
+        delta = msgspec.structs.replace(choice.delta, role=None)
+        choices = [msgspec.structs.replace(choice, delta=delta), *choices[1:]]
+        return msgspec.structs.replace(chunk, choices=choices)
+    return chunk
 
 
 def _remaining(limit: int | None, tokens: int) -> int | None:
