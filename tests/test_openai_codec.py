@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from resilient_stream.codec.framing import framing
 from resilient_stream.codec.openai import (
+    MAX_HELD,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
@@ -21,6 +22,7 @@ from resilient_stream.codec.openai import (
     OpenAIDecoder,
     OpenAIFramer,
 )
+from resilient_stream.codec.sse import EventTooLargeError
 from resilient_stream.errors import MalformedChunkError, ServerReportedError
 from resilient_stream.resume.adapters import adapter_for
 from resilient_stream.resume.openai_planner import OpenAIPlanner
@@ -280,3 +282,24 @@ def test_completion_resume_extends_the_prompt_and_drops_echo() -> None:
     assert resumed["prompt"] == "Once upon" and resumed["max_tokens"] == 9
     assert "echo" not in resumed and resumed["stop"] == ["\n"]
     assert OpenAIPlanner(req).initial().path == "/v1/completions"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.binary(max_size=60)
+        | st.sampled_from([b"data: ", b"\n\n", b"[DONE]", b'{"choices":[', b'{"error":', b"\r"]),
+        max_size=30,
+    )
+)
+def test_garbage_gives_chunks_or_typed_errors_with_bounded_memory(pieces: list[bytes]) -> None:
+    limit = 200
+    framer = OpenAIFramer(limit)
+    decoder = OpenAIDecoder(ChatCompletionChunk)
+    for piece in pieces:
+        try:
+            chunks = decoder.decode_lines(framer.feed(piece))
+        except (MalformedChunkError, ServerReportedError, EventTooLargeError):
+            return
+        assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+        assert framer.pending <= limit * (MAX_HELD + 2)

@@ -312,6 +312,10 @@ class Handler:
             if method != "POST":
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._openai(path, body, fault)
+        if path == "/v1/models" and method in ("GET", "HEAD"):
+            from resilient_stream.testing import openai_api
+
+            return Reply(200, JSON, openai_api.MODELS)
         if path == "/api/tags":
             return Reply(200, JSON, self._tags)
         if path == "/api/version":

@@ -94,6 +94,22 @@ class _Completion(msgspec.Struct):
     usage: _Usage
 
 
+class _Model(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "resilient-stream"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_Model]
+    object: str = "list"
+
+
+#: ``GET /v1/models``: any model name is served; this lists the canonical one.
+MODELS = _encode(_ModelList(data=[_Model(id="reference")]))
+
+
 def openai_error(status: int, message: str, kind: str) -> bytes:
     return _encode(_Error(_ErrorInfo(message=message, type=kind, code=status)))
 
@@ -330,4 +346,4 @@ def _whole(
     return Reply(200, JSON, _encode(out))
 
 
-__all__ = ["PATHS", "SSE", "TEXT", "SseLineStream", "handle", "openai_error"]
+__all__ = ["MODELS", "PATHS", "SSE", "TEXT", "SseLineStream", "handle", "openai_error"]
