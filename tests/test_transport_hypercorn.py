@@ -105,9 +105,11 @@ async def test_one_stalled_stream_is_detected_while_50_others_keep_flowing() -> 
 
 @pytest.mark.timeout(30)
 async def test_consumer_that_stops_reading_does_not_slow_other_streams() -> None:
-    # Stock httpcore opens every stream window to 16 MiB, so an unread response may
-    # buffer up to 16 MiB; here the stalled stream holds at most its 64 KiB window
-    # while 20 others on the same connection keep their pace.
+    # Stock httpcore opens every stream window to 16 MiB and credits the connection
+    # window only as each stream is read: the unread 40 MB response uses up the 16 MiB
+    # connection window and the 20 other streams stop (with httpx 0.28.1, http1=False,
+    # they failed with ReadTimeout). Here the stalled stream holds at most its 64 KiB
+    # window while the others keep their pace.
     window = 65_536
     async with hypercorn_server() as (url, _):
         transport = MultiplexedTransport(initial_stream_window=window)
