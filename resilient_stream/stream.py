@@ -267,7 +267,9 @@ class ResilientStream(Generic[ChunkT]):
                 f"body ended in the middle of a line ({len(rest)} bytes, no newline)",
                 partial_line=rest,
             )
-        return TruncatedStreamError("body ended without a `done: true` chunk")
+        return TruncatedStreamError(
+            "body ended before the stream's final chunk (`done: true` / `[DONE]`)"
+        )
 
     async def _open(self) -> None:
         """Open the next attempt, retrying the request/headers phase with tenacity."""
@@ -315,7 +317,7 @@ class ResilientStream(Generic[ChunkT]):
             "POST",
             replica.url + plan.path,
             content=plan.body,
-            headers=_JSON_HEADERS,
+            headers=_HEADERS.get(plan.framing, _HEADERS["ndjson"]),
             timeout=client.httpx_timeout,
         )
         now = time.monotonic()
@@ -358,8 +360,11 @@ class ResilientStream(Generic[ChunkT]):
         text = body.decode("utf-8", "replace")
         with contextlib.suppress(msgspec.DecodeError):
             decoded = msgspec.json.decode(body)
-            if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
-                text = decoded["error"]
+            error = decoded.get("error") if isinstance(decoded, dict) else None
+            if isinstance(error, dict):  # OpenAI: {"error": {"message": ...}}
+                error = error.get("message")
+            if isinstance(error, str):
+                text = error
         raise HTTPStatusError(
             response.status_code,
             text,
@@ -595,7 +600,10 @@ class ResilientStream(Generic[ChunkT]):
             self._client.spawn(self._close_response())
 
 
-_JSON_HEADERS = {"content-type": "application/json", "accept": "application/x-ndjson"}
+_HEADERS = {
+    "ndjson": {"content-type": "application/json", "accept": "application/x-ndjson"},
+    "sse": {"content-type": "application/json", "accept": "text/event-stream"},
+}
 
 
 def _describe(exc: BaseException) -> str:
