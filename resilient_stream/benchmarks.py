@@ -1,0 +1,80 @@
+"""``resilient-stream bench``: run the benchmarks in ``bench/`` and write their tables.
+
+The benchmark scripts live in the repository's ``bench/`` folder (they compare
+against peers from the ``bench`` extra: ``pip install -e '.[bench]'``), so run
+this from a checkout. Each script prints its table (and most update their
+section of docs/benchmarks.md and their plot in docs/img/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: name -> (script, one-line description)
+BENCHMARKS = {
+    "transport": (
+        "bench_transport.py",
+        "HTTP/2 transport vs httpx, aiohttp, ollama, niquests, floor",
+    ),
+    "buffering": (
+        "bench_buffering.py",
+        "adaptive windows, slow consumers, memory, stall detection",
+    ),
+    "stream": ("bench_stream.py", "what resilience costs per chunk over the bare transport"),
+    "server": ("bench_server.py", "reference server chunks/s on one core, h1 and h2"),
+    "proxy": ("bench_proxy.py", "chaos proxy added latency and throughput"),
+    "openai": ("bench_openai_stream.py", "SSE vs NDJSON codec and stream cost"),
+    "ollama": ("bench_ollama_dropin.py", "ollama drop-in vs the official client"),
+}
+QUICK = {"transport", "server"}  # scripts that take --quick
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lines = "\n".join(f"  {k:<10} {v[1]}" for k, v in BENCHMARKS.items())
+    p = sub.add_parser(
+        "bench",
+        help="run benchmarks (from a checkout) and write tables and plots",
+        description=f"Run benchmarks from ./bench.\n\nBenchmarks:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    p.add_argument("--quick", action="store_true", help="small runs where supported")
+    p.add_argument("--dir", default="bench", help="benchmark folder (%(default)s)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}",
+            file=sys.stderr,
+        )
+        return 2
+    failed = []
+    for i, name in enumerate(names, 1):
+        script = folder / BENCHMARKS[name][0]
+        if not script.is_file():
+            print(
+                f"[{i}/{len(names)}] {name}: {script} not found (run from a checkout)",
+                file=sys.stderr,
+            )
+            failed.append(name)
+            continue
+        cmd = [sys.executable, str(script)] + (["--quick"] if args.quick and name in QUICK else [])
+        print(f"[{i}/{len(names)}] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        code = subprocess.call(cmd)
+        print(
+            f"[{i}/{len(names)}] {name}: exit {code} in {time.monotonic() - started:.0f}s",
+            file=sys.stderr,
+        )
+        if code != 0:
+            failed.append(name)
+    return 1 if failed else 0
