@@ -15,7 +15,6 @@ Reports client CPU microseconds per chunk and the ratio. Usage:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -35,7 +34,8 @@ async def bare():
         async def one(i):
             n = 0
             framer = NdjsonFramer()
-            body = {"model": "m", "prompt": f"s{i}", "raw": True, "options": {"num_predict": tokens}}
+            body = {"model": "m", "prompt": f"s{i}", "raw": True,
+                    "options": {"num_predict": tokens}}
             async with c.stream("POST", url + "/api/generate", json=body) as r:
                 async for data in r.aiter_raw():
                     n += len(dec.decode_lines(framer.feed(data)))
@@ -47,14 +47,16 @@ async def resilient():
     async with StreamClient(url, config=StreamConfig.load(env={})) as c:
         async def one(i):
             n = 0
-            async for _ in c.generate(model="m", prompt=f"s{i}", raw=True, options={"num_predict": tokens}):
+            opts = {"num_predict": tokens}
+            async for _ in c.generate(model="m", prompt=f"s{i}", raw=True, options=opts):
                 n += 1
             return n
         return sum(await asyncio.gather(*(one(i) for i in range(streams))))
 
 cpu0, t0 = time.process_time(), time.perf_counter()
 chunks = asyncio.run(bare() if mode == "bare" else resilient())
-print(json.dumps({"chunks": chunks, "cpu": time.process_time() - cpu0, "wall": time.perf_counter() - t0}))
+cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+print(json.dumps({"chunks": chunks, "cpu": cpu, "wall": wall}))
 """
 
 
@@ -66,9 +68,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     server = subprocess.Popen(
-        [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0",
-         "--tokens-per-second", str(args.rate), "--stop-probability", "0"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "resilient_stream.cli",
+            "serve",
+            "--port",
+            "0",
+            "--tokens-per-second",
+            str(args.rate),
+            "--stop-probability",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
@@ -79,7 +92,9 @@ def main() -> None:
             for mode in results:
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, url, mode, str(args.streams), str(args.tokens)],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -87,7 +102,7 @@ def main() -> None:
         bare = sorted(results["bare"])[len(results["bare"]) // 2]
         res = sorted(results["resilient"])[len(results["resilient"]) // 2]
         print(f"streams={args.streams} tokens={args.tokens} rate={args.rate} rounds={args.rounds}")
-        print(f"| client | CPU us/chunk (median) |\n|---|---|")
+        print("| client | CPU us/chunk (median) |\n|---|---|")
         print(f"| bare MultiplexedTransport + msgspec | {bare:.1f} |")
         print(f"| StreamClient (resume, stall timer, seams) | {res:.1f} |")
         print(f"ratio resilient/bare: {res / bare:.2f}")

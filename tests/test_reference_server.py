@@ -33,8 +33,8 @@ import ollama
 import pytest
 from h2.errors import ErrorCodes
 
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
 from resilient_stream.pytest_plugin import reference_server  # noqa: F401
+from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(30)
 
