@@ -69,6 +69,25 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """HTTP/2 receive window per stream: bytes buffered for a consumer that stops reading."""
     connection_window: int = 16_777_216
     """HTTP/2 receive window for the whole connection."""
+    adaptive_windows: bool = True
+    """Size HTTP/2 receive windows from measurements: each stream's window follows twice
+    what its consumer reads per round trip (within the floor and cap and the connection's
+    BDP), new streams start from the connection's BDP. False: fixed windows as configured."""
+    bdp_probe: bool = True
+    """Measure round-trip time and bandwidth-delay product with PING probes on DATA (gRPC's
+    BDP estimator); without it, adaptive windows only learn RTT from keepalive PINGs."""
+    stream_window_floor: int = 65_536
+    """Smallest adaptive stream window (a token stream stays here)."""
+    stream_window_cap: int = 16_777_216
+    """Largest adaptive stream window, also the BDP estimate's cap: the most one stalled
+    consumer can ever hold."""
+    consumer_target_latency: float = 0.25
+    """Seconds of a stream's own pace that may wait unread for its consumer; a consumer that
+    falls further behind gets its window cut to that (backpressure on that stream only)."""
+    coalesce_reads: bool = True
+    """Hand a consumer that fell behind everything waiting as one piece of bytes (several
+    NDJSON lines in one read; each line is still its own chunk); False: one DATA frame
+    per read."""
     read_size: int = 262_144
     """Bytes read from the socket at once."""
     verify_tls: bool = True

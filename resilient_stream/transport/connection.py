@@ -1,21 +1,13 @@
 """One HTTP/2 client connection: an ``asyncio.Protocol`` driving ``h2``.
 
-Hot path: ``data_received`` frames the bytes; plain DATA frames are appended to
-their stream's buffer directly (waking its waiter), everything else goes through
-``h2.receive_data``. The connection window is
-credited on receipt (other streams keep flowing); a stream's window only as its
-consumer reads (:meth:`stream_data_consumed`). One write per received batch.
+Its jobs are split by seam: receiving (framing, the DATA fast path, h2 events)
+is :class:`~.receive.FrameReceiver`; receive windows and adaptive sizing are
+:class:`~.flow.FlowControl`; this module holds the lifecycle: handshake, opening
+streams and sending request bodies, liveness, resets and closing.
 
 Liveness (keepalive.py): a PING goes out when the server has been quiet for
 ``ping_interval``; no ACK within ``ping_timeout`` means the connection is dead even
 if TCP says otherwise, and every stream on it fails with :class:`ConnectionLostError`.
-
-GOAWAY: streams above ``last_stream_id`` were never processed and fail with
-``GoAwayError(processed=False)`` (the transport retries them at once elsewhere).
-A graceful GOAWAY (NO_ERROR) lets the streams at or below it drain: ``h2`` closes
-its state machine on GOAWAY (python-hyper/h2#1181), so ``h2setup.DrainingH2Connection``
-keeps it open for frames of existing streams; the pool never puts a new stream
-on such a connection.
 """
 
 from __future__ import annotations
@@ -24,25 +16,16 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
 import h2.errors
-import h2.events
 import h2.exceptions
-import h2.settings
 import httpx
 
-from ..errors import (
-    ConnectionLostError,
-    GoAwayError,
-    RefusedStreamError,
-    StallError,
-    StreamResetError,
-)
+from ..buffering.bdp import BdpEstimator
+from ..errors import ConnectionLostError, GoAwayError, StallError
+from .flow import FlowControl
 from .h2setup import (
     CONNECTION_CLOSED,
     CONNECTION_DEAD,
-    CONNECTION_GOAWAY,
     ConnectionSettings,
     NotHttp2Error,
     error_name,
@@ -50,20 +33,17 @@ from .h2setup import (
     request_headers,
 )
 from .keepalive import PingKeepalive
+from .receive import FrameReceiver
 from .stream import H2Stream
 from .windows import DEFAULT_CONNECTION_WINDOW, ReceiveWindow
 
 if TYPE_CHECKING:
     from .pool import OriginPool
 
-_DataReceived = h2.events.DataReceived
-_REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
-#: SETTINGS_MAX_FRAME_SIZE we advertise (the h2 default): larger frames are errors.
-_MAX_FRAME = 16_384
 
 
-class H2ClientConnection(asyncio.Protocol):
+class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
     """An HTTP/2 connection carrying many concurrent streams."""
 
     def __init__(
@@ -106,6 +86,13 @@ class H2ClientConnection(asyncio.Protocol):
         # uses private h2 attributes (present in h2 4.x); without them, h2 does it all.
         self._h2_conn_window: Any = getattr(self._h2, "_inbound_flow_control_window_manager", None)
         self._fast_path = self._h2_conn_window is not None
+        self._sizing = settings.sizing
+        self._budget = settings.budget
+        self._bdp: BdpEstimator | None = (
+            BdpEstimator(limit=settings.sizing.cap)
+            if settings.sizing is not None and settings.bdp_probe
+            else None
+        )
 
     # --- state seen by the pool ------------------------------------------------
 
@@ -129,124 +116,6 @@ class H2ClientConnection(asyncio.Protocol):
         transport.write(h2c.data_to_send())
         self._keepalive.start()
 
-    def data_received(self, data: bytes) -> None:
-        """Frame the bytes ourselves; DATA of open streams takes the fast path.
-
-        h2 spends ~20 us per DATA frame (frame objects, flags, an eager ``repr``
-        for its trace log, two state machines). A plain DATA frame of a stream
-        whose headers we already have needs none of that: we slice the payload,
-        update h2's own window accounting (so h2 stays consistent for every
-        other frame it sees) and wake the consumer. Every other frame (SETTINGS,
-        HEADERS, END_STREAM, RST_STREAM, PING, GOAWAY, padded DATA, ...) goes to
-        h2, in order, as whole frames.
-        """
-        self._keepalive.last_recv = self.loop.time()
-        if self._rbuf:
-            data = self._rbuf + data
-            self._rbuf = b""
-        elif not self.ready.done() and data[:5] == b"HTTP/":
-            # h2 would wait for a 4.7 MB "frame"; an HTTP/1 server answered our preface.
-            self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
-            return
-        streams = self.streams
-        conn_window = self._h2_conn_window
-        n = len(data)
-        pos = 0
-        slow_from = -1
-        credit = 0
-        in_block = self._in_header_block
-        while n - pos >= 9:
-            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > _MAX_FRAME:  # reject from the header; h2 would buffer it all first
-                if slow_from >= 0:
-                    self._slow(data[slow_from:pos])
-                self._frame_too_large(length)
-                return
-            end = pos + 9 + length
-            if end > n:
-                break
-            ftype = data[pos + 3]
-            if ftype == 0 and not data[pos + 4] & 0x09 and not in_block:
-                if slow_from >= 0:
-                    credit += self._slow(data[slow_from:pos])
-                    slow_from = -1
-                    if self.closed:
-                        return
-                s = streams.get(int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF)
-                if s is not None and s.status and s.h2_window is not None:
-                    try:
-                        conn_window.window_consumed(length)
-                        s.h2_window.window_consumed(length)
-                    except h2.exceptions.ProtocolError as exc:
-                        self._protocol_error(exc)
-                        return
-                    s.h2_stream._actual_content_length += length
-                    s.chunks.append(data[pos + 9 : end])
-                    s.unacked += length
-                    credit += length
-                    waiter = s.waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
-                    pos = end
-                    continue
-            elif ftype == 1 or ftype == 5 or ftype == 9:  # header block: no DATA until it ends
-                in_block = not data[pos + 4] & 0x04
-            if slow_from < 0:
-                slow_from = pos
-            pos = end
-        self._in_header_block = in_block
-        if slow_from >= 0:
-            credit += self._slow(data[slow_from:pos])
-            if self.closed:
-                return
-        if pos < n:
-            self._rbuf = data[pos:]
-        if credit:
-            increment = self._conn_window.consumed(credit)
-            if increment:
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self._h2.increment_flow_control_window(increment)
-        self._flush()
-
-    def _slow(self, frames: bytes) -> int:
-        """Whole frames through h2; returns the DATA bytes it consumed (connection credit)."""
-        try:
-            events = self._h2.receive_data(frames)
-        except h2.exceptions.ProtocolError as exc:
-            self._protocol_error(exc)
-            return 0
-        streams = self.streams
-        credit = 0
-        for event in events:
-            if type(event) is _DataReceived:
-                n = event.flow_controlled_length
-                credit += n
-                s = streams.get(event.stream_id)
-                if s is not None:
-                    s.chunks.append(event.data)
-                    s.unacked += n
-                    s.wake()
-            else:
-                self._handle_event(event)
-        return credit
-
-    def _frame_too_large(self, length: int) -> None:
-        if self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self._h2.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
-        self._protocol_error(
-            h2.exceptions.FrameTooLargeError(
-                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE={_MAX_FRAME}"
-            )
-        )
-
-    def _protocol_error(self, exc: Exception) -> None:
-        self._flush()  # h2 queued a GOAWAY naming the error
-        self._abort(
-            ConnectionLostError(f"HTTP/2 protocol error from server: {exc}", endpoint=self.endpoint)
-        )
-
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
 
@@ -260,88 +129,6 @@ class H2ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_senders()
-
-    # --- events ---------------------------------------------------------------
-
-    def _handle_event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
-            s = self.streams.get(event.stream_id)
-            if s is not None:
-                headers = event.headers
-                for name, value in headers:
-                    if name == b":status":
-                        s.status = int(value)
-                        break
-                s.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
-                s.wake()
-        elif isinstance(event, h2.events.StreamEnded):
-            s = self.streams.get(event.stream_id)
-            if s is not None:
-                s.ended = True
-                if not s.request_done:  # answered before our body was sent: stop sending
-                    self._reset(s.stream_id, _CANCEL)
-                self._forget(s)
-                s.wake()
-        elif isinstance(event, h2.events.StreamReset):
-            s = self.streams.get(event.stream_id)
-            if s is not None:
-                code = int(event.error_code or 0)
-                cls = RefusedStreamError if code == _REFUSED else StreamResetError
-                s.fail(
-                    cls(
-                        f"server reset HTTP/2 stream {event.stream_id} ({error_name(code)})",
-                        error_code=code,
-                        endpoint=self.endpoint,
-                    )
-                )
-                self._forget(s)
-        elif isinstance(event, h2.events.WindowUpdated):
-            self._wake_senders()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            remote = self._h2.remote_settings.max_concurrent_streams
-            self.capacity = max(0, min(self._settings.max_streams, remote))
-            self._wake_senders()
-            if not self.ready.done():
-                self.ready.set_result(None)
-            self._pool.capacity_changed(self)
-        elif isinstance(event, h2.events.PingAckReceived):
-            self._keepalive.acked()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(int(event.error_code or 0), int(event.last_stream_id or 0))
-        # Trailers, informational responses, settings ACKs, priority: nothing to do.
-
-    def _on_goaway(self, error_code: int, last_stream_id: int) -> None:
-        self.goaway = True
-        self._goaway_last_id = last_stream_id
-        self._goaway_code = error_code
-        self._pool.connection_unusable(self)
-        self._pool.log.info(
-            CONNECTION_GOAWAY,
-            endpoint=self.endpoint,
-            error=error_name(error_code),
-            last_stream_id=last_stream_id,
-            unprocessed=sum(1 for sid in self.streams if sid > last_stream_id),
-            draining=sum(1 for sid in self.streams if sid <= last_stream_id),
-        )
-        name = error_name(error_code)
-        for s in list(self.streams.values()):
-            if s.stream_id > last_stream_id:
-                s.fail(
-                    GoAwayError(
-                        f"GOAWAY({name}, last_stream_id={last_stream_id}): stream "
-                        f"{s.stream_id} was not processed",
-                        last_stream_id=last_stream_id,
-                        error_code=error_code,
-                        processed=False,
-                        endpoint=self.endpoint,
-                    )
-                )
-                self._forget(s)
-        if error_code != 0:
-            self._shutdown(self._lost_error("GOAWAY"))
-            self._close_transport()
-        elif not self.streams:
-            self.close()
 
     # --- liveness ---------------------------------------------------------------
 
@@ -392,6 +179,7 @@ class H2ClientConnection(asyncio.Protocol):
         s.request_done = not has_body
         self.streams[stream_id] = s
         self.streams_opened += 1
+        self.start_window(s)
         self._flush()
         return s
 
@@ -439,44 +227,6 @@ class H2ClientConnection(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-    def stream_data_consumed(self, s: H2Stream, n: int) -> None:
-        """The consumer read ``n`` flow-controlled bytes: maybe reopen its window."""
-        if s.stream_id not in self.streams:
-            return  # stream over: nothing more will come on it
-        increment = s.window.consumed(n)
-        if increment:
-            try:
-                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
-
-    def set_stream_window(self, s: H2Stream, size: int) -> None:
-        """Resize one stream's receive window (adaptive buffering hook).
-
-        Growing sends the difference at once; shrinking withholds later credit
-        (HTTP/2 cannot take credit back).
-        """
-        increment = s.window.resize(size)
-        if increment and s.stream_id in self.streams:
-            try:
-                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
-
-    def set_connection_window(self, size: int) -> None:
-        """Resize the connection's receive window (adaptive buffering hook)."""
-        increment = self._conn_window.resize(size)
-        if increment and not self.closed:
-            self._h2.increment_flow_control_window(increment)
-            self._flush()
-
-    @property
-    def rtt(self) -> float | None:
-        """Round-trip time of the last ACKed keepalive PING, if any."""
-        return self._keepalive.rtt
 
     def close_stream(self, s: H2Stream) -> None:
         """Consumer is done with the stream: RST_STREAM(CANCEL) if it is still open."""

@@ -7,13 +7,17 @@ of a graceful GOAWAY alive (python-hyper/h2#1181).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.settings
 import httpx
+
+if TYPE_CHECKING:
+    from ..buffering.consumer import ConsumerBudget
+    from ..buffering.sizing import WindowSizing
 
 #: Log event names of the transport (one per connection event, never per chunk).
 CONNECTION_OPENED = "connection.opened"
@@ -59,10 +63,13 @@ class ConnectionSettings:
     """The knobs one connection needs (resolved once per transport)."""
 
     __slots__ = (
+        "bdp_probe",
+        "budget",
         "connection_window",
         "max_streams",
         "ping_interval",
         "ping_timeout",
+        "sizing",
         "stream_window",
     )
 
@@ -74,7 +81,13 @@ class ConnectionSettings:
         connection_window: int,
         ping_interval: float,
         ping_timeout: float,
+        sizing: WindowSizing | None = None,
+        budget: ConsumerBudget | None = None,
+        bdp_probe: bool = True,
     ) -> None:
+        self.sizing = sizing  # adaptive windows (None: fixed)
+        self.budget = budget
+        self.bdp_probe = bdp_probe
         self.max_streams = max_streams
         self.stream_window = stream_window
         self.connection_window = connection_window

@@ -37,6 +37,8 @@ import httpx
 import msgspec
 
 from .. import errors
+from ..buffering.consumer import ConsumerBudget
+from ..buffering.sizing import WindowSizing
 from ..config import StreamConfig
 from ..logging import library_logger
 from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
@@ -64,6 +66,14 @@ class TransportStats(msgspec.Struct, frozen=True):
     """Response bytes received on open streams but not yet read by their consumers."""
     http1_origins: list[str]
     """Origins that fell back to HTTP/1.1."""
+    stream_window_max: int = 0
+    """Largest receive window of an open stream now (adaptive windows)."""
+    connection_window_max: int = 0
+    """Largest connection receive window now."""
+    bdp_max: int = 0
+    """Largest bandwidth-delay product estimate of an open connection (0: not measured)."""
+    rtt: float = 0.0
+    """Round-trip time of the connection with the largest BDP estimate (0.0: unknown)."""
 
 
 class MultiplexedTransport(httpx.AsyncBaseTransport):
@@ -86,6 +96,23 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             connection_window=cfg.connection_window,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
+            sizing=WindowSizing(
+                floor=cfg.stream_window_floor,
+                cap=cfg.stream_window_cap,
+                initial=cfg.initial_stream_window,
+                connection_floor=cfg.connection_window,
+            )
+            if cfg.adaptive_windows
+            else None,
+            budget=ConsumerBudget(
+                target_latency=cfg.consumer_target_latency,
+                floor=cfg.stream_window_floor,
+                cap=cfg.stream_window_cap,
+                coalesce=cfg.coalesce_reads,
+            )
+            if cfg.adaptive_windows
+            else None,
+            bdp_probe=cfg.bdp_probe,
         )
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(["h2", "http/1.1"])  # needed to negotiate h2
@@ -168,7 +195,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 return httpx.Response(
                     status_code=s.status,
                     headers=s.headers,
-                    stream=H2ResponseStream(s),
+                    stream=H2ResponseStream(s, self.config.coalesce_reads),
                     extensions={"http_version": b"HTTP/2", "stream_id": s.stream_id},
                 )
             error = s.error
@@ -257,6 +284,12 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             streams_opened=sum(c.streams_opened for c in conns),
             buffered_bytes=sum(len(b) for c in conns for s in c.streams.values() for b in s.chunks),
             http1_origins=[p.endpoint for p in self._pools.values() if p.http1],
+            stream_window_max=max(
+                (s.window.size for c in conns for s in c.streams.values()), default=0
+            ),
+            connection_window_max=max((c.connection_window for c in conns), default=0),
+            bdp_max=max((c.bdp for c in conns), default=0),
+            rtt=max(conns, key=lambda c: c.bdp).rtt or 0.0 if conns else 0.0,
         )
 
 

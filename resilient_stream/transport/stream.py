@@ -35,10 +35,13 @@ class H2Stream:
         "conn",
         "ended",
         "error",
+        "eval_at",
         "h2_stream",
         "h2_window",
         "headers",
         "idle_since",
+        "rate",
+        "read_bytes",
         "request_done",
         "status",
         "stream_id",
@@ -68,6 +71,10 @@ class H2Stream:
         self._timer: asyncio.TimerHandle | None = None
         self.h2_stream: Any = None  # h2's H2Stream (window + content-length bookkeeping)
         self.h2_window: Any = None  # its inbound WindowManager
+        # Adaptive sizing (flow.py): bytes read since eval_at, smoothed read rate (B/s).
+        self.read_bytes = 0
+        self.eval_at = 0.0
+        self.rate = 0.0
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -129,24 +136,34 @@ class H2Stream:
 class H2ResponseStream(httpx.AsyncByteStream):
     """The response body. ``aclose()`` before the end sends RST_STREAM(CANCEL)."""
 
-    def __init__(self, stream: H2Stream) -> None:
+    def __init__(self, stream: H2Stream, coalesce: bool = True) -> None:
         self._stream = stream
         self._closed = False
+        self._coalesce = coalesce
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         s = self._stream
         chunks = s.chunks
         conn = s.conn
+        coalesce = self._coalesce
         while True:
             if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
                 s.timeout = s.body_timeout  # first data seen: the idle timeout applies
                 n = s.unacked
-                if n:
-                    s.unacked = 0
-                    conn.stream_data_consumed(s, n)
-                yield data
+                if coalesce or len(chunks) == 1:
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    chunks.clear()
+                    if n:
+                        s.unacked = 0
+                        conn.stream_data_consumed(s, n)
+                    yield data
+                else:  # one DATA frame per read (coalesce_reads=False)
+                    data = chunks.pop(0)
+                    n = min(len(data), n) if chunks else n
+                    if n:
+                        s.unacked -= n
+                        conn.stream_data_consumed(s, n)
+                    yield data
             elif s.error is not None:
                 raise s.error
             elif s.ended:
