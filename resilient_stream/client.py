@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
+from .attempts import AttemptLoop
 from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
 from .codec.framing import Decoder, framing
 from .config import StreamConfig
@@ -80,7 +81,7 @@ class StreamClient:
         )
         self._ids = itertools.count(1)
         self._decoders: dict[tuple[str, type[Any]], Decoder] = {}
-        self._streams: weakref.WeakSet[ResilientStream[Any]] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[AttemptLoop[Any]] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- streams -------------------------------------------------------------------
@@ -125,7 +126,7 @@ class StreamClient:
             decoder = self._decoders[key] = framing(plan.framing).new_decoder(plan.chunk_type)
         return decoder
 
-    def forget(self, stream: ResilientStream[Any]) -> None:
+    def forget(self, stream: AttemptLoop[Any]) -> None:
         self._streams.discard(stream)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -1,11 +1,9 @@
-"""``ResilientStream``: the async iterator a caller holds (the I/O edge).
+"""``ResilientStream``: the async iterator a caller holds (the reading side).
 
-One logical stream is a sequence of attempts. The request/headers phase of
-each attempt is retried by tenacity's ``AsyncRetrying`` (backoff with full
-jitter, Retry-After, attempt and deadline limits, the client's retry budget);
-a failure after headers, while chunks flow, ends the attempt and the next one
-resumes from what the caller already has (``resume/``). Nothing is yielded
-inside a tenacity attempt, and ``CancelledError`` is never retried.
+It reads the current attempt's body, frames and decodes it, watches for
+stalls (one lazily re-armed timer per stream) and hands chunks to the
+assembler; the attempts themselves (open, retry, resume, give up) are
+``AttemptLoop``'s job (attempts.py).
 
 Leaving ``async for`` early, ``aclose()``, ``async with`` exit or cancelling
 the task closes the HTTP response, which on our transport sends RST_STREAM
@@ -15,102 +13,30 @@ the task closes the HTTP response, which on our transport sends RST_STREAM
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
-import msgspec
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from .buffering import IdleTimeoutPolicy
-from .codec.chunks import GenerateChunk
-from .codec.framing import Decoder, Framer, framing
-from .codec.ndjson import ChunkDecoder, NdjsonFramer
+from .attempts import AttemptLoop
 from .errors import (
-    AttemptsExhausted,
-    DeadlineExceeded,
-    HTTPStatusError,
     MalformedChunkError,
     ProtocolError,
-    RetryBudgetExhausted,
     ServerReportedError,
     StallError,
     StreamError,
-    TransportError,
     TruncatedStreamError,
 )
-from .logging import ATTEMPT, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
-from .replicas import Replica
-from .result import AttemptRecord, StreamResult
-from .resume.assembler import StreamAssembler
-from .resume.planner import AttemptPlan, Finished, NotResumable, Planner
-from .retry import backoff_delay, is_retryable, is_transparent, parse_retry_after
-from .watchdog import StallWatchdog
-
-if TYPE_CHECKING:
-    from .client import StreamClient
+from .result import StreamResult
 
 ChunkT = TypeVar("ChunkT")
 
 
-_MAX_ERROR_BODY = 65_536
-
-
-class _GiveUp(Exception):
-    """Internal: stop the tenacity loop and raise ``error`` to the caller."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class ResilientStream(Generic[ChunkT]):
+class ResilientStream(AttemptLoop[ChunkT]):
     """Async iterator of typed chunks that survives interruptions.
 
     After the end, ``result`` holds the full text and how it was obtained.
     """
-
-    def __init__(
-        self, client: StreamClient, planner: Planner, caller_type: type[ChunkT], sid: int
-    ) -> None:
-        cfg = client.config
-        self._client = client
-        self._cfg = cfg
-        self._planner = planner
-        self.id = sid
-        self._asm: StreamAssembler[ChunkT] = StreamAssembler(
-            caller_type, max_overlap=cfg.max_seam_overlap
-        )
-        self._out: collections.deque[ChunkT] = collections.deque()
-        self._response: httpx.Response | None = None
-        self._body: AsyncIterator[bytes] | None = None
-        self._framer: Framer = NdjsonFramer(cfg.max_line_bytes)
-        self._decoder: Decoder = ChunkDecoder(GenerateChunk)
-        self._plan: AttemptPlan | None = None
-        self._replica: Replica | None = None
-        self._failed_replica: Replica | None = None
-        self._attempts = 0
-        self._retries = 0
-        self._failures_in_a_row = 0
-        self._history: list[AttemptRecord] = []
-        self._started_at: float | None = None
-        self._deadline = 0.0
-        self._first_token_at: float | None = None
-        self._ended_at: float | None = None
-        self._attempt_first_chunk = True
-        self._idle = IdleTimeoutPolicy(
-            cap=cfg.idle_timeout,
-            floor=cfg.idle_timeout_floor,
-            factor=cfg.idle_timeout_factor,
-            enabled=cfg.adaptive_idle_timeout,
-        )
-        self._last_read = 0.0
-        self._watchdog = StallWatchdog()
-        self._closed = False
-        self._error: BaseException | None = None
 
     # --- public API --------------------------------------------------------------
 
@@ -140,10 +66,6 @@ class ResilientStream(Generic[ChunkT]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the stream: cancel the upstream request and release everything."""
-        await self._abort()
 
     async def collect(self) -> StreamResult:
         """Consume the whole stream and return its result."""
@@ -271,349 +193,8 @@ class ResilientStream(Generic[ChunkT]):
             "body ended before the stream's final chunk (`done: true` / `[DONE]`)"
         )
 
-    async def _open(self) -> None:
-        """Open the next attempt, retrying the request/headers phase with tenacity."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(self._should_retry),
-            stop=self._stop,
-            wait=self._wait,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    await self._start_attempt()
-        except _GiveUp as give_up:
-            raise give_up.error from give_up.error.__cause__
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            raise self._give_up_error(exc) from exc
-
-    async def _start_attempt(self) -> None:
-        plan = self._plan
-        assert plan is not None
-        client = self._client
-        replica = client.replicas.pick(
-            time.monotonic(), avoid=self._failed_replica, retry=self._attempts > 0
-        )
-        self._replica = replica
-        transparent = False
-        self._attempts += 1
-        self._asm.begin_attempt(plan)
-        self._attempt_first_chunk = True
-        self._idle.reset()
-        self._framer = framing(plan.framing).new_framer(self._cfg.max_line_bytes)
-        self._decoder = client.decoder_for(plan)
-        self._client.log.debug(
-            ATTEMPT,
-            stream=self.id,
-            attempt=self._attempts,
-            endpoint=replica.url,
-            path=plan.path,
-        )
-        request = client.http.build_request(
-            "POST",
-            replica.url + plan.path,
-            content=plan.body,
-            headers=_HEADERS.get(plan.framing, _HEADERS["ndjson"]),
-            timeout=client.httpx_timeout,
-        )
-        now = time.monotonic()
-        try:
-            async with asyncio.timeout(min(self._cfg.first_token_timeout, self._deadline - now)):
-                response = await client.http.send(request, stream=True)
-                if response.status_code != 200:
-                    await self._raise_for_status(response)
-        except TimeoutError:
-            if time.monotonic() >= self._deadline:
-                raise _GiveUp(self._deadline_error(None)) from None
-            exc: BaseException = StallError(
-                "no response headers within first_token_timeout "
-                f"({self._cfg.first_token_timeout:.1f}s)",
-                waited=time.monotonic() - now,
-                endpoint=replica.url,
-            )
-            self._note_failure(exc, replica)
-            raise exc from None
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            transparent = is_transparent(exc)
-            if transparent:
-                self._attempts -= 1
-            self._note_failure(exc, replica, count=not transparent)
-            raise
-        self._response = response
-        self._body = response.stream.__aiter__()  # type: ignore[union-attr]
-
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        body = b""
-        try:
-            async for piece in response.aiter_raw():
-                body += piece
-                if len(body) > _MAX_ERROR_BODY:
-                    break
-        finally:
-            await response.aclose()
-        text = body.decode("utf-8", "replace")
-        with contextlib.suppress(msgspec.DecodeError):
-            decoded = msgspec.json.decode(body)
-            error = decoded.get("error") if isinstance(decoded, dict) else None
-            if isinstance(error, dict):  # OpenAI: {"error": {"message": ...}}
-                error = error.get("message")
-            if isinstance(error, str):
-                text = error
-        raise HTTPStatusError(
-            response.status_code,
-            text,
-            retry_after=parse_retry_after(response.headers),
-            endpoint=self._endpoint(),
-        )
-
-    # --- failures ------------------------------------------------------------------
-
-    async def _fail(self, exc: BaseException) -> None:
-        """The current attempt broke after headers: plan a resume or give up."""
-        replica = self._replica
-        await self._close_response()
-        if self._asm.done:
-            return  # the stream completed; what broke afterwards does not matter
-        self._note_failure(exc, replica)
-        reason = _describe(exc)
-        self._record(reason)
-        if not is_retryable(exc):
-            raise self._give_up_error(exc) from exc
-        if self._asm.started and not self._cfg.resume:
-            raise self._give_up_error(exc) from exc
-        released = self._asm.interrupt(
-            attempt=self._attempts + 1, reason=reason, endpoint=replica.url if replica else ""
-        )
-        self._out.extend(released)
-        plan = self._planner.next(self._asm.progress())
-        if isinstance(plan, Finished):
-            self._out.extend(self._asm.finish_locally(plan.done_reason))
-            self._finish()
-            return
-        if isinstance(plan, NotResumable):
-            raise self._give_up_error(exc, note=plan.reason) from exc
-        if not self._asm.started:
-            self._retries += 1
-        else:
-            self._client.log.info(
-                RESUME,
-                stream=self.id,
-                attempt=self._attempts + 1,
-                tokens=self._asm.tokens,
-                endpoint=self._endpoint(),
-                cause=reason,
-                **({"partial": self._asm.text} if self._cfg.log_content else {}),
-            )
-        self._plan = plan
-        if not self._client.replicas.can_retry():
-            raise self._budget_error(exc) from exc
-        if self._attempts >= self._cfg.max_attempts:
-            raise AttemptsExhausted(
-                f"gave up after {self._attempts} attempts; last cause: {reason}",
-                endpoint=self._endpoint(),
-                attempts=self._attempts,
-            ) from exc
-        delay = backoff_delay(
-            self._failures_in_a_row - 1,
-            self._cfg.backoff_initial,
-            self._cfg.backoff_max,
-            self._client.rng,
-        )
-        if delay:
-            if time.monotonic() + delay >= self._deadline:
-                raise self._deadline_error(exc) from exc
-            await asyncio.sleep(delay)
-
-    def _note_failure(
-        self, exc: BaseException, replica: Replica | None, *, count: bool = True
-    ) -> None:
-        if not count or isinstance(exc, asyncio.CancelledError):
-            return
-        self._failures_in_a_row += 1
-        if self._attempt_first_chunk and replica is not None:
-            replica.budget.on_failure()
-        if replica is not None and _blames_replica(exc):
-            self._failed_replica = replica
-            if self._client.replicas.on_failure(replica, time.monotonic()):
-                self._client.log.warning(
-                    REPLICA_EJECTED,
-                    endpoint=replica.url,
-                    readmit_after=self._cfg.replica_readmit_after,
-                    cause=repr(exc),
-                )
-
-    # tenacity hooks (request/headers phase)
-
-    def _should_retry(self, exc: BaseException) -> bool:
-        if not is_retryable(exc):
-            return False
-        if is_transparent(exc):
-            return True
-        if not self._client.replicas.can_retry():
-            raise _GiveUp(self._budget_error(exc)) from exc
-        self._retries += 1
-        return True
-
-    def _stop(self, state: RetryCallState) -> bool:
-        if self._attempts >= self._cfg.max_attempts:
-            return True
-        return time.monotonic() >= self._deadline
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None and is_transparent(exc):
-            return 0.0
-        delay = backoff_delay(
-            self._failures_in_a_row,
-            self._cfg.backoff_initial,
-            self._cfg.backoff_max,
-            self._client.rng,
-        )
-        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
-            retry_after = exc.retry_after
-            if retry_after > self._cfg.retry_after_max:
-                raise _GiveUp(
-                    HTTPStatusError(
-                        exc.status_code,
-                        exc.body + f" (Retry-After {retry_after:.0f}s exceeds "
-                        f"retry_after_max={self._cfg.retry_after_max:.0f}s)",
-                        endpoint=exc.endpoint,
-                    )
-                )
-            delay = max(delay, retry_after)
-        if time.monotonic() + delay >= self._deadline:
-            raise _GiveUp(self._deadline_error(exc))
-        return delay
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        self._client.log.info(
-            RETRY_WAIT,
-            stream=self.id,
-            attempt=self._attempts,
-            wait=round(wait, 3),
-            endpoint=self._endpoint(),
-            cause=repr(exc),
-        )
-
-    # --- ending --------------------------------------------------------------------
-
-    def _give_up_error(self, exc: BaseException, note: str = "") -> BaseException:
-        if isinstance(exc, asyncio.CancelledError):
-            return exc
-        if isinstance(exc, StreamError) and not exc.retryable and not note:
-            error: BaseException = exc
-        elif self._attempts >= self._cfg.max_attempts:
-            error = AttemptsExhausted(
-                f"gave up after {self._attempts} attempts; last cause: {_describe(exc)}",
-                endpoint=self._endpoint(),
-            )
-        elif isinstance(exc, StreamError):
-            error = exc
-            if note:
-                exc.message += f" ({note})"
-        else:
-            error = TransportError(
-                f"{_describe(exc)}{' (' + note + ')' if note else ''}",
-                endpoint=self._endpoint(),
-            )
-        if isinstance(error, StreamError):
-            error.attempts = self._attempts
-        self._error = error
-        self._client.log.warning(
-            GIVE_UP,
-            stream=self.id,
-            attempts=self._attempts,
-            endpoint=self._endpoint(),
-            cause=repr(exc),
-            error=type(error).__name__,
-        )
-        return error
-
-    def _budget_error(self, exc: BaseException) -> RetryBudgetExhausted:
-        return RetryBudgetExhausted(
-            "retry budget exhausted on every replica: most recent attempts failed, so this "
-            "stream fails "
-            f"fast instead of adding load to a struggling backend; last cause: "
-            f"{_describe(exc)}",
-            endpoint=self._endpoint(),
-            attempts=self._attempts,
-        )
-
-    def _deadline_error(self, exc: BaseException | None) -> DeadlineExceeded:
-        cause = f"; last cause: {_describe(exc)}" if exc is not None else ""
-        return DeadlineExceeded(
-            f"total_timeout ({self._cfg.total_timeout:.1f}s) passed{cause}",
-            endpoint=self._endpoint(),
-            attempts=self._attempts,
-        )
-
-    def _record(self, outcome: str) -> None:
-        plan = self._plan
-        self._history.append(
-            AttemptRecord(
-                number=self._attempts,
-                endpoint=self._replica.url if self._replica else "",
-                path=plan.path if plan else "",
-                tokens=self._asm.attempt_tokens,
-                outcome=outcome,
-            )
-        )
-
-    def _endpoint(self) -> str | None:
-        return self._replica.url if self._replica is not None else None
-
-    def _finish(self) -> None:
-        """Mark the end; the caller of ``_deliver`` closes the response."""
-        self._closed = True
-        self._watchdog.close()
-        self._ended_at = time.monotonic()
-        self._client.forget(self)
-
-    async def _close_response(self) -> None:
-        response, self._response, self._body = self._response, None, None
-        if response is not None:
-            with contextlib.suppress(Exception):
-                await response.aclose()
-
-    async def _abort(self) -> None:
-        if self._closed and self._response is None:
-            return
-        self._closed = True
-        if self._ended_at is None:
-            self._ended_at = time.monotonic()
-        await self._close_response()
-        self._watchdog.close()
-        self._client.forget(self)
-
     def __del__(self) -> None:
         # A caller that breaks out of ``async for`` and drops the stream still must not
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
             self._client.spawn(self._close_response())
-
-
-_HEADERS = {
-    "ndjson": {"content-type": "application/json", "accept": "application/x-ndjson"},
-    "sse": {"content-type": "application/json", "accept": "text/event-stream"},
-}
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` without the endpoint/attempt suffix (said once, by the outer error)."""
-    text = exc.message if isinstance(exc, StreamError) else str(exc)
-    return f"{type(exc).__name__}: {text}"
-
-
-def _blames_replica(exc: BaseException) -> bool:
-    """Failures that say something about the replica (not about the request)."""
-    if isinstance(exc, HTTPStatusError):
-        return exc.status_code >= 500 or exc.status_code in (408, 429)
-    return isinstance(exc, httpx.TransportError | TransportError | OSError | StallError)
