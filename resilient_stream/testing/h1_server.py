@@ -235,4 +235,5 @@ class H1Protocol(asyncio.Protocol):
         if self.out and self.transport is not None:
             data = b"".join(self.out)
             self.out.clear()
-            self.transport.write(data)
+            if not self.transport.is_closing():
+                self.transport.write(data)

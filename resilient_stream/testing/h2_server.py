@@ -356,5 +356,5 @@ class H2Protocol(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
-        if data and self.transport is not None:
+        if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
