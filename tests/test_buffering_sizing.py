@@ -159,8 +159,12 @@ def test_consumer_budget_is_its_throughput_times_the_target_latency() -> None:
 
 def test_a_consumer_that_keeps_up_is_not_lagging_one_that_falls_behind_is() -> None:
     b = ConsumerBudget(target_latency=0.25, floor=64 * KIB, cap=16 * MIB)
-    assert b.lagging(queued=16 * KIB, rate=MIB, rtt=0.01) == 0
-    assert b.lagging(queued=4 * MIB, rate=MIB, rtt=0.01) == 256 * KIB
+    window = 4 * MIB
+    assert b.lagging(queued=16 * KIB, rate=MIB, rtt=0.01, window=window) == 0
+    # One socket read's worth waiting is not lag, even above the budget.
+    assert b.lagging(queued=512 * KIB, rate=MIB, rtt=0.01, window=window) == 0
+    # Most of the window left unread: cut to a quarter second of this consumer's pace.
+    assert b.lagging(queued=4 * MIB, rate=MIB, rtt=0.01, window=window) == 256 * KIB
 
 
 def test_consumer_rate_is_smoothed() -> None:

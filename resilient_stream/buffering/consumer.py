@@ -53,9 +53,14 @@ class ConsumerBudget:
         budget = int(rate * max(self.target_latency, 2 * rtt))
         return min(max(budget, self.floor), self.cap)
 
-    def lagging(self, queued: int, rate: float, rtt: float) -> int:
-        """The window to cut to if ``queued`` bytes waiting means the consumer lags, else 0."""
-        if queued <= self.floor or rate <= 0.0:
+    def lagging(self, queued: int, rate: float, rtt: float, window: int) -> int:
+        """The window to cut to if ``queued`` bytes waiting means the consumer lags, else 0.
+
+        Lagging: more than half the stream's ``window`` waited unread (the sender was
+        held up by this consumer, not by the network) and more than the budget.
+        Reads of a consumer that keeps up find at most a socket read's worth waiting.
+        """
+        if queued <= self.floor or 2 * queued <= window or rate <= 0.0:
             return 0
         limit = self.limit(rate, rtt)
-        return limit if queued > limit else 0
+        return limit if queued > limit and limit < window else 0

@@ -69,8 +69,8 @@ class FlowControl:
             self._adapt_stream(s, now, elapsed)
         budget = self._budget
         if budget is not None and n > budget.floor:
-            cut = budget.lagging(n, s.rate, self.rtt or 0.0)
-            if cut and cut < s.window.size:
+            cut = budget.lagging(n, s.rate, self.rtt or 0.0, s.window.size)
+            if cut:
                 s.window.resize(cut)  # a shrink: later credit is withheld
 
     def _adapt_stream(self, s: H2Stream, now: float, elapsed: float) -> None:
