@@ -101,8 +101,15 @@ class ChunkDecoder(Generic[ChunkT]):
         if not lines:
             return []
         chunks: list[ChunkT] | None
-        if len(lines) == 1:
-            chunks = None
+        if len(lines) == 1:  # the common case on a paced stream: one token per read
+            try:
+                chunk = self._one.decode(lines[0])
+            except msgspec.DecodeError:
+                chunks = None  # explained below
+            else:
+                if chunk.error is not None:
+                    raise ServerReportedError(chunk.error)
+                return [chunk]
         else:
             try:
                 chunks = self._array.decode(b"[" + b",".join(lines) + b"]")
