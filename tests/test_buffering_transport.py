@@ -53,6 +53,13 @@ async def test_stream_window_grows_past_window_over_rtt_on_a_link_with_latency()
             elapsed = time.monotonic() - started
             watcher.cancel()
             stats = transport.stats()
+            # A new stream on this connection starts from the measured BDP, not 64 KiB.
+            async with client.stream("POST", proxy.url + "/gen", json={"n": 3, "rate": 10}) as r:
+                assert r.status_code == 200
+                now = transport.stats()
+                assert now.stream_window_max == min(max(now.bdp_max, floor), 16 * 1024 * KIB)
+                assert now.stream_window_max > floor
+                await r.aread()
         assert peak_window >= 8 * floor, peak_window
         assert 0.8 * rtt <= stats.rtt < 4 * rtt, stats.rtt
         assert stats.bdp_max > floor
