@@ -28,6 +28,8 @@ from .codec.framing import Decoder, Framer, framing
 from .codec.ndjson import ChunkDecoder, NdjsonFramer
 from .errors import (
     AttemptsExhausted,
+    ConnectionLostError,
+    GoAwayError,
     HTTPStatusError,
     StallError,
     StreamError,
@@ -254,11 +256,12 @@ class AttemptLoop(Generic[ChunkT]):
         if not count or isinstance(exc, asyncio.CancelledError):
             return
         self._failures_in_a_row += 1
-        if self._attempt_first_chunk and replica is not None:
+        first_report = _first_report(exc)
+        if self._attempt_first_chunk and replica is not None and first_report:
             replica.budget.on_failure()
         if replica is not None and blames_replica(exc):
             self._failed_replica = replica
-            if self._client.replicas.on_failure(replica, time.monotonic()):
+            if first_report and self._client.replicas.on_failure(replica, time.monotonic()):
                 self._client.log.warning(
                     REPLICA_EJECTED,
                     endpoint=replica.url,
@@ -392,3 +395,21 @@ class AttemptLoop(Generic[ChunkT]):
         await self._close_response()
         self._watchdog.close()
         self._client.forget(self)
+
+
+def _first_report(exc: BaseException) -> bool:
+    """Whether this failure event is counted for the first time.
+
+    A connection that was up and then dropped (or sent GOAWAY) fails every
+    stream multiplexed on it with the same exception object: one event, not N.
+    Charging the retry budget (and the replica's failure count) N times would
+    turn one reset by a load balancer into "the backend is down" and fail
+    healthy retries fast. A failed *connect* is what a down backend looks like,
+    so each stream's attempt to reach it is still counted.
+    """
+    if not isinstance(exc, ConnectionLostError | GoAwayError):
+        return True
+    if exc.__dict__.get("_resilient_counted"):
+        return False
+    exc.__dict__["_resilient_counted"] = True
+    return True

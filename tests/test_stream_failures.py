@@ -230,3 +230,19 @@ async def test_stall_on_a_fast_stream_is_caught_by_the_adaptive_idle_timeout(
         assert "adapted to the stream's pace" in reason
     else:
         assert waited >= 3.9, reason
+
+
+async def test_one_dropped_connection_costs_the_retry_budget_once() -> None:
+    """60 streams multiplexed on one connection fail together before their first token:
+    that is one event, so a small budget still lets all of them retry."""
+    n = 60
+    plan = FaultSchedule({n - 1: Fault("drop_connection", after_tokens=0)})
+    cfg = StreamConfig(retry_budget_tokens=10, **FAST)
+    async with ReferenceServer(stop_probability=0.0, first_token_delay=0.3, faults=plan) as srv:
+        async with StreamClient(srv.url, config=cfg) as client:
+            streams = [client.generate(model="m", prompt=f"p{i}", options=OPTS) for i in range(n)]
+            results = await asyncio.gather(*(s.collect() for s in streams))
+        assert srv.stats.connections_opened >= 2
+    assert all(r.done and r.eval_count == 30 for r in results)
+    assert sum(r.retries for r in results) >= n - 1  # they did fail, and were retried
+    assert client.replicas.replicas[0].budget.tokens >= 9
