@@ -189,16 +189,15 @@ class BenchServer(asyncio.Protocol):
 
 async def serve_forever(toxics: list[str], backlog: int) -> None:
     from resilient_stream.chaos import ChaosProxy
-    from resilient_stream.chaos import connection as proxy_connection
+    from resilient_stream.chaos.connection import BACKLOG_HIGH
 
-    if backlog:
-        # The proxy pauses reading past BACKLOG_HIGH bytes queued per direction; with
-        # 100 ms of latency that caps throughput at BACKLOG_HIGH / 100 ms (see docs).
-        proxy_connection.BACKLOG_HIGH = backlog
+    # The proxy pauses reading past max_backlog bytes queued per direction; with
+    # 100 ms of latency that caps throughput at max_backlog / 100 ms (see docs).
+    max_backlog = backlog or BACKLOG_HIGH
     loop = asyncio.get_running_loop()
     server = await loop.create_server(BenchServer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with ChaosProxy(f"127.0.0.1:{port}", toxics) as proxy:
+    async with ChaosProxy(f"127.0.0.1:{port}", toxics, max_backlog=max_backlog) as proxy:
         print(json.dumps({"server": f"http://127.0.0.1:{port}", "proxy": proxy.url}), flush=True)
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     server.close()
@@ -274,14 +273,18 @@ async def bench_link(quick: bool) -> dict[str, Any]:
     # Can the proxy shape 200 Mbit/s at 100 ms? Windows out of the way (64 MiB fixed):
     for name, toxics, backlog in (
         ("bandwidth only, 64 MiB window", LONG_FAT[1:], 0),
-        ("latency + bandwidth, 64 MiB window, proxy backlog 1 MiB (default)", LONG_FAT, 0),
-        ("latency + bandwidth, 64 MiB window, proxy backlog 8 MiB", LONG_FAT, 8 * MIB),
+        (
+            "latency + bandwidth, 64 MiB window, proxy backlog 1 MiB (old default)",
+            LONG_FAT,
+            1 * MIB,
+        ),
+        ("latency + bandwidth, 64 MiB window, proxy backlog 16 MiB (default)", LONG_FAT, 0),
     ):
         async with served(toxics, backlog) as urls:
             r = await bulk_run(urls["proxy"], seconds, **big_fixed)
         out.setdefault("calibration", {})[name] = r["steady_rate"]
         print(f"  calibration: {name}: {r['steady_rate'] / 1e6:.1f} MB/s", flush=True)
-    async with served(LONG_FAT, 8 * MIB) as urls:
+    async with served(LONG_FAT) as urls:
         out["adaptive"] = await bulk_run(urls["proxy"], seconds)
         out["fixed_64k"] = await bulk_run(urls["proxy"], seconds, **fixed_64k)
     for name in ("adaptive", "fixed_64k"):

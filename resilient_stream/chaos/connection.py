@@ -36,8 +36,11 @@ from .ops import (
 if TYPE_CHECKING:
     from .toxic import ToxicSpec
 
-#: Pause reading from a side when this many bytes wait in its direction's backlog.
-BACKLOG_HIGH = 1 << 20
+#: Default for ``ChaosProxy(max_backlog=...)``: pause reading from a side when this
+#: many bytes wait in its direction's backlog (held back by latency/bandwidth
+#: toxics). A latency toxic of L seconds carries at most max_backlog / L bytes/s,
+#: so 16 MiB lets 100 ms of latency pass ~160 MB/s.
+BACKLOG_HIGH = 16 << 20
 #: A side's write buffer above this pauses reading from the other side (asyncio's
 #: default, 64 KiB, pauses and resumes so often that it halves throughput).
 WRITE_BUFFER_HIGH = 1 << 20
@@ -105,7 +108,7 @@ class _Direction:
             self.backlog.append((arrival, op))
             if type(op) is Data:
                 self.backlog_bytes += len(op.data)
-        if self.backlog_bytes > BACKLOG_HIGH:
+        if self.backlog_bytes > self.conn.max_backlog:
             self.conn.set_paused(destination_of(self.direction), "backlog", True)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._pump())
@@ -134,7 +137,7 @@ class _Direction:
                 self.conn.apply(op, self.direction)
             if backlog and backlog[0][1] is op:
                 backlog.popleft()
-            if self.backlog_bytes <= BACKLOG_HIGH // 2:
+            if self.backlog_bytes <= self.conn.max_backlog // 2:
                 self.conn.set_paused(destination_of(self.direction), "backlog", False)
 
     def cancel(self) -> None:
@@ -153,8 +156,11 @@ class ProxyConnection:
         core: ConnectionCore,
         upstream: tuple[str, int],
         on_closed: Callable[[ProxyConnection], None],
+        *,
+        max_backlog: int = BACKLOG_HIGH,
     ) -> None:
         self.core = core
+        self.max_backlog = max_backlog
         self.upstream_addr = upstream
         self._on_closed = on_closed
         self.sides: dict[Side, _Side | None] = {"client": None, "upstream": None}

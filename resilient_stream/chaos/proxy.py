@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from .connection import ProxyConnection
+from .connection import BACKLOG_HIGH, ProxyConnection
 from .core import ConnectionCore
 from .faults import FaultLog, FaultRecord
 from .requests import RequestCounts
@@ -72,8 +72,13 @@ class ChaosProxy:
         enabled: bool = True,
         max_fault_records: int = 100_000,
         requests: RequestCounts | None = None,
+        max_backlog: int = BACKLOG_HIGH,
     ) -> None:
         self.name = name
+        #: Bytes a direction may hold back (latency/bandwidth toxics) before the proxy
+        #: stops reading from the sender: bounds memory, and caps what a latency
+        #: toxic of L seconds carries at max_backlog / L bytes/s.
+        self.max_backlog = max_backlog
         self.upstream = upstream
         self._upstream_addr = split_hostport(upstream)
         self._listen_addr = split_hostport(listen)
@@ -124,7 +129,9 @@ class ChaosProxy:
             sink=self._log.append,
             requests=self.requests,
         )
-        conn = ProxyConnection(core, self._upstream_addr, self._conns.discard)
+        conn = ProxyConnection(
+            core, self._upstream_addr, self._conns.discard, max_backlog=self.max_backlog
+        )
         self._conns.add(conn)
         return conn.client_protocol()
 
