@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from resilient_stream import StreamClient, StreamConfig
-from resilient_stream.testing import Fault, ReferenceServer
+from resilient_stream.testing import Fault, ReferenceServer, RequestInfo
 from resilient_stream.testing.faults import FaultSchedule
 
 pytestmark = pytest.mark.timeout(60)
@@ -135,3 +135,26 @@ async def test_several_faults_in_one_stream_resume_each_time(
     assert result.eval_count == N
     assert [s.tokens for s in result.seams] == [5, 12, 13]
     assert result.attempts == 5
+
+
+async def test_http1_only_server_is_reached_through_the_automatic_fallback(
+    baseline_server: ReferenceServer,
+) -> None:
+    """A bare Ollama speaks HTTP/1.1 only: with the default config (http2=True) the
+    transport falls back by itself, and resume works the same."""
+    spec = ENDPOINTS["chat"]
+    expected = await unbroken(baseline_server, spec)
+    hits: list[int] = []
+
+    def first_chat_drops(info: RequestInfo) -> Fault | None:
+        if info.path != "/api/chat" or hits:
+            return None  # the transport's h2c probe is a request too
+        hits.append(info.index)
+        return Fault("drop_connection", after_tokens=CUT)
+
+    async with ReferenceServer(stop_probability=0.0, faults=first_chat_drops, http2=False) as srv:
+        async with StreamClient(srv.url, config=StreamConfig(**FAST)) as client:
+            result = await open_stream(client, spec).collect()
+    assert (result.text, result.thinking) == expected
+    assert result.resumes == 1 and result.eval_count == N
+    assert len(hits) == 1
