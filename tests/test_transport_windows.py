@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from resilient_stream.transport.windows import MAX_WINDOW, ReceiveWindow
 
 
-def test_no_window_update_until_half_the_window_is_consumed() -> None:
+def test_no_window_update_until_a_quarter_of_the_window_is_consumed() -> None:
     w = ReceiveWindow(1000)
-    assert w.consumed(499) == 0
-    assert w.pending == 499
-    assert w.consumed(1) == 500
+    assert w.consumed(249) == 0
+    assert w.pending == 249
+    assert w.consumed(1) == 250
     assert w.pending == 0
 
 
