@@ -1,9 +1,9 @@
 """resilient_stream.ollama.AsyncClient is a drop-in for ollama.AsyncClient.
 
-The official ollama-python async examples (tests/data/ollama_examples, copies
-with only the import swapped) run unchanged in a subprocess against the
-reference server, with server-side faults and through the chaos proxy, and
-print exactly what an unbroken run prints.
+The official ollama-python async examples (tests/data/ollama_examples: rewritten
+without network access and checked against upstream; only the import swapped)
+run unchanged in a subprocess against the reference server, with server-side
+faults and through the chaos proxy, and print exactly what an unbroken run prints.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-# Copy of examples/async-generate.py from the official ollama-python repository
-# (https://github.com/ollama/ollama-python, MIT licence), reproduced for
-# resilient-stream's drop-in test. The ONLY change is the import line:
+# Rewritten from memory after examples/async-generate.py of the official ollama-python
+# repository (MIT licence) for resilient-stream's drop-in test: no network here
+# to copy it. Checked against upstream: same calls and printing; the model name
+# may differ. The import line is the one intended change:
 #   was:  import ollama
 #   now:  from resilient_stream import ollama
 import asyncio
