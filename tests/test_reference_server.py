@@ -88,6 +88,7 @@ class RawStream:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     ended: bool = False
     reset: int | None = None
+    frames: int = 0  # DATA frames received
 
 
 class RawH2:
@@ -152,6 +153,7 @@ class RawH2:
                 self.streams[ev.stream_id].headers = dict(ev.headers or [])
             elif isinstance(ev, h2.events.DataReceived):
                 self.streams[ev.stream_id].data += ev.data or b""
+                self.streams[ev.stream_id].frames += 1
                 if self.auto_ack:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
@@ -501,6 +503,41 @@ async def test_many_concurrent_paced_streams_on_one_connection() -> None:
             assert all(len(raw.lines(s)) == 11 for s in sids)
             assert 0.15 < elapsed < 3.0  # 10 tokens at 50/s = 0.18 s, all streams in parallel
             assert srv.stats.max_streams_active_seen == 200
+        finally:
+            await raw.close()
+
+
+async def test_unpaced_lines_are_coalesced_into_few_data_frames_of_whole_lines() -> None:
+    """A fast stream's lines of one batch go out as one DATA frame (as a gateway in front
+    of a fast model sends them), each frame ending on a line boundary."""
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        raw = await RawH2.connect(srv.port)
+        try:
+            sid = raw.request("/api/generate", {**GEN, "options": {"num_predict": 300}})
+            await raw.until(lambda: raw.streams[sid].ended, limit=10)
+            lines = raw.lines(sid)
+            assert len(lines) == 301
+            assert raw.streams[sid].frames < len(lines) // 4
+            assert bytes(raw.streams[sid].data).endswith(b"\n")
+        finally:
+            await raw.close()
+
+
+async def test_coalescing_respects_the_connection_window_shared_by_streams() -> None:
+    """Held (not yet framed) lines of many streams must fit the connection window
+    together: 50 fast streams (16 KiB stream windows) through the default 64 KiB
+    connection window, no protocol error."""
+    async with ReferenceServer(stop_probability=0.0, max_concurrent_streams=100) as srv:
+        raw = await RawH2.connect(srv.port, window=16_384)
+        try:
+            sids = [
+                raw.request(
+                    "/api/generate", {**GEN, "prompt": f"w{i}", "options": {"num_predict": 50}}
+                )
+                for i in range(50)
+            ]
+            await raw.until(lambda: all(raw.streams[s].ended for s in sids), limit=15)
+            assert all(len(raw.lines(s)) == 51 for s in sids)
         finally:
             await raw.close()
 

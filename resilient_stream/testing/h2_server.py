@@ -76,6 +76,12 @@ class H2Protocol(asyncio.Protocol):
         self.dirty = False
         self.closing = False
         self._unpark_due = False
+        #: Lines written in this batch, per stream, not yet framed: one DATA frame per
+        #: stream per batch (as a gateway in front of a fast model would send them),
+        #: not one per token. Always whole lines.
+        self._coalesced: dict[int, bytearray] = {}
+        #: Bytes held in ``_coalesced``: not yet charged to the connection window by h2.
+        self._held = 0
 
     # --- asyncio.Protocol -------------------------------------------------------
 
@@ -253,6 +259,9 @@ class H2Protocol(asyncio.Protocol):
         self.close()
 
     def _cancelled(self, sid: int) -> None:
+        dropped = self._coalesced.pop(sid, None)
+        if dropped:
+            self._held -= len(dropped)
         req = self.requests.pop(sid, None)
         if req is None:
             return
@@ -273,6 +282,7 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
 
     def _goaway(self, fault: Fault) -> None:
+        self._push_all()
         code = NO_ERROR if fault.error_code is None else fault.error_code
         self.conn.close_connection(error_code=code, last_stream_id=fault.last_stream_id)
         self.flush()
@@ -293,19 +303,49 @@ class H2Protocol(asyncio.Protocol):
 
     def send_line(self, stream: Driver, line: bytes) -> bool:
         conn = self.conn
+        sid = stream.tag
+        buf = self._coalesced.get(sid)
+        held = 0 if buf is None else len(buf)
+        n = len(line)
         try:
-            if len(line) > conn.local_flow_control_window(stream.tag):
+            # Held bytes are not yet counted by h2: check the stream's window and the
+            # connection's (shared by every stream's held bytes) ourselves.
+            if held + n > conn.local_flow_control_window(sid) or (
+                self._held + n > conn.outbound_flow_control_window
+            ):
                 return False
-            conn.send_data(stream.tag, line)
+            if buf is None:
+                self._coalesced[sid] = bytearray(line)
+            elif held + n > conn.max_outbound_frame_size:
+                self._push(sid)
+                self._coalesced[sid] = bytearray(line)
+            else:
+                buf += line
+            self._held += n
         except h2.exceptions.StreamClosedError:
-            self._cancelled(stream.tag)
+            self._cancelled(sid)
             stream.finish("cancelled")
             return True
         return True
 
+    def _push(self, sid: int) -> None:
+        """Frame what a stream's lines of this batch hold (may raise StreamClosedError)."""
+        buf = self._coalesced.pop(sid, None)
+        if buf:
+            self._held -= len(buf)
+            self.conn.send_data(sid, bytes(buf))
+
+    def _push_all(self) -> None:
+        for sid in list(self._coalesced):
+            try:
+                self._push(sid)
+            except h2.exceptions.StreamClosedError:
+                self._cancelled(sid)
+
     def end_body(self, stream: Driver) -> None:
         self.requests.pop(stream.tag, None)
         with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self._push(stream.tag)
             self.conn.end_stream(stream.tag)
 
     def park(self, stream: Driver) -> None:
@@ -327,6 +367,8 @@ class H2Protocol(asyncio.Protocol):
         kind = fault.kind
         sid = stream.tag
         conn = self.conn
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self._push(sid)  # the lines before the fault go out first
         self.core.sched.mark_dirty(self)
         if kind == "stall":
             req = self.requests.get(sid)
@@ -355,6 +397,8 @@ class H2Protocol(asyncio.Protocol):
             self.end_body(stream)
 
     def flush(self) -> None:
+        if self._coalesced:
+            self._push_all()
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
