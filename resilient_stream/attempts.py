@@ -119,7 +119,6 @@ class AttemptLoop(Generic[ChunkT]):
         """Open the next attempt, retrying the request/headers phase with tenacity."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(self._should_retry),
-            stop=self._stop,
             wait=self._wait,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -129,7 +128,7 @@ class AttemptLoop(Generic[ChunkT]):
                 with attempt:
                     await self._start_attempt()
         except _GiveUp as give_up:
-            raise give_up.error from give_up.error.__cause__
+            raise self._give_up_error(give_up.error) from give_up.error.__cause__
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -231,24 +230,43 @@ class AttemptLoop(Generic[ChunkT]):
                 **({"partial": self._asm.text} if self._cfg.log_content else {}),
             )
         self._plan = plan
+        # After a break mid-stream the first try is immediate: a new connection may just work.
+        try:
+            delay = self._admit_retry(exc, immediate_first=True)
+        except StreamError as give_up:
+            raise self._give_up_error(give_up) from exc
+        if delay:
+            await asyncio.sleep(delay)
+
+    def _admit_retry(self, exc: BaseException, *, immediate_first: bool = False) -> float:
+        """The one retry policy of both phases: may another attempt follow ``exc``, and
+        after how long? Raises the give-up error when the replicas' retry budgets, the
+        attempts or the deadline say no."""
+        if is_transparent(exc):
+            return 0.0  # never processed: costs no attempt and no wait
         if not self._client.replicas.can_retry():
             raise self._budget_error(exc) from exc
         if self._attempts >= self._cfg.max_attempts:
             raise AttemptsExhausted(
-                f"gave up after {self._attempts} attempts; last cause: {reason}",
+                f"gave up after {self._attempts} attempts; last cause: {describe(exc)}",
                 endpoint=self._endpoint(),
                 attempts=self._attempts,
             ) from exc
-        delay = backoff_delay(
-            self._failures_in_a_row - 1,
-            self._cfg.backoff_initial,
-            self._cfg.backoff_max,
-            self._client.rng,
-        )
-        if delay:
-            if time.monotonic() + delay >= self._deadline:
-                raise self._deadline_error(exc) from exc
-            await asyncio.sleep(delay)
+        failures = self._failures_in_a_row - (1 if immediate_first else 0)
+        cfg = self._cfg
+        delay = backoff_delay(failures, cfg.backoff_initial, cfg.backoff_max, self._client.rng)
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            if exc.retry_after > cfg.retry_after_max:
+                raise HTTPStatusError(
+                    exc.status_code,
+                    exc.body + f" (Retry-After {exc.retry_after:.0f}s exceeds "
+                    f"retry_after_max={cfg.retry_after_max:.0f}s)",
+                    endpoint=exc.endpoint,
+                ) from exc
+            delay = max(delay, exc.retry_after)
+        if time.monotonic() + delay >= self._deadline:
+            raise self._deadline_error(exc) from exc
+        return delay
 
     def _note_failure(
         self, exc: BaseException, replica: Replica | None, *, count: bool = True
@@ -269,47 +287,21 @@ class AttemptLoop(Generic[ChunkT]):
                     cause=repr(exc),
                 )
 
-    # tenacity hooks (request/headers phase)
+    # tenacity hooks (request/headers phase): the decisions are _admit_retry's
 
     def _should_retry(self, exc: BaseException) -> bool:
-        if not is_retryable(exc):
-            return False
-        if is_transparent(exc):
-            return True
-        if not self._client.replicas.can_retry():
-            raise _GiveUp(self._budget_error(exc)) from exc
-        self._retries += 1
-        return True
-
-    def _stop(self, state: RetryCallState) -> bool:
-        if self._attempts >= self._cfg.max_attempts:
-            return True
-        return time.monotonic() >= self._deadline
+        return is_retryable(exc)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if exc is not None and is_transparent(exc):
+        if exc is None:
             return 0.0
-        delay = backoff_delay(
-            self._failures_in_a_row,
-            self._cfg.backoff_initial,
-            self._cfg.backoff_max,
-            self._client.rng,
-        )
-        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
-            retry_after = exc.retry_after
-            if retry_after > self._cfg.retry_after_max:
-                raise _GiveUp(
-                    HTTPStatusError(
-                        exc.status_code,
-                        exc.body + f" (Retry-After {retry_after:.0f}s exceeds "
-                        f"retry_after_max={self._cfg.retry_after_max:.0f}s)",
-                        endpoint=exc.endpoint,
-                    )
-                )
-            delay = max(delay, retry_after)
-        if time.monotonic() + delay >= self._deadline:
-            raise _GiveUp(self._deadline_error(exc))
+        try:
+            delay = self._admit_retry(exc)
+        except StreamError as give_up:
+            raise _GiveUp(give_up) from exc
+        if not is_transparent(exc):
+            self._retries += 1
         return delay
 
     def _before_sleep(self, state: RetryCallState) -> None:
