@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 import h2.errors
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 _DataReceived = h2.events.DataReceived
 _REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
-#: SETTINGS_MAX_FRAME_SIZE we advertise (the h2 default): larger frames are errors.
-_MAX_FRAME = 16_384
+#: A frame header in one call: 24-bit length (as 8 + 16 bits), type, flags, stream id.
+_HEADER = struct.Struct(">BHBBL").unpack_from
 #: Payload of BDP probe PINGs (keepalive PINGs carry another one).
 BDP_PING = b"rs-bdp\x00\x00"
 
@@ -101,14 +102,17 @@ class FrameReceiver:
             return
         streams = self.streams
         conn_window = self._h2_conn_window
+        max_frame = self._h2.max_inbound_frame_size  # what our SETTINGS advertise
         n = len(data)
         pos = 0
         slow_from = -1
         credit = 0
+        slow = False  # h2 saw frames: it may have queued output (ACKs, updates)
         in_block = self._in_header_block
         while n - pos >= 9:
-            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > _MAX_FRAME:  # reject from the header; h2 would buffer it all first
+            hi, lo, ftype, flags, sid = _HEADER(data, pos)
+            length = (hi << 16) | lo
+            if length > max_frame:  # reject from the header; h2 would buffer it all first
                 if slow_from >= 0:
                     self._slow(data[slow_from:pos])
                 self._frame_too_large(length)
@@ -116,14 +120,14 @@ class FrameReceiver:
             end = pos + 9 + length
             if end > n:
                 break
-            ftype = data[pos + 3]
-            if ftype == 0 and not data[pos + 4] & 0x09 and not in_block:
+            if ftype == 0 and not flags & 0x09 and not in_block:
                 if slow_from >= 0:
                     credit += self._slow(data[slow_from:pos])
+                    slow = True
                     slow_from = -1
                     if self.closed:
                         return
-                s = streams.get(int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF)
+                s = streams.get(sid & 0x7FFFFFFF)
                 if s is not None and s.status and s.h2_window is not None:
                     try:
                         conn_window.window_consumed(length)
@@ -141,13 +145,14 @@ class FrameReceiver:
                     pos = end
                     continue
             elif ftype == 1 or ftype == 5 or ftype == 9:  # header block: no DATA until it ends
-                in_block = not data[pos + 4] & 0x04
+                in_block = not flags & 0x04
             if slow_from < 0:
                 slow_from = pos
             pos = end
         self._in_header_block = in_block
         if slow_from >= 0:
             credit += self._slow(data[slow_from:pos])
+            slow = True
             if self.closed:
                 return
         if pos < n:
@@ -155,12 +160,15 @@ class FrameReceiver:
         if credit:
             increment = self._conn_window.consumed(credit)
             if increment:
+                slow = True
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self._h2.increment_flow_control_window(increment)
             bdp = self._bdp
             if bdp is not None and bdp.on_data(credit, now):
                 self._send_bdp_probe()
-        self._flush()
+                slow = True
+        if slow:  # a read of plain DATA queues nothing: skip h2's data_to_send() copy
+            self._flush()
 
     def _slow(self, frames: bytes) -> int:
         """Whole frames through h2; returns the DATA bytes it consumed (connection credit)."""
@@ -191,7 +199,8 @@ class FrameReceiver:
             self._h2.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
         self._protocol_error(
             h2.exceptions.FrameTooLargeError(
-                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE={_MAX_FRAME}"
+                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE="
+                f"{self._h2.max_inbound_frame_size}"
             )
         )
 
