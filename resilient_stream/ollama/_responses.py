@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import msgspec
@@ -197,6 +197,15 @@ class ResponseFactory:
             fields["logprobs"] = _dump_logprobs(logprobs)
         _metrics(last, fields)
         return self._build(self.chat_type, fields)
+
+
+def raise_mapped(exc: BaseException) -> NoReturn:
+    """Raise what ollama-python would raise for ``exc``, with ``exc`` as its cause (or
+    ``exc`` itself when it already is that)."""
+    mapped = map_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def map_error(exc: BaseException) -> BaseException:

@@ -23,7 +23,7 @@ from ..config import ENV_PREFIX, StreamConfig, _read_toml
 from ..result import StreamResult
 from ..stream import ResilientStream
 from . import _request
-from ._responses import RequestError, ResponseFactory, map_error
+from ._responses import RequestError, ResponseFactory, map_error, raise_mapped
 
 
 class ResponseStream:
@@ -46,10 +46,7 @@ class ResponseStream:
         except (StopAsyncIteration, asyncio.CancelledError):
             raise
         except Exception as exc:
-            mapped = map_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_mapped(exc)
         return self._convert(chunk)
 
     async def aclose(self) -> None:
@@ -178,7 +175,7 @@ class AsyncClient:
         try:
             s = self._client.generate(model=model, prompt=prompt or "", **fields)
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise_mapped(exc)
         if stream:
             return ResponseStream(s, self._factory.generate)
         last, _, lps = await _drain(s)
@@ -215,7 +212,7 @@ class AsyncClient:
         try:
             s = self._client.chat(model=model, messages=_request.copy_messages(messages), **fields)
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise_mapped(exc)
         if stream:
             return ResponseStream(s, self._factory.chat)
         last, calls, lps = await _drain(s)
@@ -276,10 +273,7 @@ async def _drain(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        mapped = map_error(exc)
-        if mapped is exc:
-            raise
-        raise mapped from exc
+        raise_mapped(exc)
     if last is None:
         raise map_error(_empty_stream())
     return last, calls, lps
