@@ -89,7 +89,7 @@ class OpenAIPlanner:
         )
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
-        if progress.tokens == 0 and not progress.text and not progress.thinking:
+        if not progress.started:
             return self.initial()
         req = self.request
         budget = _remaining(req.max_tokens, progress.tokens)

@@ -68,6 +68,11 @@ class Progress:
     thinking: str = ""
     tokens: int = 0
 
+    @property
+    def started(self) -> bool:
+        """Anything received yet? (If not, the next attempt is a plain retry.)"""
+        return self.tokens > 0 or bool(self.text or self.thinking)
+
 
 class Planner(Protocol):
     """What a stream needs from a wire format's planner (one per logical stream)."""
@@ -100,7 +105,7 @@ class ResumePlanner:
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
         """The request that continues after ``progress`` (or restarts if nothing came)."""
-        if progress.tokens == 0 and not progress.text and not progress.thinking:
+        if not progress.started:
             return self.initial()
         options = self._remaining_options(progress.tokens)
         if options is None:
