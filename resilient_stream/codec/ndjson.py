@@ -15,7 +15,8 @@ to line-by-line decoding only to pinpoint a bad line.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -25,6 +26,7 @@ from .chunks import ChatChunk, GenerateChunk
 DEFAULT_MAX_LINE_BYTES = 1_048_576
 
 ChunkT = TypeVar("ChunkT", bound=GenerateChunk | ChatChunk)
+T = TypeVar("T")
 
 
 class NdjsonFramer:
@@ -77,20 +79,74 @@ class NdjsonFramer:
         return b"" if rest.isspace() else rest
 
 
+class RecordDecoder(Generic[T]):
+    """JSON records (NDJSON lines, SSE data payloads) into typed values, one read at a time.
+
+    The records of a read are decoded in one msgspec call (joined into a JSON
+    array); only when that fails are they decoded one by one, to name the bad
+    record in a :class:`MalformedChunkError` whose ``chunks_before`` (made by
+    ``before`` from the values decoded ahead of it) keeps what already arrived.
+    """
+
+    __slots__ = ("_array", "_one")
+
+    def __init__(self, value_type: type[T]) -> None:
+        self._one: msgspec.json.Decoder[T] = msgspec.json.Decoder(value_type)
+        self._array = msgspec.json.Decoder(list[value_type])  # type: ignore[valid-type]
+
+    def decode(
+        self, records: list[bytes], before: Callable[[list[T]], list[Any]] = list
+    ) -> list[T]:
+        if len(records) == 1:  # the common case on a paced stream: one token per read
+            try:
+                return [self._one.decode(records[0])]
+            except msgspec.DecodeError:
+                pass
+        elif records:
+            try:
+                values: list[T] = self._array.decode(b"[" + b",".join(records) + b"]")
+            except msgspec.DecodeError:
+                pass
+            else:
+                if len(values) == len(records):
+                    return values  # else a record held several values: find it below
+        else:
+            return []
+        return self._one_by_one(records, before)
+
+    def _one_by_one(self, records: list[bytes], before: Callable[[list[T]], list[Any]]) -> list[T]:
+        out: list[T] = []
+        for record in records:
+            try:
+                out.append(self._one.decode(record))
+            except msgspec.ValidationError as exc:
+                err = MalformedChunkError(f"unexpected shape ({exc})", record)
+                err.chunks_before = before(out)
+                raise err from exc
+            except msgspec.DecodeError as exc:
+                start = record.lstrip()[:1]
+                reason = f"bad JSON ({exc})" if start == b"{" else "not JSON"
+                if start == b"<":
+                    reason = "an HTML page, not JSON (a proxy or gateway error page?)"
+                err = MalformedChunkError(reason, record)
+                err.chunks_before = before(out)
+                raise err from exc
+        return out
+
+
 class ChunkDecoder(Generic[ChunkT]):
     """Decode complete NDJSON lines into ``chunk_type`` Structs.
 
-    An ``{"error": "..."}`` line raises :class:`ServerReportedError` (after the
-    chunks before it have been returned, via ``pending_error``); anything that
-    is not a JSON object of the right shape raises :class:`MalformedChunkError`.
+    An ``{"error": "..."}`` line raises :class:`ServerReportedError` (the chunks
+    before it attached as ``chunks_before``); anything that is not a JSON object
+    of the right shape raises :class:`MalformedChunkError`.
     """
 
-    __slots__ = ("_array", "_one", "chunk_type")
+    __slots__ = ("_records", "chunk_type")
 
     def __init__(self, chunk_type: type[ChunkT]) -> None:
         self.chunk_type = chunk_type
-        self._one = msgspec.json.Decoder(chunk_type)
-        self._array = msgspec.json.Decoder(list[chunk_type])  # type: ignore[valid-type]
+        self._records: RecordDecoder[ChunkT] = RecordDecoder(chunk_type)
 
     def decode_lines(self, lines: list[bytes]) -> list[ChunkT]:
         """Decode lines, raising on an error line or a malformed one.
@@ -98,48 +154,10 @@ class ChunkDecoder(Generic[ChunkT]):
         Chunks that precede a bad line are attached to the raised error as
         ``chunks_before`` so that nothing already received is lost.
         """
-        if not lines:
-            return []
-        chunks: list[ChunkT] | None
-        if len(lines) == 1:  # the common case on a paced stream: one token per read
-            try:
-                chunk = self._one.decode(lines[0])
-            except msgspec.DecodeError:
-                chunks = None  # explained below
-            else:
-                if chunk.error is not None:
-                    raise ServerReportedError(chunk.error)
-                return [chunk]
-        else:
-            try:
-                chunks = self._array.decode(b"[" + b",".join(lines) + b"]")
-            except msgspec.DecodeError:
-                chunks = None
-            if chunks is not None and len(chunks) != len(lines):
-                chunks = None  # a line held several values: find it below
-        if chunks is None:
-            chunks = self._decode_one_by_one(lines)
+        chunks = self._records.decode(lines)
         for i, chunk in enumerate(chunks):
             if chunk.error is not None:
                 exc = ServerReportedError(chunk.error)
                 exc.chunks_before = list(chunks[:i])
                 raise exc
         return chunks
-
-    def _decode_one_by_one(self, lines: list[bytes]) -> list[ChunkT]:
-        out: list[ChunkT] = []
-        for line in lines:
-            try:
-                out.append(self._one.decode(line))
-            except msgspec.ValidationError as exc:
-                err = MalformedChunkError(f"unexpected shape ({exc})", line)
-                err.chunks_before = list(out)
-                raise err from exc
-            except msgspec.DecodeError as exc:
-                reason = "not JSON" if not line.lstrip().startswith(b"{") else f"bad JSON ({exc})"
-                if line.lstrip()[:1] == b"<":
-                    reason = "an HTML page, not NDJSON (a proxy or gateway error page?)"
-                err = MalformedChunkError(reason, line)
-                err.chunks_before = list(out)
-                raise err from exc
-        return out

@@ -43,8 +43,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import MalformedChunkError, ServerReportedError
+from ..errors import ServerReportedError
 from .framing import Framing, register_framing
+from .ndjson import RecordDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 DONE = b"[DONE]"
@@ -288,15 +289,14 @@ _TEXT_KEYS = (b'"content":"', b'"text":"', b'"reasoning_content":"', b'"reasonin
 class OpenAIDecoder:
     """Records of one read in, typed chunks out (stateless: shared by all streams)."""
 
-    __slots__ = ("_array", "_chat", "_one", "chunk_type")
+    __slots__ = ("_chat", "_records", "chunk_type")
 
     def __init__(self, chunk_type: type[Any]) -> None:
         if chunk_type not in (ChatCompletionChunk, CompletionChunk):
             raise TypeError(f"the sse framing decodes OpenAI chunks, not {chunk_type.__name__}")
         self.chunk_type = chunk_type
         self._chat = chunk_type is ChatCompletionChunk
-        self._one: msgspec.json.Decoder[Any] = msgspec.json.Decoder(chunk_type)
-        self._array = msgspec.json.Decoder(list[chunk_type])  # type: ignore[valid-type]
+        self._records: RecordDecoder[Any] = RecordDecoder(chunk_type)
 
     def decode_lines(self, lines: list[bytes]) -> list[Any]:
         if not lines:
@@ -314,36 +314,7 @@ class OpenAIDecoder:
         return self._fold(chunks, done)
 
     def _decode(self, records: list[bytes]) -> list[Any]:
-        if not records:
-            return []
-        if len(records) == 1:
-            try:
-                return [self._one.decode(records[0])]
-            except msgspec.DecodeError:
-                return self._decode_one_by_one(records)  # raises the typed error
-        try:
-            chunks: list[Any] = self._array.decode(b"[" + b",".join(records) + b"]")
-        except msgspec.DecodeError:
-            return self._decode_one_by_one(records)
-        if len(chunks) != len(records):
-            return self._decode_one_by_one(records)
-        return chunks
-
-    def _decode_one_by_one(self, records: list[bytes]) -> list[Any]:
-        out: list[Any] = []
-        for record in records:
-            try:
-                out.append(self._one.decode(record))
-            except msgspec.ValidationError as exc:
-                err = MalformedChunkError(f"unexpected shape ({exc})", record)
-                err.chunks_before = self._fold(out, False)
-                raise err from exc
-            except msgspec.DecodeError as exc:
-                reason = "not JSON" if not record.lstrip().startswith(b"{") else f"bad JSON ({exc})"
-                err = MalformedChunkError(reason, record)
-                err.chunks_before = self._fold(out, False)
-                raise err from exc
-        return out
+        return self._records.decode(records, lambda out: self._fold(out, False))
 
     def _has_text(self, chunk: Any) -> bool:
         if not chunk.choices:
