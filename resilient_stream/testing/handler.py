@@ -152,8 +152,10 @@ class LineStream:
         "_content_prefix",
         "_first_token_ns",
         "_json",
+        "_opening",
         "_prompt_tokens",
         "_start_ns",
+        "_suffix",
         "_think_prefix",
         "chat",
         "created_at",
@@ -193,6 +195,9 @@ class LineStream:
         else:
             self._content_prefix = head + b'","response":'
             self._think_prefix = head + b'","response":"","thinking":'
+        self._suffix = self._CHAT_SUFFIX if chat else self._SUFFIX
+        #: Bytes sent once, just before the first token (SSE's role chunk).
+        self._opening = b""
         self._prompt_tokens = prompt_tokens
         self._start_ns = start_ns
         self.stream_start_ns = time.perf_counter_ns()
@@ -220,7 +225,8 @@ class LineStream:
         self.tokens += 1
         self.stats.tokens_generated += 1
         prefix = self._think_prefix if self.gen.thinking else self._content_prefix
-        return prefix + self._json[tok] + (self._CHAT_SUFFIX if self.chat else self._SUFFIX)
+        line = prefix + self._json[tok] + self._suffix
+        return self._opening + line if self.tokens == 1 else line
 
     def final_line(self) -> bytes:
         now = time.perf_counter_ns()
@@ -377,17 +383,13 @@ class Handler:
 
     def _whole(self, lines: LineStream) -> Reply:
         """``stream: false``: generate everything now; the edge waits ``delay`` to answer."""
-        content: list[str] = []
-        thinking: list[str] = []
         gen = lines.gen
         lines._first_token_ns = time.perf_counter_ns()
-        vocab = gen.vocab.tokens
-        while (tok := gen.step()) >= 0:
-            (thinking if gen.thinking else content).append(vocab[tok])
+        text, thinking = model.run(gen)
+        think_text = thinking or None
         lines.tokens = gen.count
         self.stats.tokens_generated += gen.count
         final = msgspec.json.decode(lines.final_line())
-        text, think_text = "".join(content), "".join(thinking) or None
         if lines.chat:
             final["message"] = _OutMessage(role="assistant", content=text, thinking=think_text)
         else:
@@ -398,7 +400,6 @@ class Handler:
         delay = st.first_token_delay
         if st.tokens_per_second > 0:
             delay += gen.count / st.tokens_per_second
-        final["done"] = True
         out = _ChatFinal(**final) if lines.chat else _GenerateFinal(**final)
         return Reply(200, JSON, _encode(out), delay=delay)
 

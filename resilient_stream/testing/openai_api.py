@@ -123,7 +123,7 @@ class SseLineStream(LineStream):
     Token events are spliced from precomputed bytes, like NDJSON lines.
     """
 
-    __slots__ = ("_head", "_include_usage", "_opening", "_suffix")
+    __slots__ = ("_head", "_include_usage")
 
     def __init__(
         self,
@@ -172,19 +172,6 @@ class SseLineStream(LineStream):
             self._content_prefix = self._think_prefix = self._head + b'"text":'
             self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
             self._opening = b""
-
-    def next_line(self) -> bytes:
-        tok = self.gen.step()
-        if tok < 0:
-            self.finished = True
-            return self.final_line()
-        if self.tokens == 0:
-            self._first_token_ns = time.perf_counter_ns()
-        self.tokens += 1
-        self.stats.tokens_generated += 1
-        prefix = self._think_prefix if self.gen.thinking else self._content_prefix
-        line = prefix + self._json[tok] + self._suffix
-        return self._opening + line if self.tokens == 1 else line
 
     def final_line(self) -> bytes:
         reason = (self.gen.done_reason or "stop").encode()
