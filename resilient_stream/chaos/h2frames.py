@@ -92,8 +92,15 @@ class FrameSplitter:
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
-        buf += data
         frames: list[Frame] = []
+        if not buf and not self._preface:
+            # The common case: the last read ended on a frame boundary. Slice frames
+            # straight out of ``data`` (one copy each) instead of going through ``buf``.
+            pos = self._split(data, frames)
+            if pos < len(data):
+                buf += data[pos:]
+            return frames
+        buf += data
         pos = 0
         if self._preface:
             n = min(len(buf), len(PREFACE))
@@ -104,18 +111,25 @@ class FrameSplitter:
             frames.append(Frame(PREFACE_TYPE, 0, 0, PREFACE))
             pos = len(PREFACE)
             self._preface = False
-        end_buf = len(buf)
-        unpack = _HEADER.unpack_from
-        while end_buf - pos >= 9:
-            hi, lo, ftype, flags, sid = unpack(buf, pos)
-            end = pos + 9 + ((hi << 8) | lo)
-            if end > end_buf:
-                break
-            frames.append(Frame(ftype, flags, sid & 0x7FFFFFFF, bytes(buf[pos:end])))
-            pos = end
+        with memoryview(buf) as view:
+            pos = self._split(view, frames, pos)
         if pos:
             del buf[:pos]
         return frames
+
+    @staticmethod
+    def _split(src: bytes | memoryview, frames: list[Frame], pos: int = 0) -> int:
+        """Append the whole frames of ``src`` from ``pos``; return where the rest starts."""
+        end_src = len(src)
+        unpack = _HEADER.unpack_from
+        while end_src - pos >= 9:
+            hi, lo, ftype, flags, sid = unpack(src, pos)
+            end = pos + 9 + ((hi << 8) | lo)
+            if end > end_src:
+                break
+            frames.append(Frame(ftype, flags, sid & 0x7FFFFFFF, bytes(src[pos:end])))
+            pos = end
+        return pos
 
 
 def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
