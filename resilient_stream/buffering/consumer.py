@@ -12,7 +12,8 @@ stream's window is cut to the budget, so the increments the consumer's reads
 would have granted are withheld until the sender's allowance is down to it
 (backpressure for that stream only). Whether everything waiting is then handed
 over as one piece (coalesced bytes: several NDJSON lines in one read, each still
-its own chunk above) or one DATA frame at a time is :attr:`ConsumerBudget.coalesce`.
+its own chunk above) or one DATA frame at a time is ``StreamConfig.coalesce_reads``,
+applied by the transport's response stream.
 A consumer that keeps up always finds one frame waiting and gets it at once.
 """
 
@@ -24,15 +25,12 @@ _RATE_WEIGHT = 0.5  # EWMA weight of the newest rate measurement
 class ConsumerBudget:
     """Per-transport policy; the per-stream numbers live on the stream object."""
 
-    __slots__ = ("cap", "coalesce", "floor", "target_latency")
+    __slots__ = ("cap", "floor", "target_latency")
 
-    def __init__(
-        self, *, target_latency: float, floor: int, cap: int, coalesce: bool = True
-    ) -> None:
+    def __init__(self, *, target_latency: float, floor: int, cap: int) -> None:
         self.target_latency = target_latency
         self.floor = floor
         self.cap = max(floor, cap)
-        self.coalesce = coalesce
 
     @staticmethod
     def smooth_rate(previous: float, read: int, elapsed: float) -> float:

@@ -108,7 +108,6 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 target_latency=cfg.consumer_target_latency,
                 floor=cfg.stream_window_floor,
                 cap=cfg.stream_window_cap,
-                coalesce=cfg.coalesce_reads,
             )
             if cfg.adaptive_windows
             else None,
