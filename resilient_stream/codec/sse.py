@@ -10,10 +10,11 @@ character cut across reads needs no care. Everything buffered for one event
 is bounded by ``max_event_bytes``: past it :class:`EventTooLargeError` is
 raised instead of growing memory.
 
-:class:`SseFramer` is the record framer of the ``"sse"`` framing: it returns
-each event's ``data`` as one record (``b"[DONE]"`` included; the decoder gives
-it meaning). Events without ``data`` (keep-alives, bare ``retry:``) give no
-record.
+:class:`SseFramer` turns a body into each event's ``data`` as one record
+(``b"[DONE]"`` included; a decoder gives it meaning); events without ``data``
+(keep-alives, bare ``retry:``) give no record. The ``"sse"`` framing registered
+for OpenAI streams is ``OpenAIFramer`` (codec/openai.py), which adds holding
+text-less chunks on top of the same :meth:`SseParser.feed_data`.
 
 The common OpenAI-style event is one ``data: {json}`` line; it takes a fast
 path of one ``split`` and one slice.
@@ -181,7 +182,7 @@ class SseParser:
 
 
 class SseFramer:
-    """The ``"sse"`` record framer: each event's ``data`` is one record."""
+    """A plain SSE record framer: each event's ``data`` is one record."""
 
     __slots__ = ("_parser",)
 
