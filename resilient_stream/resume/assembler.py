@@ -118,8 +118,7 @@ class StreamAssembler(Generic[ChunkT]):
         for raw in chunks:
             chunk: ChunkT = convert(raw) if convert is not None else raw
             if adapter.is_done(chunk):
-                self._release_held(force=True, into=out)
-                out.append(self._finalize(chunk))
+                out.append(self._finalize(self._last_text(chunk, out)))
                 return out
             self._tokens += 1
             self.attempt_tokens += 1
@@ -143,6 +142,33 @@ class StreamAssembler(Generic[ChunkT]):
 
     # --- internals ---------------------------------------------------------
 
+    def _last_text(self, final: ChunkT, out: list[ChunkT]) -> ChunkT:
+        """Count the text a final chunk carries (Ollama may put the last token there)
+        and, right after a seam, trim its share of the overlap like any held chunk."""
+        adapter = self._adapter
+        text, thinking = adapter.texts(final)
+        if not text and not thinking:
+            self._release_held(force=True, into=out)
+            return final
+        self._tokens += 1
+        self.attempt_tokens += 1
+        if self._stitch is not None:
+            self._held.append(final)
+            text_st, think_st = self._stitch
+            if text:
+                text_st.feed(text)
+            if thinking:
+                think_st.feed(thinking)
+            released: list[ChunkT] = []
+            self._release_held(force=True, into=released, keep_last=True)
+            out.extend(released[:-1])
+            return released[-1]
+        if text:
+            self._text.append(text)
+        if thinking:
+            self._thinking.append(thinking)
+        return final
+
     def _finalize(self, chunk: ChunkT) -> ChunkT:
         final: ChunkT = self._adapter.finalize(chunk, self._tokens)
         self.final = final
@@ -160,8 +186,11 @@ class StreamAssembler(Generic[ChunkT]):
         if text_st.resolved and think_st.resolved:
             self._release_held(force=False, into=out)
 
-    def _release_held(self, *, force: bool, into: list[ChunkT] | None = None) -> None:
-        """Trim the cut overlap from the held chunks and deliver the rest."""
+    def _release_held(
+        self, *, force: bool, into: list[ChunkT] | None = None, keep_last: bool = False
+    ) -> None:
+        """Trim the cut overlap from the held chunks and deliver the rest (``keep_last``:
+        the last held chunk is delivered even when all its text was cut: a final chunk)."""
         if self._stitch is None:
             return
         text_st, think_st = self._stitch
@@ -173,7 +202,8 @@ class StreamAssembler(Generic[ChunkT]):
             self.seams[-1] = msgspec.structs.replace(self.seams[-1], cut=cut_text + cut_think)
         held, self._held, self._stitch = self._held, [], None
         adapter = self._adapter
-        for chunk in held:
+        last = len(held) - 1
+        for i, chunk in enumerate(held):
             text, thinking = adapter.texts(chunk)
             thinking = thinking or ""
             drop_t = min(cut_text, len(text))
@@ -182,7 +212,12 @@ class StreamAssembler(Generic[ChunkT]):
             cut_think -= drop_k
             text, thinking = text[drop_t:], thinking[drop_k:]
             if drop_t or drop_k:
-                if not text and not thinking and not adapter.has_payload(chunk):
+                if (
+                    not text
+                    and not thinking
+                    and not adapter.has_payload(chunk)
+                    and not (keep_last and i == last)
+                ):
                     continue
                 chunk = adapter.with_texts(chunk, text, thinking)
             if text:
