@@ -104,6 +104,8 @@ class TruncatedStreamError(ProtocolError):
     def __init__(self, message: str, *, partial_line: bytes = b"") -> None:
         super().__init__(message)
         self.partial_line = partial_line
+        #: Chunks decoded from the same read before the end was seen (not lost).
+        self.chunks_before: list[Any] = []
 
 
 class ServerReportedError(StreamError):

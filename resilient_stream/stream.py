@@ -133,7 +133,7 @@ class ResilientStream(AttemptLoop[ChunkT]):
             return
         try:
             chunks = self._decoder.decode_lines(self._framer.feed(data))
-        except (MalformedChunkError, ServerReportedError) as exc:
+        except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
             self._deliver(exc.chunks_before)
             await self._fail(exc)
             return

@@ -23,7 +23,7 @@ from resilient_stream.codec.openai import (
     OpenAIFramer,
 )
 from resilient_stream.codec.sse import EventTooLargeError
-from resilient_stream.errors import MalformedChunkError, ServerReportedError
+from resilient_stream.errors import MalformedChunkError, ServerReportedError, TruncatedStreamError
 from resilient_stream.resume.adapters import adapter_for
 from resilient_stream.resume.openai_planner import OpenAIPlanner
 from resilient_stream.resume.planner import AttemptPlan, Finished, NotResumable, Progress
@@ -48,6 +48,7 @@ def chat_event(content: str | None = None, *, role: str | None = None, finish: s
 USAGE = event({"id": "c1", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3,
                                                       "total_tokens": 7}})  # fmt: skip
 DONE = b"data: [DONE]\n\n"
+STOP = chat_event(None, finish="stop")
 
 VLLM_BODY = (
     chat_event("", role="assistant")
@@ -122,7 +123,7 @@ def test_finish_reason_on_a_text_chunk_moves_to_the_final_chunk() -> None:
 
 def test_reasoning_and_tool_calls_count_as_payload() -> None:
     call = [{"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": ""}}]
-    body = chat_event(reasoning_content="hmm") + chat_event(tool_calls=call) + DONE
+    body = chat_event(reasoning_content="hmm") + chat_event(tool_calls=call) + STOP + DONE
     chunks = run(body)
     adapter = adapter_for(ChatCompletionChunk)
     assert adapter.texts(chunks[0]) == ("", "hmm")
@@ -131,7 +132,7 @@ def test_reasoning_and_tool_calls_count_as_payload() -> None:
 
 
 def test_ollama_style_reasoning_field_is_read() -> None:
-    (chunk, _) = run(chat_event(reasoning="think") + DONE)
+    (chunk, _) = run(chat_event(reasoning="think") + STOP + DONE)
     assert adapter_for(ChatCompletionChunk).texts(chunk) == ("", "think")
 
 
@@ -192,9 +193,20 @@ def test_finalize_counts_every_attempts_tokens_in_usage() -> None:
     assert local.done and adapter.done_reason(local) == "length"
 
 
+def test_done_without_any_finish_reason_is_a_truncation_not_a_success() -> None:
+    """llama-cpp-python ends a running stream with [DONE] and no finish_reason when
+    another request arrives: the text before it is kept, the end is an interruption."""
+    framer = OpenAIFramer()
+    decoder = OpenAIDecoder(ChatCompletionChunk)
+    with pytest.raises(TruncatedStreamError) as info:
+        decoder.decode_lines(framer.feed(chat_event("Hel") + chat_event("lo") + DONE))
+    assert [c.choices[0].delta.content for c in info.value.chunks_before] == ["Hel", "lo"]
+    assert info.value.retryable
+
+
 def test_with_texts_keeps_the_reasoning_field_the_server_used() -> None:
     adapter = adapter_for(ChatCompletionChunk)
-    (chunk, _) = run(chat_event("ab", reasoning="xy") + DONE)
+    (chunk, _) = run(chat_event("ab", reasoning="xy") + STOP + DONE)
     cut = adapter.with_texts(chunk, "b", "y")
     assert adapter.texts(cut) == ("b", "y") and cut.choices[0].delta.reasoning == "y"
 
@@ -299,7 +311,7 @@ def test_garbage_gives_chunks_or_typed_errors_with_bounded_memory(pieces: list[b
     for piece in pieces:
         try:
             chunks = decoder.decode_lines(framer.feed(piece))
-        except (MalformedChunkError, ServerReportedError, EventTooLargeError):
+        except (MalformedChunkError, ServerReportedError, TruncatedStreamError, EventTooLargeError):
             return
         assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
         assert framer.pending <= limit * (MAX_HELD + 2)

@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ServerReportedError
+from ..errors import ServerReportedError, TruncatedStreamError
 from .framing import Framing, register_framing
 from .ndjson import RecordDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SseParser
@@ -364,6 +364,15 @@ class OpenAIDecoder:
                 role = choice.delta.role
             pending.append(chunk)
         if done:
+            if finish is None:
+                # [DONE] without a finish_reason: the server stopped this answer early
+                # (llama-cpp-python does so when another request arrives). Not a success.
+                exc = TruncatedStreamError(
+                    "the stream ended with [DONE] but no finish_reason: the server cut the "
+                    "answer short"
+                )
+                exc.chunks_before = out + pending
+                raise exc
             out.append(self._final(chunks, finish, usage))
         elif pending:
             out.extend(pending)  # held too long or odd server: deliver as they are

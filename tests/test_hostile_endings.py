@@ -1,0 +1,54 @@
+"""How a stream may end: only a real end is a success (issue 10, items 6 and 7).
+
+Real sockets: a scripted HTTP/1.1 server on 127.0.0.1 writes what hostile or
+unusual servers send.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support.scripted_server import Reply, Request, ScriptedServer
+
+from resilient_stream import StreamClient, StreamConfig
+from resilient_stream.openai import openai_chat
+
+pytestmark = pytest.mark.timeout(30)
+
+CFG = StreamConfig(http2=False, backoff_initial=0.01, backoff_max=0.02, idle_timeout=2.0)
+
+
+def sse(content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def test_done_marker_without_finish_reason_is_resumed_not_reported_as_success() -> None:
+    """llama-cpp-python ends a running stream with [DONE] and no finish_reason when
+    another request arrives; that answer is cut short and must be continued."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        messages = json.loads(request.body)["messages"]
+        await reply.start(headers={"content-type": "text/event-stream"})
+        if messages[-1]["role"] == "user":
+            await reply.send(sse("Hel") + sse("lo"))
+            await reply.send(DONE)  # cut short: no finish_reason at all
+        else:
+            assert messages[-1] == {"role": "assistant", "content": "Hello"}
+            await reply.send(sse(" world") + sse(None, "stop") + DONE)
+        await reply.end()
+
+    async with ScriptedServer(handler) as srv, StreamClient(srv.url, config=CFG) as client:
+        stream = openai_chat(
+            client, model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+        )
+        result = await stream.collect()
+    assert result.text == "Hello world"
+    assert result.done_reason == "stop"
+    assert result.resumes == 1 and len(srv.requests) == 2
+    assert "no finish_reason" in result.history[0].outcome
