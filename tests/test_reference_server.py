@@ -797,6 +797,57 @@ async def test_faults_on_stream_false_replies() -> None:
         assert r.json()["done"] is True
 
 
+# --- request validation ------------------------------------------------------------
+
+
+DEEP = 100_000
+
+
+def deep_array() -> bytes:
+    return b"[" * DEEP + b"]" * DEEP
+
+
+def deep_object() -> bytes:
+    return b'{"a":' * DEEP + b"1" + b"}" * DEEP
+
+
+NESTED_BODIES = [
+    ("/api/generate", deep_array()),
+    ("/api/generate", deep_object()),
+    ("/api/generate", b'{"model":"m","prompt":"x","format":' + deep_array() + b"}"),
+    ("/api/chat", b'{"model":"m","messages":[],"options":' + deep_object() + b"}"),
+    ("/v1/chat/completions", b'{"model":"m","messages":[],"tool_choice":' + deep_array() + b"}"),
+    ("/v1/completions", b'{"model":"m","prompt":"x","extra":' + deep_object() + b"}"),
+]
+
+
+@pytest.mark.parametrize("with_faults", [False, True], ids=["plain", "fault-plan"])
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "h1"])
+async def test_deeply_nested_json_is_a_400_and_the_connection_lives_on(
+    http2: bool, with_faults: bool
+) -> None:
+    """msgspec raises RecursionError (not DecodeError) past ~1000 levels: that escaped
+    data_received and asyncio dropped the connection. Now: a 400 in the endpoint's error
+    shape, on the same connection as the next, normal request."""
+    plan = FaultSchedule({}) if with_faults else None  # the plan decodes every body too
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with httpx.AsyncClient(http2=http2, http1=not http2, timeout=30) as c:
+            for path, payload in NESTED_BODIES:
+                r = await c.post(
+                    srv.url + path, content=payload, headers={"content-type": "application/json"}
+                )
+                assert r.status_code == 400, (path, r.text[:200])
+                err = r.json()["error"]
+                if path.startswith("/v1/"):
+                    assert err["type"] == "invalid_request_error" and err["message"]
+                else:
+                    assert isinstance(err, str) and err.startswith("invalid request body")
+            body = gen_body(options={"num_predict": 3})
+            lines, _ = await ndjson(c, srv.url + "/api/generate", body)
+            assert len(lines) == 4 and lines[-1]["done"]
+        assert srv.stats.connections_opened == 1
+
+
 # --- protocols, TLS, CLI --------------------------------------------------
 
 

@@ -103,6 +103,18 @@ def error_body(message: str) -> bytes:
     return _encode(_Error(message))
 
 
+#: What decoding a request body can raise: msgspec raises RecursionError (not a
+#: DecodeError) for JSON nested about 1000 levels deep.
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
+def invalid_body(exc: Exception) -> str:
+    """The ``error`` text of a 400 for a body that does not decode."""
+    if isinstance(exc, RecursionError):
+        return "invalid request body: JSON nested too deeply"
+    return f"invalid request body: {exc}"
+
+
 def now_iso() -> str:
     """Ollama's ``created_at`` format: RFC 3339 with microseconds and ``Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -292,7 +304,7 @@ class Handler:
         if self.settings.faults is not None:
             try:
                 decoded = _dict_decoder.decode(body) if body else {}
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 decoded = {}
             info = RequestInfo(index=index, path=path, body=decoded, protocol=protocol)  # type: ignore[arg-type]
             fault = self.settings.faults(info)
@@ -335,8 +347,8 @@ class Handler:
         req: ChatRequest | GenerateRequest
         try:
             req = _chat_decoder.decode(body) if chat else _gen_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            return Reply(400, JSON, error_body(f"invalid request body: {exc}"))
+        except DECODE_ERRORS as exc:
+            return Reply(400, JSON, error_body(invalid_body(exc)))
         if not req.model:
             return Reply(400, JSON, error_body("model is required"))
         if req.model.startswith("missing"):

@@ -33,7 +33,14 @@ from resilient_stream.codec.chunks import Message
 from resilient_stream.codec.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
 from resilient_stream.testing import model
 from resilient_stream.testing.faults import BEFORE_HEADERS, Fault
-from resilient_stream.testing.handler import JSON, TEXT, LineStream, Reply
+from resilient_stream.testing.handler import (
+    DECODE_ERRORS,
+    JSON,
+    TEXT,
+    LineStream,
+    Reply,
+    invalid_body,
+)
 from resilient_stream.testing.settings import ServerSettings, ServerStats
 
 SSE = b"text/event-stream"
@@ -211,8 +218,8 @@ def handle(
     req: ChatCompletionRequest | CompletionRequest
     try:
         req = _chat_decoder.decode(body) if chat else _completion_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        return _bad(f"invalid request body: {exc}")
+    except DECODE_ERRORS as exc:
+        return _bad(invalid_body(exc))
     if not req.model:
         return _bad("model is required")
     if req.model.startswith("missing"):
