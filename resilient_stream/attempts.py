@@ -61,6 +61,9 @@ _HEADERS = {
 }
 
 
+_NO_LIMIT = 1 << 62
+
+
 class _GiveUp(Exception):
     """Internal: stop the tenacity loop and raise ``error`` to the caller."""
 
@@ -105,8 +108,16 @@ class AttemptLoop(Generic[ChunkT]):
             floor=cfg.idle_timeout_floor,
             factor=cfg.idle_timeout_factor,
             enabled=cfg.adaptive_idle_timeout,
+            warmup_timeout=cfg.idle_timeout_warmup,
         )
         self._last_read = 0.0
+        self._waiting_since: float | None = None  # None: not waiting for a record
+        self._body_bytes = 0
+        self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
+        # A server that sends more than twice what was asked (plus slack for servers
+        # whose chunk count differs from their token count) ignores the limit.
+        limit = planner.token_limit
+        self._token_cap = 2 * limit + 16 if limit is not None else _NO_LIMIT
         self._watchdog = StallWatchdog()
         self._closed = False
         self._error: BaseException | None = None
@@ -147,6 +158,7 @@ class AttemptLoop(Generic[ChunkT]):
         self._asm.begin_attempt(plan)
         self._attempt_first_chunk = True
         self._idle.reset()
+        self._waiting_since = None
         self._framer = framing(plan.framing).new_framer(self._cfg.max_line_bytes)
         self._decoder = client.decoder_for(plan)
         self._client.log.debug(

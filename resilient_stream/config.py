@@ -46,6 +46,10 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Smallest adaptive idle timeout (also absorbs event-loop lag under load)."""
     idle_timeout_factor: float = 10.0
     """How many times the recent peak gap a stream may stay silent."""
+    idle_timeout_warmup: float = 5.0
+    """Idle timeout while the adaptive one is still learning a stream's pace (its first
+    gaps): the longer of this and ``idle_timeout_factor`` x the gaps seen so far. A stall
+    early in a stream is caught within it; a slow stream raises it with its first gap."""
     total_timeout: float = 1800.0
     """Deadline for a whole stream, all attempts and resumes included."""
     pool_timeout: float = 30.0
@@ -96,6 +100,10 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # --- codec ---
     max_line_bytes: int = 1_048_576
     """Longest NDJSON line accepted; a longer one raises LineTooLongError (memory stays bounded)."""
+    max_output_bytes: int = 67_108_864
+    """Most response-body bytes one stream reads over all its attempts; past it the stream
+    is stopped (upstream cancelled) with OutputLimitError. Bounds memory against a server
+    that ignores ``num_predict`` and never ends. 0 disables the limit."""
 
     # --- retries and resume ---
     max_attempts: int = 8

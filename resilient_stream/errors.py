@@ -108,6 +108,18 @@ class TruncatedStreamError(ProtocolError):
         self.chunks_before: list[Any] = []
 
 
+class OutputLimitError(ProtocolError):
+    """The server sent far more than was asked: more tokens than ``num_predict`` /
+    ``max_tokens`` allow by a clear margin, or more than ``max_output_bytes``.
+
+    The stream is stopped and the upstream request cancelled. Not retryable: a
+    server that ignores the limit once will do it again. The output delivered
+    before it stays delivered.
+    """
+
+    retryable = False
+
+
 class ServerReportedError(StreamError):
     """The server sent an ``{"error": "..."}`` line.
 

@@ -21,6 +21,7 @@ import httpx
 from .attempts import AttemptLoop
 from .errors import (
     MalformedChunkError,
+    OutputLimitError,
     ProtocolError,
     ServerReportedError,
     StallError,
@@ -108,14 +109,26 @@ class ResilientStream(AttemptLoop[ChunkT]):
         if self._body is None:
             await self._open()
             return
-        loop_time = time.monotonic()
+        now = time.monotonic()
+        # Progress is complete records, not bytes: the wait for the next record began
+        # when the last one was delivered (or the attempt's headers came), and reads that
+        # bring only part of a line do not restart it (a 1 byte/s "slowloris" body).
+        since = self._waiting_since
+        if since is None:
+            since = self._waiting_since = now
         limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
-        until = min(loop_time + limit, self._deadline)
+        until = min(since + limit, self._deadline)
         watchdog = self._watchdog
-        watchdog.arm(until - loop_time)
+        watchdog.arm(until - now)
         failure: BaseException | None = None
         try:
             data = await self._body.__anext__()
+            self._body_bytes += len(data)
+            if self._body_bytes > self._max_body_bytes:
+                failure = self._output_limit_error(
+                    f"{self._body_bytes} bytes of response body exceed max_output_bytes="
+                    f"{self._cfg.max_output_bytes}"
+                )
         except StopAsyncIteration:
             failure = self._end_of_body()
             if failure is None:
@@ -123,7 +136,7 @@ class ResilientStream(AttemptLoop[ChunkT]):
         except asyncio.CancelledError:
             if not watchdog.expired():
                 raise
-            failure = self._silence_error(loop_time, until, limit)
+            failure = self._silence_error(since, until, limit)
         except (httpx.TransportError, StreamError, OSError) as exc:
             failure = exc
         finally:
@@ -142,12 +155,27 @@ class ResilientStream(AttemptLoop[ChunkT]):
             return
         if chunks:
             now = time.monotonic()
+            self._waiting_since = None
             if not self._attempt_first_chunk:
                 self._idle.observe(now - self._last_read)
             self._last_read = now
             self._deliver(chunks)
             if self._asm.done:
                 await self._close_response()
+            elif self._asm.tokens > self._token_cap:
+                await self._fail(
+                    self._output_limit_error(
+                        f"{self._asm.tokens} chunks received for a limit of "
+                        f"{self._planner.token_limit} tokens: the server ignores the limit"
+                    )
+                )
+
+    def _output_limit_error(self, why: str) -> OutputLimitError:
+        return OutputLimitError(
+            f"stopped a stream that sent far more than asked ({why}); the output so far "
+            "was delivered and the upstream request cancelled",
+            endpoint=self._endpoint(),
+        )
 
     def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
         """The watchdog fired: a stall (resumed) or the total deadline (given up)."""

@@ -59,3 +59,22 @@ def test_reset_starts_a_new_warmup_and_disabled_uses_the_cap() -> None:
     off = IdleTimeoutPolicy(cap=5.0, warmup=1, enabled=False)
     off.observe(0.01)
     assert off.timeout == 5.0
+
+
+def test_warmup_timeout_catches_an_early_stall_of_a_fast_stream() -> None:
+    """Issue 10 item 9: a stall after two chunks of a 45 tokens/s stream waited the
+    whole 30 s cap; with a warm-up timeout it is caught within it."""
+    p = IdleTimeoutPolicy(cap=30.0, factor=10.0, warmup_timeout=5.0)
+    assert p.timeout == 5.0  # after the first chunk, before any gap
+    p.observe(1 / 45)
+    assert p.timeout == 5.0
+
+
+def test_warmup_timeout_never_kills_a_slow_but_healthy_stream() -> None:
+    p = IdleTimeoutPolicy(cap=30.0, factor=10.0, warmup_timeout=5.0)
+    assert p.timeout > 2.0  # 0.5 tokens/s: the first gap (2 s) fits under the warm-up bar
+    p.observe(2.0)
+    assert p.timeout == 20.0  # and one gap raises the bar to factor x the gap
+    for _ in range(20):
+        p.observe(2.0)
+    assert p.timeout == 20.0

@@ -12,6 +12,7 @@ import pytest
 from support.scripted_server import Reply, Request, ScriptedServer
 
 from resilient_stream import StreamClient, StreamConfig
+from resilient_stream.errors import OutputLimitError
 from resilient_stream.openai import openai_chat
 
 pytestmark = pytest.mark.timeout(30)
@@ -52,3 +53,55 @@ async def test_done_marker_without_finish_reason_is_resumed_not_reported_as_succ
     assert result.done_reason == "stop"
     assert result.resumes == 1 and len(srv.requests) == 2
     assert "no finish_reason" in result.history[0].outcome
+
+
+def gen_line(text: str) -> bytes:
+    return json.dumps({"response": text}).encode() + b"\n"
+
+
+class Flood:
+    """A server that ignores num_predict and never sends ``done`` (bounded: 200k lines)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.finished = False
+
+    async def __call__(self, request: Request, reply: Reply) -> None:
+        await reply.start()
+        piece = gen_line("x" * 100) * 10
+        try:
+            for _ in range(20_000):
+                await reply.send(piece)
+                self.sent += 10
+        except ConnectionError:
+            return
+        self.finished = True
+        await reply.end()
+
+
+async def test_server_ignoring_num_predict_is_stopped_with_a_typed_error() -> None:
+    flood = Flood()
+    async with ScriptedServer(flood) as srv, StreamClient(srv.url, config=CFG) as client:
+        stream = client.generate(model="m", prompt="p", options={"num_predict": 20})
+        got = 0
+        with pytest.raises(OutputLimitError) as info:
+            async for _ in stream:
+                got += 1
+    assert "20 tokens" in str(info.value) and not info.value.retryable
+    assert 20 < got < 20_000  # what came before the stop was delivered
+    assert len(srv.requests) == 1  # not retried: it would do it again
+    assert not flood.finished  # the client hung up long before the server's 200k lines
+
+
+async def test_endless_output_without_a_token_limit_stops_at_max_output_bytes() -> None:
+    flood = Flood()
+    cfg = CFG.replace(max_output_bytes=200_000)
+    async with ScriptedServer(flood) as srv, StreamClient(srv.url, config=cfg) as client:
+        stream = client.generate(model="m", prompt="p")
+        with pytest.raises(OutputLimitError) as info:
+            async for _ in stream:
+                pass
+        partial = stream.result.text
+    assert "max_output_bytes=200000" in str(info.value)
+    assert 0 < len(partial) <= 200_000
+    assert not flood.finished and len(srv.requests) == 1

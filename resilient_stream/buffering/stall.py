@@ -7,8 +7,11 @@ recent gaps between reads, clamped to ``[floor, cap]``:
 
 * the peak (not the mean) makes one slow-but-normal gap raise the bar at once;
 * the decay lets the bar come back down after a burst of slowness;
-* until ``warmup`` gaps were seen, the cap (``idle_timeout``) applies, so a
-  stream is never declared dead on too little evidence.
+* until ``warmup`` gaps were seen, the bar is ``warmup_timeout`` or ``factor``
+  times the gaps seen so far, whichever is longer (the cap when no
+  ``warmup_timeout`` is set): a stream that stalls after its second chunk is
+  caught within seconds, while a slow-but-healthy stream raises the bar with
+  its very first gap.
 
 The first chunk is not a gap: time to first token has its own, longer timeout.
 """
@@ -17,7 +20,17 @@ from __future__ import annotations
 
 
 class IdleTimeoutPolicy:
-    __slots__ = ("_cap", "_decay", "_factor", "_floor", "_peak", "_seen", "_warmup", "enabled")
+    __slots__ = (
+        "_cap",
+        "_decay",
+        "_early",
+        "_factor",
+        "_floor",
+        "_peak",
+        "_seen",
+        "_warmup",
+        "enabled",
+    )
 
     def __init__(
         self,
@@ -28,8 +41,10 @@ class IdleTimeoutPolicy:
         warmup: int = 8,
         decay: float = 0.99,
         enabled: bool = True,
+        warmup_timeout: float | None = None,
     ) -> None:
         self._cap = cap
+        self._early = cap if warmup_timeout is None else min(warmup_timeout, cap)
         self._floor = min(floor, cap)
         self._factor = factor
         self._warmup = warmup
@@ -51,9 +66,11 @@ class IdleTimeoutPolicy:
 
     @property
     def timeout(self) -> float:
-        if not self.enabled or self._seen < self._warmup:
+        if not self.enabled:
             return self._cap
         t = self._factor * self._peak
+        if self._seen < self._warmup:
+            t = t if t > self._early else self._early
         if t < self._floor:
             return self._floor
         return t if t < self._cap else self._cap

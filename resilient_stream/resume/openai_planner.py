@@ -75,6 +75,12 @@ class OpenAIPlanner:
         self.flavor = flavor
         self.chat = isinstance(request, ChatCompletionRequest)
         self.path = path or (CHAT_PATH if self.chat else COMPLETION_PATH)
+        limits = [request.max_tokens]
+        if isinstance(request, ChatCompletionRequest):
+            limits.append(request.max_completion_tokens)
+        known = [n for n in limits if n is not None and n >= 0]
+        #: The most tokens the caller asked for (None: no limit).
+        self.token_limit: int | None = min(known) if known else None
 
     @property
     def caller_chunk_type(self) -> type[ChatCompletionChunk] | type[CompletionChunk]:

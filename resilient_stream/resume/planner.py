@@ -77,6 +77,9 @@ class Progress:
 class Planner(Protocol):
     """What a stream needs from a wire format's planner (one per logical stream)."""
 
+    #: The most tokens the caller asked for (``num_predict``, ``max_tokens``); None: no limit.
+    token_limit: int | None
+
     def initial(self) -> AttemptPlan: ...
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
@@ -91,6 +94,8 @@ class ResumePlanner:
         self.request = request
         self.endpoint: Endpoint = "chat" if isinstance(request, ChatRequest) else "generate"
         self._num_predict = _num_predict(request.options)
+        n = self._num_predict
+        self.token_limit: int | None = n if n is not None and n >= 0 else None
 
     @property
     def caller_chunk_type(self) -> type[GenerateChunk] | type[ChatChunk]:
