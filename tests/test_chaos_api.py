@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from resilient_stream.chaos import ApiServer, ChaosProxy, ProxyRegistry
@@ -170,3 +171,112 @@ async def test_toxiproxy_python_client_creates_a_proxy_and_a_latency_toxic(
         assert server.proxies() == {}
 
     await asyncio.to_thread(cleanup)
+
+
+# --- guard against web pages (issue 10, item 13) -----------------------------------------
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_answers_browser_user_agents_403_like_toxiproxy(
+    api: ApiServer, upstream: str
+) -> None:
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        r = await c.get("/proxies", headers={"User-Agent": firefox})
+        assert r.status_code == 403
+        assert r.headers["content-type"] == "text/plain; charset=utf-8"
+        assert r.text == "User agent not allowed\n"  # toxiproxy's exact answer
+        r = await c.post(
+            "/proxies", json={"name": "b", "upstream": upstream}, headers={"User-Agent": firefox}
+        )
+        assert r.status_code == 403
+        # toxiproxy matches the prefix "Mozilla/" exactly; other agents pass
+        for agent in ("python-httpx/0.28", "curl/8.5.0", "mozilla/5.0", "Mozilla"):
+            assert (await c.get("/proxies", headers={"User-Agent": agent})).status_code == 200
+        assert (await c.get("/proxies")).json() == {}
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_refuses_a_foreign_host_header(api: ApiServer, upstream: str) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        # The issue's reproduction: a text/plain POST (a "simple" request any web page
+        # can send) with a foreign Host (DNS rebinding) created a proxy and a toxic.
+        body = msgspec.json.encode({"name": "evil", "upstream": upstream})
+        for host in ("evil.example:8474", f"evil.example:{api.port}", "evil.example", "10.0.0.1"):
+            r = await c.post(
+                "/proxies", content=body, headers={"Host": host, "Content-Type": "text/plain"}
+            )
+            assert r.status_code == 403, host
+            assert r.json()["status"] == 403 and "Host" in r.json()["error"]
+            r = await c.post(
+                "/proxies", json={"name": "evil", "upstream": upstream}, headers={"Host": host}
+            )
+            assert r.status_code == 403, host
+        assert (await c.get("/proxies")).json() == {}
+        for host in (
+            f"127.0.0.1:{api.port}",
+            f"localhost:{api.port}",
+            f"LOCALHOST:{api.port}",
+            f"[::1]:{api.port}",
+            f"{api.host}:{api.port}",
+            "localhost",
+            "localhost:18474",  # an ssh / kubectl port-forward changes the port the client sees
+        ):
+            r = await c.get("/version", headers={"Host": host})
+            assert r.status_code == 200, host
+        r = await c.post(
+            "/proxies",
+            json={"name": "ok", "upstream": upstream},
+            headers={"Host": f"localhost:{api.port}"},
+        )
+        assert r.status_code == 201
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_refuses_a_foreign_origin(api: ApiServer, upstream: str) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        for origin in ("http://evil.example", "https://evil.example:8474", "null", "file://"):
+            r = await c.post(
+                "/proxies", json={"name": "o", "upstream": upstream}, headers={"Origin": origin}
+            )
+            assert r.status_code == 403, origin
+            assert "Origin" in r.json()["error"]
+            assert (await c.get("/proxies", headers={"Origin": origin})).status_code == 403
+        assert (await c.get("/proxies")).json() == {}
+        for origin in (
+            f"http://127.0.0.1:{api.port}",
+            f"http://localhost:{api.port}",
+            f"http://[::1]:{api.port}",
+        ):
+            assert (await c.get("/version", headers={"Origin": origin})).status_code == 200
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_refuses_non_json_content_types(api: ApiServer, upstream: str) -> None:
+    body = msgspec.json.encode({"name": "t", "upstream": upstream})
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        for ctype in (
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ):
+            r = await c.post("/proxies", content=body, headers={"Content-Type": ctype})
+            assert r.status_code == 415, ctype
+            assert r.json() == {"error": r.json()["error"], "status": 415}
+            assert "application/json" in r.json()["error"]
+        assert (await c.get("/proxies")).json() == {}
+        # JSON (with or without parameters) and a body without a Content-Type are fine
+        r = await c.post(
+            "/proxies", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+        )
+        assert r.status_code == 201
+        toxic = msgspec.json.encode({"type": "latency", "attributes": {"latency": 1}})
+        r = await c.post("/proxies/t/toxics", content=toxic, headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        assert (await c.get("/proxies/t/toxics")).json() == []
+        assert (await c.post("/proxies/t/toxics", content=toxic)).status_code == 200
+        r = await c.post("/reset", content=b"", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        assert len((await c.get("/proxies/t/toxics")).json()) == 1
+        assert (await c.post("/reset")).status_code == 204

@@ -5,6 +5,11 @@ GET/POST /proxies, POST /populate, GET/POST/DELETE /proxies/{name},
 GET/POST /proxies/{name}/toxics, GET/POST/DELETE /proxies/{name}/toxics/{toxic};
 plus GET /proxies/{name}/faults (our extension: the fault records).
 
+Only local programs may drive it: :func:`refusal` turns away what a web page
+can make a browser send (a browser user agent, as toxiproxy does; a Host or
+Origin that is not loopback, as a DNS-rebinding page sends; a "simple" POST
+body that is not JSON).
+
 :class:`ProxyRegistry` is the logic (method, path, body -> status, JSON);
 :class:`ApiServer` is the thin h11 socket edge.
 """
@@ -14,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import h11
 import msgspec
@@ -62,6 +68,98 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: toxiproxy answers every User-Agent that starts with this (every browser's) with
+#: 403 "User agent not allowed" (its stopBrowsersMiddleware); so do we.
+BROWSER_AGENT_PREFIX = b"Mozilla/"
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+class Refusal(NamedTuple):
+    """An answer given instead of running the request."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+def _json_refusal(status: int, message: str) -> Refusal:
+    body = msgspec.json.encode({"error": message, "status": status})
+    return Refusal(status, "application/json", body)
+
+
+def is_loopback_authority(authority: str, own_host: str = "127.0.0.1") -> bool:
+    """Whether ``host[:port]`` (a Host header, an origin's authority) names this
+    machine: ``localhost``, a loopback IP (``[::1]`` in brackets) or ``own_host``.
+
+    Any port is fine: an ssh or ``kubectl port-forward`` tunnel changes the port
+    the client sees, and a DNS-rebinding page can only send its own host name.
+    """
+    if authority.startswith("["):
+        host, sep, rest = authority[1:].partition("]")
+        if not sep or ":" not in host or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else None
+    else:
+        host, sep, port_text = authority.partition(":")
+        port = port_text if sep else None
+    if port is not None and not (port.isascii() and port.isdigit()):
+        return False
+    host = host.lower()
+    return host == own_host.lower() or is_loopback(host)
+
+
+def refusal(
+    method: bytes, headers: Sequence[tuple[bytes, bytes]], own_host: str = "127.0.0.1"
+) -> Refusal | None:
+    """Why a request must not run, or None: the guard against web pages.
+
+    A page in a browser can send a POST with a ``text/plain`` body to any
+    address without asking first (no CORS preflight), also to a name it made
+    resolve to 127.0.0.1. So, in this order: a browser User-Agent gets
+    toxiproxy's 403; a Host or Origin that does not name a loopback host gets
+    403; a POST/PUT/PATCH whose Content-Type is given and is not
+    ``application/json`` gets 415 (toxiproxy's clients send JSON or no body).
+    ``headers`` are h11's: lower-case names, raw values.
+    """
+    for name, value in headers:
+        if name == b"user-agent" and value.startswith(BROWSER_AGENT_PREFIX):
+            return Refusal(403, "text/plain; charset=utf-8", b"User agent not allowed\n")
+    for name, value in headers:
+        if name == b"host":
+            text = value.decode("latin-1")
+            if not is_loopback_authority(text, own_host):
+                return _json_refusal(
+                    403,
+                    f"Host {text!r} is not a loopback address: the chaos API answers only "
+                    "requests addressed to localhost, 127.0.0.1 or [::1]",
+                )
+        elif name == b"origin":
+            text = value.decode("latin-1")
+            scheme, sep, authority = text.partition("://")
+            if not (
+                sep
+                and scheme.lower() in ("http", "https")
+                and is_loopback_authority(authority, own_host)
+            ):
+                return _json_refusal(
+                    403,
+                    f"Origin {text!r} is not a loopback origin: web pages may not drive "
+                    "the chaos API",
+                )
+    if method in _BODY_METHODS:
+        for name, value in headers:
+            if name == b"content-type":
+                media = value.split(b";", 1)[0].strip().lower()
+                if media != b"application/json":
+                    return _json_refusal(
+                        415,
+                        f"Content-Type must be application/json, not "
+                        f"{value.decode('latin-1')!r} (curl: add -H 'Content-Type: "
+                        "application/json')",
+                    )
+    return None
 
 
 class ProxyRegistry:
@@ -312,11 +410,20 @@ class ApiServer:
                 elif isinstance(event, h11.ConnectionClosed):
                     return
             assert request is not None
-            status, payload = await self.registry.handle(
-                request.method.decode(), request.target.decode(), bytes(body)
-            )
-            out = b"" if payload is None else msgspec.json.encode(payload)
-            headers = [("content-type", "application/json"), ("content-length", str(len(out)))]
+            refused = refusal(request.method, request.headers, self._host)
+            if refused is not None:
+                status, content_type, out = refused
+            else:
+                status, payload = await self.registry.handle(
+                    request.method.decode(), request.target.decode(), bytes(body)
+                )
+                content_type = "application/json"
+                out = b"" if payload is None else msgspec.json.encode(payload)
+            headers = [
+                ("content-type", content_type),
+                ("content-length", str(len(out))),
+                ("x-content-type-options", "nosniff"),
+            ]
             writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
             if out:
                 writer.write(conn.send(h11.Data(data=out)))
