@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="resilient-stream",
         description="LLM token streams that survive the network.",
     )
+    parser.add_argument("--version", action="version", version=f"resilient-stream {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -43,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
         register = module.register
         register(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own, when run from a tree
+    that is not installed)."""
+    try:
+        return importlib.metadata.version("resilient-stream")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,8 +2,11 @@
 
 Feels like ``ollama run``: the answer is printed as it arrives; if the
 connection drops, the stream stalls or the server dies mid-answer, it is
-resumed and the text simply continues. ``--verbose`` adds a one-line summary
-(tokens, resumes, time) on stderr.
+resumed and the text simply continues. While it retries, a line per retry
+wait on stderr says so (attempt, cause, wait) when stderr is a terminal;
+``--verbose`` prints those lines always, adds one per resume and a one-line
+summary (tokens, resumes, time). A failure is a line or two on stderr: the
+error, and a hint when nothing answered at the URL.
 
 Exit codes: 0 the answer completed, 1 the stream failed (reason on stderr),
 2 usage or configuration error.
@@ -17,10 +20,10 @@ import json
 import sys
 from typing import IO, Any
 
+from .cli_progress import Progress, error_lines, events_to, isatty, one_line
 from .client import StreamClient
 from .config import StreamConfig
 from .errors import ConfigError, InvalidRequestError, StreamError
-from .logging import configure_logging
 from .ollama._request import parse_host
 from .result import StreamResult
 from .stream import ResilientStream
@@ -80,7 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--verbose",
         "-v",
         action="store_true",
-        help="log retries/resumes and print a summary line to stderr",
+        help="say on stderr when it retries or resumes (also when stderr is not a "
+        "terminal) and print a summary line",
     )
 
 
@@ -96,14 +100,26 @@ def _main(args: argparse.Namespace, *, chat: bool) -> int:
     try:
         prompt = _read_prompt(args.prompt)
         options = _options(args)
+        host = _host(args.host)
     except ValueError as exc:
         print(f"resilient-stream {'chat' if chat else 'generate'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_stream(args, prompt, options, chat=chat))
+        return asyncio.run(_stream(args, host, prompt, options, chat=chat))
     except (ConfigError, InvalidRequestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except StreamError as exc:  # raised outside the answer loop (opening, closing)
+        for line in error_lines(exc, host):
+            print(line, file=sys.stderr)
+        return EXIT_STREAM_ERROR
+
+
+def _host(arg: str | None) -> str:
+    try:
+        return parse_host(arg)
+    except ValueError as exc:
+        raise ValueError(f"bad --host (or $OLLAMA_HOST): {exc}") from None
 
 
 def _read_prompt(arg: str | None) -> str:
@@ -138,19 +154,35 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _stream(
-    args: argparse.Namespace, prompt: str, options: dict[str, Any], *, chat: bool
+    args: argparse.Namespace, host: str, prompt: str, options: dict[str, Any], *, chat: bool
 ) -> int:
-    overrides: dict[str, Any] = {"log_level": "info" if args.verbose else "error"}
+    # Retry lines when someone is watching stderr (a terminal) or asked for them.
+    progress = args.verbose or isatty(sys.stderr)
+    overrides: dict[str, Any] = {"log_level": "info" if progress else "error"}
     if args.http1:
         overrides["http2"] = False
     config = StreamConfig.load(**overrides)
-    configure_logging(config.log_level)  # events go to stderr, never into the answer
+    printer = _Printer(sys.stdout, sys.stderr, chat=chat)
+    with events_to(Progress(printer, config.max_attempts, verbose=args.verbose)):
+        return await _answer(args, host, config, printer, prompt, options, chat=chat)
+
+
+async def _answer(
+    args: argparse.Namespace,
+    host: str,
+    config: StreamConfig,
+    printer: _Printer,
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    chat: bool,
+) -> int:
     fields: dict[str, Any] = {}
     if options:
         fields["options"] = options
     if args.think:
         fields["think"] = True
-    async with StreamClient(parse_host(args.host), config=config) as client:
+    async with StreamClient(host, config=config) as client:
         stream: ResilientStream[Any]
         if chat:
             messages = [{"role": "system", "content": args.system}] if args.system else []
@@ -162,7 +194,6 @@ async def _stream(
             if args.raw:
                 fields["raw"] = True
             stream = client.generate(model=args.model, prompt=prompt, **fields)
-        printer = _Printer(sys.stdout, sys.stderr, chat=chat)
         try:
             async with stream:
                 async for chunk in stream:
@@ -171,7 +202,8 @@ async def _stream(
             printer.end()
             if isinstance(exc, ConfigError | InvalidRequestError):
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            for line in error_lines(exc, host):
+                print(line, file=sys.stderr)
             if args.verbose:
                 print(_summary(stream.result), file=sys.stderr)
             return EXIT_STREAM_ERROR
@@ -210,6 +242,14 @@ class _Printer:
             self.out.write(text)
             self.out.flush()
             self.last = text
+
+    def note(self, line: str) -> None:
+        """A line on stderr about the stream (not part of the answer), on a line of its
+        own even when it arrives in the middle of the answer or of the thinking."""
+        mid_answer = not self.last.endswith("\n") and isatty(self.out)
+        self.err.write(("\n" if self.thinking or mid_answer else "") + line + "\n")
+        self.err.flush()
+        self.thinking = False
 
     def end(self) -> None:
         if self.thinking:

@@ -848,6 +848,64 @@ async def test_deeply_nested_json_is_a_400_and_the_connection_lives_on(
         assert srv.stats.connections_opened == 1
 
 
+async def test_model_list_makes_unknown_names_a_404_like_ollamas() -> None:
+    async with ReferenceServer(models=["llama3.1:8b", "qwen3"], stop_probability=0.0) as srv:
+        client = ollama.AsyncClient(host=srv.url)
+        opts = {"num_predict": 3}
+        for name in ("llama3.1:8b", "qwen3", "qwen3:latest", "QWEN3", "library/qwen3"):
+            r = await client.generate(model=name, prompt="hi", options=opts)
+            assert r.done and r.eval_count == 3, name
+        msgs = [{"role": "user", "content": "hi"}]
+        assert (await client.chat(model="qwen3", messages=msgs, options=opts)).message.content
+        show = await client.show("llama3.1:8b")
+        assert show.details is not None and show.capabilities
+        assert [m.model for m in (await client.list()).models] == ["llama3.1:8b", "qwen3:latest"]
+        for call in (
+            client.generate(model="llama3.1", prompt="hi"),  # llama3.1:latest is not listed
+            client.chat(model="qwen3:8b", messages=msgs),
+            client.chat(model="nope", messages=msgs, stream=True),
+            client.show("nope"),
+            client.generate(model="nope", prompt=""),  # a load request checks the name too
+        ):
+            with pytest.raises(ollama.ResponseError) as err:
+                answer = await call
+                if hasattr(answer, "__aiter__"):  # a stream: the error comes with it
+                    async for _ in answer:
+                        pass
+            assert err.value.status_code == 404
+            assert re.fullmatch(r"model '[^']+' not found", err.value.error), err.value.error
+
+        async with h1_client(base_url=srv.url) as c:
+            for path, body in (
+                ("/v1/chat/completions", {"model": "nope", "messages": msgs}),
+                ("/v1/completions", {"model": "nope", "prompt": "hi", "stream": True}),
+            ):
+                r = await c.post(path, json=body)
+                assert r.status_code == 404
+                err_obj = r.json()["error"]
+                assert err_obj["message"] == "model 'nope' not found"
+                assert err_obj["type"] == "not_found_error"
+            r = await c.post("/v1/chat/completions", json={"model": "QWEN3", "messages": msgs})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+            listed = (await c.get("/v1/models")).json()["data"]
+            assert [m["id"] for m in listed] == ["llama3.1:8b", "qwen3"]
+            r = await c.post("/api/show", json={"name": "qwen3"})  # the older field name
+            assert r.status_code == 200
+            r = await c.post("/api/show", json={})
+            assert r.status_code == 400 and r.json() == {"error": "model is required"}
+
+
+async def test_without_a_model_list_any_name_is_served_but_missing_ones() -> None:
+    async with ReferenceServer() as srv:
+        client = ollama.AsyncClient(host=srv.url)
+        assert (await client.generate(model="anything:7b", prompt="hi")).done
+        assert (await client.show("anything:7b")).capabilities
+        with pytest.raises(ollama.ResponseError) as err:
+            await client.show("missing-model")
+        assert err.value.status_code == 404 and err.value.error == "model 'missing-model' not found"
+        assert [m.model for m in (await client.list()).models] == ["reference:latest"]
+
+
 # --- protocols, TLS, CLI --------------------------------------------------
 
 
@@ -923,6 +981,10 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
             "1000",
             "--stop-probability",
             "0",
+            "--models",
+            "m,other:7b",
+            "--models",
+            "third",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -935,7 +997,10 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         assert m, line
         with httpx.Client(timeout=10) as c:
             r = c.post(m.group(1) + "/api/generate", json=gen_body(options={"num_predict": 4}))
-        assert [json.loads(x)["done"] for x in r.text.splitlines()] == [False] * 4 + [True]
+            assert [json.loads(x)["done"] for x in r.text.splitlines()] == [False] * 4 + [True]
+            tags = c.get(m.group(1) + "/api/tags").json()
+            assert [t["name"] for t in tags["models"]] == ["m:latest", "other:7b", "third:latest"]
+            assert c.post(m.group(1) + "/api/generate", json=gen_body(model="x")).status_code == 404
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
