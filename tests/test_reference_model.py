@@ -304,7 +304,7 @@ def test_stream_false_gives_one_object_with_the_full_text() -> None:
             "/api/generate",
             b'{"model": "missing-model", "prompt": "x"}',
             404,
-            "model 'missing-model' not found, try pulling it first",
+            "model 'missing-model' not found",
         ),
         ("GET", "/api/generate", b"", 405, None),
         ("GET", "/nope", b"", 404, None),

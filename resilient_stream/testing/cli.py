@@ -40,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="add U+0085/U+2028/U+2029 tokens (break clients that use str.splitlines)",
     )
+    p.add_argument(
+        "--models",
+        action="append",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="serve only these models (repeatable or comma-separated; NAME = NAME:latest); "
+        "others get Ollama's 404. Default: any name except ones starting with 'missing'",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,10 +67,17 @@ def run(args: argparse.Namespace) -> int:
         http2=args.http2,
         http1=args.http1,
         line_separators=args.line_separators,
+        models=_model_list(args.models),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server))
     return 0
+
+
+def _model_list(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
 async def _serve(server: ReferenceServer) -> None:

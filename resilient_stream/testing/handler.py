@@ -12,6 +12,7 @@ The final line and whole-body replies are msgspec Structs.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,7 +94,24 @@ class _Tags(msgspec.Struct):
     models: list[_TagModel]
 
 
+class _ShowRequest(msgspec.Struct):
+    model: str = ""
+    name: str = ""  # the older spelling, still accepted by Ollama
+    verbose: bool | None = None
+
+
+class _Show(msgspec.Struct):
+    modelfile: str
+    parameters: str
+    template: str
+    details: _ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
 _encode = msgspec.json.Encoder().encode
+_show_decoder = msgspec.json.Decoder(_ShowRequest)
 _gen_decoder = msgspec.json.Decoder(GenerateRequest)
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -115,10 +133,38 @@ def invalid_body(exc: Exception) -> str:
     return f"invalid request body: {exc}"
 
 
+def model_key(name: str) -> tuple[str, str, str, str]:
+    """Ollama's identity of a model name, ``host/namespace/model:tag`` with the defaults
+    ``registry.ollama.ai``, ``library`` and ``latest`` filled in, case-insensitive (so
+    ``name``, ``name:latest`` and ``library/NAME`` are one model)."""
+    head, _, last = name.strip().lower().rpartition("/")
+    model_name, _, tag = last.split("@", 1)[0].partition(":")
+    parts = head.split("/") if head else []
+    host = parts[-2] if len(parts) >= 2 else "registry.ollama.ai"
+    namespace = parts[-1] if parts else "library"
+    return host, namespace, model_name, tag or "latest"
+
+
+def listed_name(name: str) -> str:
+    """How ``/api/tags`` shows a configured name: with its tag (``:latest`` by default)."""
+    return name if ":" in name.rpartition("/")[2] else name + ":latest"
+
+
+def model_not_found(name: str) -> str:
+    """Ollama's 404 text for an unknown model (``/api/generate``, ``/api/chat``,
+    ``/api/show`` since 0.12, and its OpenAI layer's ``error.message``)."""
+    return f"model '{name}' not found"
+
+
 def now_iso() -> str:
     """Ollama's ``created_at`` format: RFC 3339 with microseconds and ``Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
+
+#: ``/api/show``'s ``template``: the reference model's chat template, in words.
+_TEMPLATE_DOC = (
+    "{{ range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n"
+)
 
 # --- replies -------------------------------------------------------------------
 
@@ -281,21 +327,38 @@ class Handler:
             if settings.stop_probability is None
             else settings.stop_probability
         )
+        names = settings.models
+        #: model_key -> listed name; None: every name is served but ``missing*``.
+        self._models = None if names is None else {model_key(n): listed_name(n) for n in names}
+        listed = ["reference:latest"] if self._models is None else list(self._models.values())
+        self.modified_at = now_iso()
         self._tags = _encode(
             _Tags(
                 models=[
                     _TagModel(
-                        name="reference:latest",
-                        model="reference:latest",
-                        modified_at=now_iso(),
+                        name=n,
+                        model=n,
+                        modified_at=self.modified_at,
                         size=len(model.VOCAB),
-                        digest="0" * 64,
+                        digest=hashlib.sha256(n.encode()).hexdigest(),
                         details=_ModelDetails(),
                     )
+                    for n in listed
                 ]
             )
         )
+        from resilient_stream.testing import openai_api  # imports this module
+
+        self._openai_models = openai_api.models_body(
+            ["reference"] if names is None else list(names)
+        )
         self._version = _encode({"version": settings.version})
+
+    def unknown_model(self, name: str) -> bool:
+        """Whether ``name`` gets a 404 (see ``ServerSettings.models``)."""
+        if self._models is None:
+            return name.startswith("missing")
+        return model_key(name) not in self._models
 
     def handle(self, method: str, path: str, body: bytes, protocol: str) -> Reply:
         index = self.stats.requests
@@ -331,11 +394,13 @@ class Handler:
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._openai(path, body, fault)
         if path == "/v1/models" and method in ("GET", "HEAD"):
-            from resilient_stream.testing import openai_api
-
-            return Reply(200, JSON, openai_api.MODELS)
+            return Reply(200, JSON, self._openai_models)
         if path == "/api/tags":
             return Reply(200, JSON, self._tags)
+        if path == "/api/show":
+            if method != "POST":
+                return Reply(405, TEXT, b"405 method not allowed")
+            return self._show(body)
         if path == "/api/version":
             return Reply(200, JSON, self._version)
         if path == "/" and method in ("GET", "HEAD"):
@@ -351,9 +416,8 @@ class Handler:
             return Reply(400, JSON, error_body(invalid_body(exc)))
         if not req.model:
             return Reply(400, JSON, error_body("model is required"))
-        if req.model.startswith("missing"):
-            msg = f"model '{req.model}' not found, try pulling it first"
-            return Reply(404, JSON, error_body(msg))
+        if self.unknown_model(req.model):
+            return Reply(404, JSON, error_body(model_not_found(req.model)))
         think = bool(req.think) and req.think not in ("false", "none")
         if isinstance(req, ChatRequest):
             if not req.messages:
@@ -427,7 +491,34 @@ class Handler:
             settings=self.settings,
             stop_probability=self.stop_probability,
             vocab=self.vocab,
+            unknown_model=self.unknown_model,
         )
+
+    def _show(self, body: bytes) -> Reply:
+        """``POST /api/show``: what Ollama says about a model (a plausible subset)."""
+        try:
+            req = _show_decoder.decode(body)
+        except DECODE_ERRORS as exc:
+            return Reply(400, JSON, error_body(invalid_body(exc)))
+        name = req.model or req.name
+        if not name:
+            return Reply(400, JSON, error_body("model is required"))
+        if self.unknown_model(name):
+            return Reply(404, JSON, error_body(model_not_found(name)))
+        show = _Show(
+            modelfile=f"# reference model (resilient_stream.testing)\nFROM {name}\n",
+            parameters="",
+            template=_TEMPLATE_DOC,
+            details=_ModelDetails(),
+            model_info={
+                "general.architecture": "reference",
+                "general.parameter_count": 0,
+                "reference.vocab_size": len(self.vocab.tokens),
+            },
+            capabilities=["completion", "thinking"],
+            modified_at=self.modified_at,
+        )
+        return Reply(200, JSON, _encode(show))
 
     def _load_reply(self, model_name: str, chat: bool) -> Reply:
         """Ollama answers an empty prompt/messages by loading the model: one done line."""

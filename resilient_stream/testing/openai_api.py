@@ -25,6 +25,7 @@ on ``/api/*``: they count token events.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ from resilient_stream.testing.handler import (
     LineStream,
     Reply,
     invalid_body,
+    model_not_found,
 )
 from resilient_stream.testing.settings import ServerSettings, ServerStats
 
@@ -113,8 +115,13 @@ class _ModelList(msgspec.Struct):
     object: str = "list"
 
 
-#: ``GET /v1/models``: any model name is served; this lists the canonical one.
-MODELS = _encode(_ModelList(data=[_Model(id="reference")]))
+def models_body(names: list[str]) -> bytes:
+    """``GET /v1/models``: the configured names (or the canonical ``reference``)."""
+    return _encode(_ModelList(data=[_Model(id=n) for n in names]))
+
+
+#: ``GET /v1/models`` without a model list: any name is served; this lists the canonical one.
+MODELS = models_body(["reference"])
 
 
 def openai_error(status: int, message: str, kind: str) -> bytes:
@@ -211,6 +218,7 @@ def handle(
     settings: ServerSettings,
     stop_probability: float,
     vocab: model.Vocabulary,
+    unknown_model: Callable[[str], bool],
 ) -> Reply:
     """Answer one OpenAI-compatible request (``path`` is one of :data:`PATHS`)."""
     start_ns = time.perf_counter_ns()
@@ -222,12 +230,8 @@ def handle(
         return _bad(invalid_body(exc))
     if not req.model:
         return _bad("model is required")
-    if req.model.startswith("missing"):
-        return Reply(
-            404,
-            JSON,
-            openai_error(404, f"model '{req.model}' not found", "not_found_error"),
-        )
+    if unknown_model(req.model):
+        return Reply(404, JSON, openai_error(404, model_not_found(req.model), "not_found_error"))
     if req.n not in (None, 1):
         return _bad("the reference server supports n=1 only")
     if isinstance(req, ChatCompletionRequest):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from types import TracebackType
 
 from resilient_stream.testing.core import ServerCore
@@ -94,6 +95,7 @@ class ReferenceServer:
         http2: bool = True,
         http1: bool = True,
         line_separators: bool = False,
+        models: Sequence[str] | None = None,
         settings: ServerSettings | None = None,
     ) -> None:
         self.settings = settings or ServerSettings(
@@ -112,6 +114,7 @@ class ReferenceServer:
             http2=http2,
             http1=http1,
             line_separators=line_separators,
+            models=None if models is None else tuple(models),
         )
         self._core: ServerCore | None = None
         self._server: asyncio.Server | None = None

@@ -43,6 +43,11 @@ class ServerSettings:
     line_separators: bool = False
     #: Version string returned by ``GET /api/version``.
     version: str = "0.12.0-reference"
+    #: Model names the server has. None: any name is served (except names starting with
+    #: ``missing``, a 404); a tuple: only these (``name`` and ``name:latest`` are the same
+    #: model, case does not matter), others get Ollama's 404, and ``/api/tags`` and
+    #: ``/v1/models`` list them.
+    models: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens_per_second < 0:
@@ -59,6 +64,13 @@ class ServerSettings:
             raise ValueError("tls_cert and tls_key go together")
         if not (self.http1 or self.http2):
             raise ValueError("enable at least one of http1, http2")
+        if self.models is not None:
+            if isinstance(self.models, str):
+                raise ValueError("models is a sequence of names, not one string")
+            names = tuple(self.models)
+            if not all(isinstance(n, str) and n.strip() for n in names):
+                raise ValueError("models must be non-empty names")
+            object.__setattr__(self, "models", names)  # a list becomes a tuple
 
 
 @dataclass(slots=True)
