@@ -76,7 +76,10 @@ async def test_rest_api_speaks_toxiproxy_json_shapes(api: ApiServer, upstream: s
         assert (await c.post("/proxies/e/toxics", json=toxic)).status_code == 409
         bad = await c.post("/proxies/e/toxics", json={"type": "nope"})
         assert bad.status_code == 400 and "unknown toxic type" in bad.json()["error"]
-        bad = await c.post("/proxies/e/toxics", json={"type": "latency", "attributes": {"x": 1}})
+        # an unknown attribute is ignored (as toxiproxy does); a bad value is refused
+        bad = await c.post(
+            "/proxies/e/toxics", json={"type": "latency", "attributes": {"latency": -1}}
+        )
         assert bad.status_code == 400
 
         r = await c.post("/proxies/e/toxics/latency_upstream", json={"attributes": {"jitter": 5}})
@@ -280,3 +283,55 @@ async def test_rest_api_refuses_non_json_content_types(api: ApiServer, upstream:
         assert r.status_code == 415
         assert len((await c.get("/proxies/t/toxics")).json()) == 1
         assert (await c.post("/reset")).status_code == 204
+
+
+# --- parity with toxiproxy where its clients notice ----------------------------------------
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_accepts_and_ignores_unknown_toxic_attributes(
+    api: ApiServer, upstream: str
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        assert (
+            await c.post("/proxies", json={"name": "u", "upstream": upstream})
+        ).status_code == 201
+        r = await c.post(
+            "/proxies/u/toxics",
+            json={"type": "latency", "attributes": {"latency": 50, "bogus": 1}, "extra": True},
+        )
+        assert r.status_code == 200
+        assert r.json()["attributes"] == {"latency": 50, "jitter": 0}
+        r = await c.post(
+            "/proxies/u/toxics/latency_downstream", json={"attributes": {"jitter": 5, "zzz": 9}}
+        )
+        assert r.status_code == 200
+        assert r.json()["attributes"] == {"latency": 50, "jitter": 5}
+        r = await c.patch("/proxies/u/toxics/latency_downstream", json={"attributes": {"q": 1}})
+        assert r.status_code == 200 and r.json()["attributes"] == {"latency": 50, "jitter": 5}
+        # a known attribute with a bad value is still refused
+        r = await c.post(
+            "/proxies/u/toxics/latency_downstream", json={"attributes": {"latency": -1}}
+        )
+        assert r.status_code == 400
+
+
+@pytest.mark.timeout(20)
+async def test_rest_api_reports_slicer_defaults_as_toxiproxy_does(
+    api: ApiServer, upstream: str
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        proxy = (await c.post("/proxies", json={"name": "s", "upstream": upstream})).json()
+        r = await c.post("/proxies/s/toxics", json={"type": "slicer"})
+        assert r.status_code == 200
+        # toxiproxy's SlicerToxic fields are Go zero values: average_size 0
+        assert r.json()["attributes"] == {"average_size": 0, "size_variation": 0, "delay": 0}
+    # ... and here the default slicer still carries every byte (in 1-byte pieces)
+    host, port = proxy["listen"].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"hello world")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(11), 5) == b"hello world"
+    finally:
+        writer.close()

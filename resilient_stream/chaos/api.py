@@ -26,6 +26,7 @@ import h11
 import msgspec
 
 from .proxy import ChaosProxy, ToxicExistsError, ToxicNotFoundError, split_hostport
+from .spec import known_attributes
 from .toxic import ChaosError, InvalidToxicError
 
 
@@ -236,7 +237,7 @@ class ProxyRegistry:
             if method == "GET":
                 return 200, [msgspec.to_builtins(t) for t in proxy.toxics]
             if method == "POST":
-                spec = proxy.add_toxic(msgspec.json.decode(body or b"{}"))
+                spec = proxy.add_toxic(_toxic_body(_decode(body, dict[str, Any])))
                 return 200, msgspec.to_builtins(spec)
             raise ApiError(405, "method not allowed")
         if len(parts) == 4:
@@ -245,7 +246,10 @@ class ProxyRegistry:
                 return 200, msgspec.to_builtins(proxy.get_toxic(name))
             if method in ("POST", "PATCH"):
                 upd = _decode(body, _ToxicUpdate)
-                spec = proxy.update_toxic(name, toxicity=upd.toxicity, attributes=upd.attributes)
+                attributes = upd.attributes
+                if attributes is not None:  # unknown keys are ignored, as toxiproxy does
+                    attributes = known_attributes(proxy.get_toxic(name).type, attributes)
+                spec = proxy.update_toxic(name, toxicity=upd.toxicity, attributes=attributes)
                 return 200, msgspec.to_builtins(spec)
             if method == "DELETE":
                 proxy.remove_toxic(name)
@@ -308,7 +312,16 @@ class ProxyRegistry:
         return 201, {"proxies": created}
 
 
-def _decode(body: bytes, typ: type[Any]) -> Any:
+def _toxic_body(raw: dict[str, Any]) -> dict[str, Any]:
+    """A toxic as POSTed, without the attributes its type does not have (toxiproxy
+    ignores them; the CLI and Python refuse them)."""
+    ttype, attributes = raw.get("type"), raw.get("attributes")
+    if isinstance(ttype, str) and isinstance(attributes, dict):
+        return {**raw, "attributes": known_attributes(ttype, attributes)}
+    return raw
+
+
+def _decode(body: bytes, typ: Any) -> Any:
     try:
         return msgspec.json.decode(body or b"{}", type=typ)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

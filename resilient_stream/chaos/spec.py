@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .toxic import InvalidToxicError, ToxicSpec, normalized
+from .toxic import InvalidToxicError, ToxicSpec, normalized, toxic_class
 
 _STREAMS = {
     "upstream": "upstream",
@@ -94,6 +94,18 @@ def to_spec(value: ToxicSpec | str | Mapping[str, Any]) -> ToxicSpec:
         except msgspec.ValidationError as exc:
             raise InvalidToxicError(f"bad toxic {dict(value)!r}: {exc}") from None
     return normalized(spec)
+
+
+def known_attributes(type_name: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes a toxic of this type has, without the others.
+
+    toxiproxy's REST API decodes a toxic's attributes into its Go struct, which
+    ignores unknown keys; the REST API does the same through this. The CLI and
+    Python keep refusing unknown keys (a typo there is an error that names it).
+    Raises :class:`InvalidToxicError` for an unknown type.
+    """
+    fields = {f.encode_name for f in msgspec.structs.fields(toxic_class(type_name).attributes_type)}
+    return {k: v for k, v in attributes.items() if k in fields}
 
 
 def format_compact(spec: ToxicSpec) -> str:

@@ -1,6 +1,8 @@
 """slicer: cut chunks into ``average_size`` +- ``size_variation`` byte pieces (toxiproxy).
 
-Pieces go out ``delay`` microseconds apart.
+Pieces go out ``delay`` microseconds apart. ``average_size`` defaults to 0 as in
+toxiproxy (a Go zero value, which its API reports); 0 cuts 1-byte pieces
+(toxiproxy's own slicer recurses without end on 0 and overflows its stack).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from ..toxic import Attributes, Toxic, register_toxic
 
 
 class SlicerAttributes(Attributes):
-    average_size: Annotated[int, msgspec.Meta(ge=1)] = 1
+    average_size: Annotated[int, msgspec.Meta(ge=0)] = 0
     size_variation: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Microseconds between pieces (toxiproxy's unit for this toxic).
     delay: Annotated[int, msgspec.Meta(ge=0)] = 0
