@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .buffering import IdleTimeoutPolicy
 from .codec.chunks import GenerateChunk
+from .codec.content_encoding import IDENTITY, Inflater, UnsupportedEncodingError, inflater_for
 from .codec.framing import Decoder, Framer, framing
 from .codec.ndjson import ChunkDecoder, NdjsonFramer
 from .errors import (
@@ -55,9 +56,19 @@ if TYPE_CHECKING:
 
 ChunkT = TypeVar("ChunkT")
 
+# identity: compression holds tokens back until a compressor block fills (a body that is
+# compressed anyway is decoded as it comes: codec/content_encoding.py)
 _HEADERS = {
-    "ndjson": {"content-type": "application/json", "accept": "application/x-ndjson"},
-    "sse": {"content-type": "application/json", "accept": "text/event-stream"},
+    "ndjson": {
+        "content-type": "application/json",
+        "accept": "application/x-ndjson",
+        "accept-encoding": IDENTITY,
+    },
+    "sse": {
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "accept-encoding": IDENTITY,
+    },
 }
 
 
@@ -113,6 +124,7 @@ class AttemptLoop(Generic[ChunkT]):
         self._last_read = 0.0
         self._waiting_since: float | None = None  # None: not waiting for a record
         self._body_bytes = 0
+        self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
         self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
         # A server that sends more than twice what was asked (plus slack for servers
         # whose chunk count differs from their token count) ignores the limit.
@@ -199,6 +211,12 @@ class AttemptLoop(Generic[ChunkT]):
             if transparent:
                 self._attempts -= 1
             self._note_failure(exc, replica, count=not transparent)
+            raise
+        try:
+            self._inflate = inflater_for(response.headers.get("content-encoding"))
+        except UnsupportedEncodingError as exc:
+            await response.aclose()
+            self._note_failure(exc, replica)
             raise
         self._response = response
         self._body = response.stream.__aiter__()  # type: ignore[union-attr]

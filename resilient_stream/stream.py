@@ -123,6 +123,8 @@ class ResilientStream(AttemptLoop[ChunkT]):
         failure: BaseException | None = None
         try:
             data = await self._body.__anext__()
+            if self._inflate is not None:
+                data = self._inflate.decompress(data)
             self._body_bytes += len(data)
             if self._body_bytes > self._max_body_bytes:
                 failure = self._output_limit_error(
@@ -208,7 +210,10 @@ class ResilientStream(AttemptLoop[ChunkT]):
             self._record("done")
             self._finish()
 
-    def _end_of_body(self) -> TruncatedStreamError | None:
+    def _end_of_body(self) -> StreamError | None:
+        failure = self._flush_inflater()
+        if failure is not None:
+            return failure
         rest = self._framer.close()
         if self._asm.done:
             return None
@@ -220,6 +225,23 @@ class ResilientStream(AttemptLoop[ChunkT]):
         return TruncatedStreamError(
             "body ended before the stream's final chunk (`done: true` / `[DONE]`)"
         )
+
+    def _flush_inflater(self) -> StreamError | None:
+        """A compressed body ended: decode what the decompressor still held."""
+        inflate, self._inflate = self._inflate, None
+        if inflate is None:
+            return None
+        try:
+            tail = inflate.flush()
+            chunks = self._decoder.decode_lines(self._framer.feed(tail)) if tail else []
+        except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
+            self._deliver(exc.chunks_before)
+            return exc
+        except ProtocolError as exc:
+            return exc
+        if chunks:
+            self._deliver(chunks)
+        return None
 
     def __del__(self) -> None:
         # A caller that breaks out of ``async for`` and drops the stream still must not
