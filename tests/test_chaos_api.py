@@ -335,3 +335,69 @@ async def test_rest_api_reports_slicer_defaults_as_toxiproxy_does(
         assert await asyncio.wait_for(reader.readexactly(11), 5) == b"hello world"
     finally:
         writer.close()
+
+
+async def _dropped(reader: asyncio.StreamReader) -> bool:
+    """The peer closed the connection (FIN or RST); waits 5 s at most."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _echoes(host: str, port: int) -> bool:
+    try:
+        await round_trip(host, port)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(30)
+async def test_rest_api_moves_a_proxy_to_a_new_listen_address(
+    api: ApiServer, upstream: str
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        created = (await c.post("/proxies", json={"name": "mv", "upstream": upstream})).json()
+        await c.post("/proxies/mv/toxics", json={"type": "latency", "attributes": {"latency": 1}})
+        old_host, old_port = created["listen"].rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(old_host, int(old_port))
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+
+        # the same address: nothing moves, the open connection stays
+        r = await c.post("/proxies/mv", json={"listen": created["listen"]})
+        assert r.status_code == 200 and r.json()["listen"] == created["listen"]
+        writer.write(b"y")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"y"
+
+        # a new address (port 0: any free one, as toxiproxy resolves it): the proxy
+        # stops listening on the old one, drops its connections and listens anew
+        r = await c.post("/proxies/mv", json={"listen": "127.0.0.1:0"})
+        assert r.status_code == 200
+        moved = r.json()
+        assert moved["listen"] != created["listen"] and moved["enabled"] is True
+        assert moved["toxics"][0]["type"] == "latency"
+        assert await _dropped(reader)
+        writer.close()
+        new_host, new_port = moved["listen"].rsplit(":", 1)
+        assert await _echoes(new_host, int(new_port))
+        assert (await c.get("/proxies/mv")).json()["listen"] == moved["listen"]
+
+        # non-loopback: refused, nothing changes
+        r = await c.post("/proxies/mv", json={"listen": "0.0.0.0:0"})
+        assert r.status_code == 400 and "loopback" in r.json()["error"]
+        assert (await c.get("/proxies/mv")).json()["listen"] == moved["listen"]
+
+        # an address in use: 500 and the proxy is left disabled on it, as toxiproxy does
+        r = await c.post("/proxies/mv", json={"listen": upstream})
+        assert r.status_code == 500 and r.json()["status"] == 500
+        after = (await c.get("/proxies/mv")).json()
+        assert after["enabled"] is False and after["listen"] == upstream
+        assert not await _echoes(new_host, int(new_port))
+
+        # a disabled proxy takes the new address and listens there once enabled
+        r = await c.post("/proxies/mv", json={"listen": "127.0.0.1:0", "enabled": True})
+        assert r.status_code == 200 and r.json()["enabled"] is True
+        host, port = r.json()["listen"].rsplit(":", 1)
+        assert int(port) != 0 and await _echoes(host, int(port))

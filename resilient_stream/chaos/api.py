@@ -273,9 +273,7 @@ class ProxyRegistry:
         if body.name in self.proxies:
             raise ApiError(409, "proxy already exists")
         listen = body.listen or "127.0.0.1:0"
-        host, _ = split_hostport(listen)
-        if not is_loopback(host):
-            raise ApiError(400, f"listen address {listen!r} is not loopback (loopback only)")
+        _loopback_listen(listen)
         split_hostport(body.upstream)
         proxy = ChaosProxy(
             upstream=body.upstream,
@@ -289,14 +287,27 @@ class ProxyRegistry:
         return proxy
 
     async def _update(self, proxy: ChaosProxy, body: _ProxyBody) -> None:
+        """toxiproxy's ProxyUpdate. A ``listen`` other than the proxy's address (port
+        0: any free port, as toxiproxy resolves it) stops the proxy, which drops its
+        connections, and listens there if it is to stay (or become) enabled; if that
+        bind fails, the proxy is left disabled on the new address (500)."""
+        listen = None if body.listen is None else _loopback_listen(body.listen)
+        if body.upstream is not None:
+            split_hostport(body.upstream)  # check everything before changing anything
+        enabled = proxy.enabled if body.enabled is None else body.enabled
+        if listen is not None and _moves(proxy, *listen):
+            await proxy.disable()
+            _set_listen(proxy, *listen)
         if body.upstream is not None:
             proxy.set_upstream(body.upstream)
-        if body.listen is not None and split_hostport(body.listen)[1] not in (0, proxy.port):
-            raise ApiError(400, "moving a proxy to another port is not supported")
-        if body.enabled is False:
+        if not enabled:
             await proxy.disable()
-        elif body.enabled is True:
+            return
+        try:
             await proxy.enable()
+        except OSError:
+            proxy.enabled = False
+            raise
 
     async def _populate(self, body: bytes) -> tuple[int, Any]:
         raw = msgspec.json.decode(body or b"[]")
@@ -310,6 +321,30 @@ class ProxyRegistry:
                 del self.proxies[existing.name]
             created.append(self._proxy_json(await self._create(spec)))
         return 201, {"proxies": created}
+
+
+def _loopback_listen(listen: str) -> tuple[str, int]:
+    host, port = split_hostport(listen)
+    if not is_loopback(host):
+        raise ApiError(400, f"listen address {listen!r} is not loopback (loopback only)")
+    return host, port
+
+
+def _moves(proxy: ChaosProxy, host: str, port: int) -> bool:
+    """Whether listening on (host, port) means moving the proxy (toxiproxy's Differs)."""
+    same_host = host == proxy.host or (host == "localhost" and proxy.host in ("127.0.0.1", "::1"))
+    return port == 0 or port != proxy.port or not same_host
+
+
+def _set_listen(proxy: ChaosProxy, host: str, port: int) -> None:
+    """Give a stopped proxy a new address to listen on when it is enabled.
+
+    ChaosProxy has no public way to change its address yet, so this sets the two
+    fields that ``ChaosProxy.enable`` binds (the last bound address first): it
+    belongs in ChaosProxy as a method.
+    """
+    proxy._listen_addr = (host, port)
+    proxy._bound = None
 
 
 def _toxic_body(raw: dict[str, Any]) -> dict[str, Any]:
