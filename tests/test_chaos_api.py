@@ -401,3 +401,44 @@ async def test_rest_api_moves_a_proxy_to_a_new_listen_address(
         assert r.status_code == 200 and r.json()["enabled"] is True
         host, port = r.json()["listen"].rsplit(":", 1)
         assert int(port) != 0 and await _echoes(host, int(port))
+
+
+@pytest.mark.timeout(30)
+async def test_rest_api_populate_errors_have_toxiproxy_shape(api: ApiServer, upstream: str) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        # every entry is checked before any proxy is made
+        r = await c.post(
+            "/populate", json=[{"name": "p1", "upstream": upstream}, {"upstream": upstream}]
+        )
+        assert r.status_code == 400
+        assert r.json() == {
+            "error": "missing required field: name at proxy 2",
+            "status": 400,
+            "proxies": None,
+        }
+        r = await c.post("/populate", json=[{"name": "p1", "upstream": upstream}, {"name": "p2"}])
+        assert r.json()["error"] == "missing required field: upstream at proxy 2"
+        assert (await c.get("/proxies")).json() == {}
+
+        r = await c.post("/populate", content=b"not json")
+        assert r.status_code == 400
+        assert set(r.json()) == {"error", "status", "proxies"}
+        assert r.json()["error"].startswith("bad request body: ")
+        assert r.json()["status"] == 400 and r.json()["proxies"] is None
+
+        # a proxy that cannot listen: the error, and the proxies made before it
+        r = await c.post(
+            "/populate",
+            json=[
+                {"name": "p1", "upstream": upstream},
+                {"name": "p2", "upstream": upstream, "listen": upstream},
+            ],
+        )
+        assert r.status_code == 500
+        body = r.json()
+        assert body["status"] == 500 and body["error"]
+        assert [p["name"] for p in body["proxies"]] == ["p1"]
+        assert sorted((await c.get("/proxies")).json()) == ["p1"]
+
+        r = await c.post("/populate", json=[{"name": "p3", "upstream": upstream}])
+        assert r.status_code == 201 and set(r.json()) == {"proxies"}

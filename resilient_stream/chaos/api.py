@@ -186,16 +186,9 @@ class ProxyRegistry:
         """Answer one request: (status, JSON-able payload or None)."""
         try:
             return await self._route(method, path.split("?", 1)[0], body)
-        except ApiError as exc:
-            return exc.status, {"error": exc.message, "status": exc.status}
-        except ToxicNotFoundError as exc:
-            return 404, {"error": str(exc.args[0]), "status": 404}
-        except ToxicExistsError as exc:
-            return 409, {"error": str(exc), "status": 409}
-        except (InvalidToxicError, ValueError, msgspec.ValidationError) as exc:
-            return 400, {"error": str(exc), "status": 400}
-        except (ChaosError, OSError) as exc:
-            return 500, {"error": str(exc), "status": 500}
+        except _HANDLED as exc:
+            status, message = _status_of(exc)
+            return status, {"error": message, "status": status}
 
     async def _route(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
@@ -310,17 +303,72 @@ class ProxyRegistry:
             raise
 
     async def _populate(self, body: bytes) -> tuple[int, Any]:
-        raw = msgspec.json.decode(body or b"[]")
+        """toxiproxy's Populate: a list of proxies (or our ``{"proxies": [...]}``), each
+        replacing a proxy of its name. Every entry is checked before any proxy is made;
+        an error answers toxiproxy's shape, ``{"error", "status", "proxies"}``, where
+        ``proxies`` lists those made before the error (null if none)."""
+        try:
+            raw = msgspec.json.decode(body or b"[]")
+        except msgspec.DecodeError as exc:
+            return _populate_error(400, f"bad request body: {exc}", [])
         items = raw.get("proxies", []) if isinstance(raw, dict) else raw
-        created = []
-        for item in items:
-            spec = msgspec.convert(item, _ProxyBody)
-            existing = self.proxies.get(spec.name or "")
-            if existing is not None:
-                await existing.stop()
-                del self.proxies[existing.name]
-            created.append(self._proxy_json(await self._create(spec)))
+        if not isinstance(items, list):
+            return _populate_error(400, "bad request body: expected a list of proxies", [])
+        specs: list[_ProxyBody] = []
+        try:
+            for i, item in enumerate(items, 1):
+                try:
+                    spec = msgspec.convert(item, _ProxyBody)
+                except msgspec.ValidationError as exc:
+                    raise ApiError(400, f"bad request body: {exc} (proxy {i})") from None
+                if not spec.name:
+                    raise ApiError(400, f"missing required field: name at proxy {i}")
+                if not spec.upstream:
+                    raise ApiError(400, f"missing required field: upstream at proxy {i}")
+                _loopback_listen(spec.listen or "127.0.0.1:0")
+                split_hostport(spec.upstream)
+                specs.append(spec)
+        except _HANDLED as exc:
+            return _populate_error(*_status_of(exc), [])
+        created: list[Any] = []
+        for spec in specs:
+            try:
+                existing = self.proxies.pop(spec.name or "", None)
+                if existing is not None:
+                    await existing.stop()
+                created.append(self._proxy_json(await self._create(spec)))
+            except _HANDLED as exc:
+                return _populate_error(*_status_of(exc), created)
         return 201, {"proxies": created}
+
+
+_HANDLED = (
+    ApiError,
+    ToxicNotFoundError,
+    ToxicExistsError,
+    InvalidToxicError,
+    ValueError,
+    msgspec.ValidationError,
+    ChaosError,
+    OSError,
+)
+
+
+def _status_of(exc: BaseException) -> tuple[int, str]:
+    """The status and message of an error the routes raise (see ``_HANDLED``)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message
+    if isinstance(exc, ToxicNotFoundError):
+        return 404, str(exc.args[0])
+    if isinstance(exc, ToxicExistsError):
+        return 409, str(exc)
+    if isinstance(exc, (InvalidToxicError, ValueError, msgspec.ValidationError)):
+        return 400, str(exc)
+    return 500, str(exc)
+
+
+def _populate_error(status: int, message: str, created: list[Any]) -> tuple[int, Any]:
+    return status, {"error": message, "status": status, "proxies": created or None}
 
 
 def _loopback_listen(listen: str) -> tuple[str, int]:
