@@ -148,3 +148,49 @@ async def test_status_fault_applies_to_openai_paths() -> None:
         async with httpx.AsyncClient(base_url=srv.url) as client:
             r = await client.post("/v1/completions", json={"model": "m", "prompt": "x"})
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
+
+
+def sse_text(body: bytes) -> tuple[list[dict[str, Any]], str, str]:
+    """(chunks, content, reasoning) of an SSE stream, every chunk's text included."""
+    chunks = [json.loads(d) for d in events(body)[:-1]]
+    content = reasoning = ""
+    for c in chunks:
+        for choice in c["choices"]:
+            delta = choice.get("delta", choice)
+            content += delta.get("content", delta.get("text", "")) or ""
+            reasoning += delta.get("reasoning_content") or ""
+    return chunks, content, reasoning
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "m", "messages": MSGS}),  # ends by "stop"
+        ("/v1/chat/completions", {"model": "m", "messages": MSGS, "max_tokens": 1}),
+        ("/v1/chat/completions", {"model": "m", "messages": MSGS, "reasoning_effort": "low"}),
+        ("/v1/completions", {"model": "m", "prompt": "Once", "max_tokens": 9}),
+    ],
+)
+async def test_final_chunk_text_rides_in_the_finish_reason_chunk(
+    path: str, body: dict[str, Any]
+) -> None:
+    async with ReferenceServer() as off, ReferenceServer(final_chunk_text=True) as on:
+        async with httpx.AsyncClient() as c:
+            req = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            plain, plain_text, plain_reasoning = sse_text(
+                (await c.post(off.url + path, json=req)).content
+            )
+            carried, text, reasoning = sse_text((await c.post(on.url + path, json=req)).content)
+    assert (text, reasoning) == (plain_text, plain_reasoning) and text
+    assert len(carried) == len(plain) - 1
+    assert carried[-1]["usage"] == plain[-1]["usage"]  # the same completion_tokens
+    finish = carried[-2]["choices"][0]
+    assert finish["finish_reason"] == plain[-2]["choices"][0]["finish_reason"]
+    last_token = plain[-3]["choices"][0]
+    if path == "/v1/chat/completions":
+        assert finish["delta"] == {"content": last_token["delta"]["content"]}
+    else:
+        assert finish["text"] == last_token["text"] != ""
+    if body.get("max_tokens") == 1 and "messages" in body:  # the role chunk still opens it
+        assert carried[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        assert len(carried) == 3

@@ -355,6 +355,100 @@ async def test_line_separators_option_emits_tokens_that_break_str_splitlines() -
         assert len(text_lines) > len(lines)  # the hazard stock aiter_lines() falls into
 
 
+# --- text in the final done line (final_chunk_text) --------------------------------------
+
+
+def content_and_thinking(lines: list[dict[str, Any]]) -> tuple[str, str]:
+    """All content and thinking of a stream, the final line's included."""
+    content = thinking = ""
+    for x in lines:
+        part = x.get("message", x)
+        content += part.get("content", part.get("response", ""))
+        thinking += part.get("thinking") or ""
+    return content, thinking
+
+
+def line_content(x: dict[str, Any]) -> str:
+    return str(x["message"]["content"] if "message" in x else x["response"])
+
+
+CHAT_HI = [{"role": "user", "content": "hi"}]
+FINAL_CASES = [
+    ("/api/generate", {"model": "m", "prompt": "tell me a story"}),  # ends by "stop"
+    ("/api/generate", {"model": "m", "prompt": "p", "raw": True, "options": {"num_predict": 9}}),
+    ("/api/chat", {"model": "m", "messages": CHAT_HI}),
+    ("/api/chat", {"model": "m", "messages": CHAT_HI, "think": True}),
+    ("/api/generate", {"model": "m", "prompt": "p", "think": True, "options": {"num_predict": 60}}),
+]
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "h1"])
+async def test_final_chunk_text_moves_the_last_token_into_the_done_line(http2: bool) -> None:
+    async with ReferenceServer() as off, ReferenceServer(final_chunk_text=True) as on:
+        async with httpx.AsyncClient(http2=http2, http1=not http2, timeout=10) as c:
+            for path, body in FINAL_CASES:
+                plain, _ = await ndjson(c, off.url + path, body)
+                carried, _ = await ndjson(c, on.url + path, body)
+                assert content_and_thinking(carried) == content_and_thinking(plain), body
+                last, final = carried[-1], plain[-1]
+                assert last["done"] and line_content(final) == ""
+                for key in ("done_reason", "eval_count", "prompt_eval_count"):
+                    assert last[key] == final[key]
+                if not body.get("think") or not plain[-2].get("message", plain[-2]).get("thinking"):
+                    # The last token was content: it rides in the done line.
+                    assert line_content(last) == line_content(plain[-2]) != ""
+                    assert [line_content(x) for x in carried[:-1]] == [
+                        line_content(x) for x in plain[:-2]
+                    ]
+                assert all(not x["done"] for x in carried[:-1])
+            # stream: false is one object either way
+            whole = {**GEN, "stream": False}
+            whole_on = (await c.post(on.url + "/api/generate", json=whole)).json()
+            whole_off = (await c.post(off.url + "/api/generate", json=whole)).json()
+            assert whole_on["response"] == whole_off["response"] != ""
+
+
+async def test_final_chunk_text_carries_content_only_never_thinking() -> None:
+    """An output cut by num_predict inside the thinking ends with a thinking token: that
+    token keeps its own line and the done line stays empty (content only)."""
+    async with ReferenceServer(final_chunk_text=True) as srv, h2_client() as c:
+        for path, body in (
+            ("/api/chat", {"model": "m", "messages": CHAT_HI, "think": True}),
+            ("/api/generate", {"model": "m", "prompt": "hi", "think": True}),
+        ):
+            lines, _ = await ndjson(c, srv.url + path, {**body, "options": {"num_predict": 2}})
+            parts = [x.get("message", x) for x in lines]
+            assert [bool(p.get("thinking")) for p in parts] == [True, True, False]
+            assert lines[-1]["done"] and lines[-1]["done_reason"] == "length"
+            assert line_content(lines[-1]) == "" and "thinking" not in parts[-1]
+
+
+async def test_final_chunk_text_keeps_raw_generate_continuation_consistent() -> None:
+    async with ReferenceServer(final_chunk_text=True) as srv, h1_client() as c:
+        url = srv.url + "/api/generate"
+        for stop, opts in ((False, {"num_predict": 12}), (True, {})):
+            prompt = "carried " + ("stop" if stop else "length")
+            full, _ = await ndjson(c, url, {**GEN, "prompt": prompt, "raw": True, "options": opts})
+            toks = [x["response"] for x in full]
+            assert toks[-1] != "" and full[-1]["done_reason"] == ("stop" if stop else "length")
+            n = len(toks)
+            for k in range(n + 1):
+                resumed = prompt + "".join(toks[:k])
+                rest_opts = {} if stop else {"num_predict": n - k}
+                rest, _ = await ndjson(
+                    c, url, {**GEN, "prompt": resumed, "raw": True, "options": rest_opts}
+                )
+                assert [x["response"] for x in rest if x["response"]] == toks[k:], f"cut {k}"
+                assert rest[-1]["done"] and rest[-1]["done_reason"] == full[-1]["done_reason"]
+                if k < n:  # the rest's last token rides in its done line too
+                    assert rest[-1]["response"] == toks[-1]
+        client = ollama.AsyncClient(host=srv.url)  # the official client streams it whole
+        parts = [p async for p in await client.generate(model="m", prompt="hi", stream=True)]
+        whole = await client.generate(model="m", prompt="hi")
+        assert parts[-1].done and parts[-1].response
+        assert "".join(p.response for p in parts) == whole.response
+
+
 # --- pacing --------------------------------------------------------------------------------------
 
 
@@ -985,6 +1079,7 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
             "m,other:7b",
             "--models",
             "third",
+            "--final-chunk-text",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -997,7 +1092,9 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         assert m, line
         with httpx.Client(timeout=10) as c:
             r = c.post(m.group(1) + "/api/generate", json=gen_body(options={"num_predict": 4}))
-            assert [json.loads(x)["done"] for x in r.text.splitlines()] == [False] * 4 + [True]
+            lines = [json.loads(x) for x in r.text.splitlines()]
+            assert [x["done"] for x in lines] == [False] * 3 + [True]  # 4 tokens, the last
+            assert lines[-1]["response"] and lines[-1]["eval_count"] == 4  # in the done line
             tags = c.get(m.group(1) + "/api/tags").json()
             assert [t["name"] for t in tags["models"]] == ["m:latest", "other:7b", "third:latest"]
             assert c.post(m.group(1) + "/api/generate", json=gen_body(model="x")).status_code == 404

@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="add U+0085/U+2028/U+2029 tokens (break clients that use str.splitlines)",
     )
     p.add_argument(
+        "--final-chunk-text",
+        action="store_true",
+        help="send the last token in the final done:true chunk, not in a chunk of its own",
+    )
+    p.add_argument(
         "--models",
         action="append",
         default=None,
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         http1=args.http1,
         line_separators=args.line_separators,
         models=_model_list(args.models),
+        final_chunk_text=args.final_chunk_text,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server))

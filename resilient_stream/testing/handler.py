@@ -286,7 +286,8 @@ class LineStream:
         line = prefix + self._json[tok] + self._suffix
         return self._opening + line if self.tokens == 1 else line
 
-    def final_line(self) -> bytes:
+    def final_line(self, text: str = "") -> bytes:
+        """The ``done: true`` line; ``text`` is content it carries (``final_chunk_text``)."""
         now = time.perf_counter_ns()
         first = self._first_token_ns or now
         common: dict[str, Any] = {
@@ -303,13 +304,43 @@ class LineStream:
         }
         if self.chat:
             return (
-                _encode(_ChatFinal(message=_OutMessage(role="assistant", content=""), **common))
+                _encode(_ChatFinal(message=_OutMessage(role="assistant", content=text), **common))
                 + b"\n"
             )
-        return _encode(_GenerateFinal(response="", **common)) + b"\n"
+        return _encode(_GenerateFinal(response=text, **common)) + b"\n"
 
     def error_line(self, message: str) -> bytes:
         return _encode(_Error(message)) + b"\n"
+
+
+def next_line_final_text(self: LineStream) -> bytes:
+    """``next_line`` of a stream with ``final_chunk_text``: a content token that ends the
+    output goes out in the final line. A separate class method, so that streams without
+    the setting pay nothing per token for it."""
+    gen = self.gen
+    tok = gen.step()
+    if tok < 0:
+        self.finished = True
+        return self.final_line()
+    first = self.tokens == 0
+    if first:
+        self._first_token_ns = time.perf_counter_ns()
+    self.tokens += 1
+    self.stats.tokens_generated += 1
+    if not gen.thinking and gen.peek_done():
+        self.finished = True
+        line = self.final_line(gen.vocab.tokens[tok])
+    else:
+        prefix = self._think_prefix if gen.thinking else self._content_prefix
+        line = prefix + self._json[tok] + self._suffix
+    return self._opening + line if first else line
+
+
+class FinalTextLineStream(LineStream):
+    """A :class:`LineStream` whose last content token rides in the ``done`` line."""
+
+    __slots__ = ()
+    next_line = next_line_final_text
 
 
 # --- the handler ----------------------------------------------------------------
@@ -444,7 +475,8 @@ class Handler:
             max_tokens=self.settings.max_tokens,
             vocab=self.vocab,
         )
-        lines = LineStream(
+        stream_class = FinalTextLineStream if self.settings.final_chunk_text else LineStream
+        lines = stream_class(
             gen,
             chat=chat,
             model_name=req.model,

@@ -42,6 +42,7 @@ from resilient_stream.testing.handler import (
     Reply,
     invalid_body,
     model_not_found,
+    next_line_final_text,
 )
 from resilient_stream.testing.settings import ServerSettings, ServerStats
 
@@ -187,10 +188,15 @@ class SseLineStream(LineStream):
             self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
             self._opening = b""
 
-    def final_line(self) -> bytes:
+    def final_line(self, text: str = "") -> bytes:
         reason = (self.gen.done_reason or "stop").encode()
-        empty = b'"delta":{},' if self.chat else b'"text":"",'
-        out = self._head + empty + b'"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
+        if not text:
+            body = b'"delta":{},' if self.chat else b'"text":"",'
+        elif self.chat:
+            body = b'"delta":{"content":' + _encode(text) + b"},"
+        else:
+            body = b'"text":' + _encode(text) + b","
+        out = self._head + body + b'"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
         if self.tokens == 0:
             out = self._opening + out
         if self._include_usage:
@@ -203,6 +209,14 @@ class SseLineStream(LineStream):
 
     def error_line(self, message: str) -> bytes:
         return b"data: " + openai_error(500, message, "server_error") + b"\n\n"
+
+
+class FinalTextSseLineStream(SseLineStream):
+    """An :class:`SseLineStream` whose last content delta rides in the ``finish_reason``
+    chunk (``final_chunk_text``)."""
+
+    __slots__ = ()
+    next_line = next_line_final_text
 
 
 # --- request handling ------------------------------------------------------------------
@@ -263,7 +277,8 @@ def handle(
             reply.delay += gen.count / settings.tokens_per_second
         return reply
     opts = req.stream_options
-    lines = SseLineStream(
+    stream_class = FinalTextSseLineStream if settings.final_chunk_text else SseLineStream
+    lines = stream_class(
         gen,
         chat=chat,
         model_name=req.model,

@@ -96,6 +96,7 @@ class ReferenceServer:
         http1: bool = True,
         line_separators: bool = False,
         models: Sequence[str] | None = None,
+        final_chunk_text: bool = False,
         settings: ServerSettings | None = None,
     ) -> None:
         self.settings = settings or ServerSettings(
@@ -115,6 +116,7 @@ class ReferenceServer:
             http1=http1,
             line_separators=line_separators,
             models=None if models is None else tuple(models),
+            final_chunk_text=final_chunk_text,
         )
         self._core: ServerCore | None = None
         self._server: asyncio.Server | None = None

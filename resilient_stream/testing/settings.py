@@ -41,6 +41,11 @@ class ServerSettings:
     #: Add the tokens U+0085, U+2028, U+2029 to the vocabulary: legal raw in JSON strings,
     #: they break clients that split lines with ``str.splitlines`` (httpx ``aiter_lines``).
     line_separators: bool = False
+    #: Put the last content token in the final ``done: true`` line (``response`` /
+    #: ``message.content``; on ``/v1/*`` streams the chunk with ``finish_reason``) instead
+    #: of a line of its own, as some servers do. The text is the same either way; a last
+    #: token that is thinking keeps its own line (the final line carries content only).
+    final_chunk_text: bool = False
     #: Version string returned by ``GET /api/version``.
     version: str = "0.12.0-reference"
     #: Model names the server has. None: any name is served (except names starting with
