@@ -138,3 +138,76 @@ async def test_cli_rejects_a_bad_attribute_value_with_exit_code_2() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 2
     assert b"keyed_by" in err
+
+
+@pytest.mark.timeout(30)
+async def test_cli_with_api_and_no_upstream_serves_an_empty_registry() -> None:
+    """Like `toxiproxy-server`: proxies come later, through the REST API."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(data)
+        writer.close()
+
+    srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+    upstream = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resilient_stream.cli", "proxy",
+        "--api", "127.0.0.1:0", "--seed", "4", "--faults",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        first = await _line(proc.stdout)
+        assert first.startswith("api listening on http://127.0.0.1:"), first
+        api_url = first.split()[-1]
+        async with httpx.AsyncClient(base_url=api_url) as client:
+            assert (await client.get("/proxies")).json() == {}
+            r = await client.post("/proxies", json={"name": "later", "upstream": upstream})
+            assert r.status_code == 201
+            r = await client.post(
+                "/proxies/later/toxics", json={"type": "latency", "attributes": {"latency": 1}}
+            )
+            assert r.status_code == 200
+        host, port = await _proxy_listen(api_url, "later")
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"hi"
+        writer.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err
+        record = json.loads(out.decode().splitlines()[0])
+        assert (record["proxy"], record["kind"], record["connection"]) == ("later", "latency", 0)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def _proxy_listen(api_url: str, name: str) -> tuple[str, int]:
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        host, port = (await client.get(f"/proxies/{name}")).json()["listen"].rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), b"like toxiproxy-server"),
+        (("--toxic", "latency:latency=5", "--api", "127.0.0.1:0"), b"--toxic needs --upstream"),
+    ],
+)
+async def test_cli_without_upstream_says_what_is_missing(
+    args: tuple[str, ...], message: bytes
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resilient_stream.cli", "proxy", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 2
+    assert message in err
