@@ -48,7 +48,13 @@ from .replicas import Replica
 from .result import AttemptRecord
 from .resume.assembler import StreamAssembler
 from .resume.planner import AttemptPlan, Finished, NotResumable, Planner
-from .retry import backoff_delay, is_retryable, is_transparent
+from .retry import (
+    FREE_TRANSPARENT_RETRIES,
+    backoff_delay,
+    is_retryable,
+    is_transparent,
+    note_transparent_retries,
+)
 from .watchdog import StallWatchdog
 
 if TYPE_CHECKING:
@@ -108,6 +114,7 @@ class AttemptLoop(Generic[ChunkT]):
         self._attempts = 0
         self._retries = 0
         self._failures_in_a_row = 0
+        self._free_retry: BaseException | None = None  # the one transparent retry
         self._history: list[AttemptRecord] = []
         self._started_at: float | None = None
         self._deadline = 0.0
@@ -207,7 +214,7 @@ class AttemptLoop(Generic[ChunkT]):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            transparent = is_transparent(exc)
+            transparent = self._transparent(exc)
             if transparent:
                 self._attempts -= 1
             self._note_failure(exc, replica, count=not transparent)
@@ -272,8 +279,8 @@ class AttemptLoop(Generic[ChunkT]):
         """The one retry policy of both phases: may another attempt follow ``exc``, and
         after how long? Raises the give-up error when the replicas' retry budgets, the
         attempts or the deadline say no."""
-        if is_transparent(exc):
-            return 0.0  # never processed: costs no attempt and no wait
+        if self._transparent(exc):
+            return 0.0  # never processed, the first time: costs no attempt and no wait
         if not self._client.replicas.can_retry():
             raise self._budget_error(exc) from exc
         if self._attempts >= self._cfg.max_attempts:
@@ -317,6 +324,21 @@ class AttemptLoop(Generic[ChunkT]):
                     cause=repr(exc),
                 )
 
+    def _transparent(self, exc: BaseException) -> bool:
+        """A free, immediate retry (gRPC's transparent retry): the server never processed
+        the request, and this stream has not had its one yet (nor the transport, for
+        this request). A repeat is an ordinary failure: counted, backed off, charged to
+        the retry budget, so a server that refuses everything gets no request storm."""
+        if exc is self._free_retry:
+            return True
+        if not is_transparent(exc):
+            return False
+        if self._free_retry is not None:
+            note_transparent_retries(exc, FREE_TRANSPARENT_RETRIES)  # spent: ordinary now
+            return False
+        self._free_retry = exc
+        return True
+
     # tenacity hooks (request/headers phase): the decisions are _admit_retry's
 
     def _should_retry(self, exc: BaseException) -> bool:
@@ -330,7 +352,7 @@ class AttemptLoop(Generic[ChunkT]):
             delay = self._admit_retry(exc)
         except StreamError as give_up:
             raise _GiveUp(give_up) from exc
-        if not is_transparent(exc):
+        if not self._transparent(exc):
             self._retries += 1
         return delay
 

@@ -26,11 +26,37 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
-def is_transparent(exc: BaseException) -> bool:
-    """A failure the server never processed: retrying it costs no attempt."""
+#: gRPC's transparent retry: a request the server never processed (REFUSED_STREAM, a
+#: stream above a GOAWAY's last_stream_id) is resent at once, once, at no cost. When it
+#: is refused again it is an ordinary failure: counted, backed off, charged to the
+#: retry budget (a server that refuses everything must not get a request storm).
+FREE_TRANSPARENT_RETRIES = 1
+_RESENT = "_resilient_transparent_retries"
+
+
+def never_processed(exc: BaseException) -> bool:
+    """The server says it never processed the request (safe to send again)."""
     if isinstance(exc, RefusedStreamError):
         return True
     return isinstance(exc, GoAwayError) and not exc.processed
+
+
+def transparent_retries(exc: BaseException) -> int:
+    """How often the request behind ``exc`` was already resent after such failures."""
+    value = exc.__dict__.get(_RESENT, 0)
+    return value if isinstance(value, int) else 0
+
+
+def note_transparent_retries(exc: BaseException, n: int) -> None:
+    """Record on ``exc`` that its request was already resent ``n`` times (the transport's
+    own transparent retries), so no layer above gives it another free retry."""
+    exc.__dict__[_RESENT] = n
+
+
+def is_transparent(exc: BaseException) -> bool:
+    """A failure the server never processed whose free retry is not spent: retrying it
+    costs no attempt and no wait. Once spent, the failure is an ordinary one."""
+    return never_processed(exc) and transparent_retries(exc) < FREE_TRANSPARENT_RETRIES
 
 
 def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:

@@ -165,7 +165,9 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
         self, request: httpx.Request, has_body: bool, timeout: float | None
     ) -> H2Stream:
         """Send the request headers. From here on the stream owns the pool slot."""
-        if self.closed or self.goaway:
+        if self.goaway:
+            raise self.unsent_error()
+        if self.closed:
             raise self.close_reason or self._lost_error("connection is closing")
         h2c = self._h2
         headers = request_headers(request)
@@ -286,6 +288,17 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
                 endpoint=self.endpoint,
             )
         return ConnectionLostError(what, endpoint=self.endpoint)
+
+    def unsent_error(self) -> GoAwayError:
+        """The error of a stream that never went out because of this connection's GOAWAY."""
+        return GoAwayError(
+            f"GOAWAY({error_name(self._goaway_code)}, last_stream_id={self._goaway_last_id}) "
+            "arrived before the stream was sent: it was not processed",
+            last_stream_id=self._goaway_last_id,
+            error_code=self._goaway_code,
+            processed=False,
+            endpoint=self.endpoint,
+        )
 
     def _shutdown(self, exc: BaseException) -> None:
         """Fail every stream and stop all timers. Idempotent."""

@@ -17,8 +17,12 @@ frame, ``idle_timeout`` between chunks, ``connect_timeout``, ``pool_timeout``):
 nothing waits forever.
 
 Streams refused by the server (REFUSED_STREAM) or above a GOAWAY's
-``last_stream_id`` were never processed, so they are retried at once on another
-or a new connection, invisibly to the caller.
+``last_stream_id`` were never processed, so the first such failure of a request is
+retried at once on another or a new connection, invisibly to the caller (gRPC's
+transparent retry). When it repeats, the request is resent at most
+:data:`MAX_TRANSPARENT_RETRIES` times in all, after a jittered backoff, and then the
+typed error is raised: a server that refuses everything, or drains every new
+connection, cannot make one request spin.
 
 HTTP/1.1: ``http2=False`` (config) sends ``http://`` origins through httpx's own
 HTTP/1.1 transport; an origin that answers the h2c preface in HTTP/1 is
@@ -28,6 +32,8 @@ ALPN.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,13 +47,23 @@ from ..buffering.consumer import ConsumerBudget
 from ..buffering.sizing import WindowSizing
 from ..config import StreamConfig
 from ..logging import library_logger
+from ..retry import (
+    FREE_TRANSPARENT_RETRIES,
+    backoff_delay,
+    never_processed,
+    note_transparent_retries,
+)
 from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
 from .pool import OriginPool, UseHttp1
 from .stream import H2ResponseStream
 
-#: Transparent retries of never-processed streams per request (gRPC retries these freely;
-#: we bound them so a misbehaving server cannot spin a request forever).
-MAX_TRANSPARENT_RETRIES = 10
+#: Resends of one request that the server never processed (RST_STREAM(REFUSED_STREAM), a
+#: stream above a GOAWAY's last_stream_id): the first at once and for free (gRPC's
+#: transparent retry), the others after a jittered backoff (``backoff_initial``,
+#: ``backoff_max``); then the error is raised and the caller's retry policy decides.
+MAX_TRANSPARENT_RETRIES = 3
+#: Connection picks per request, all causes (refusals, a lowered stream limit, h2 errors).
+_MAX_PICKS = 12
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -119,6 +135,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
         self._log = library_logger(cfg.log_level)
         self._pools: dict[tuple[str, str, int], OriginPool] = {}
         self._http1: httpx.AsyncHTTPTransport | None = None
+        self._rng = random.Random()
         self._closed = False
 
     # --- httpx interface -----------------------------------------------------------
@@ -159,12 +176,20 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
         header_timeout = read if read is not None else cfg.first_token_timeout
         idle_timeout = read if read is not None else cfg.idle_timeout
         body = await request.aread()
-        last_error: errors.TransportError | None = None
-        for _ in range(MAX_TRANSPARENT_RETRIES + 1):
-            conn = await pool.acquire(
-                pool_timeout if pool_timeout is not None else cfg.pool_timeout,
-                connect if connect is not None else cfg.connect_timeout,
-            )
+        last_error: BaseException | None = None
+        refused = 0  # failures of this request that the server never processed, in a row
+        for _ in range(_MAX_PICKS):
+            try:
+                conn = await pool.acquire(
+                    pool_timeout if pool_timeout is not None else cfg.pool_timeout,
+                    connect if connect is not None else cfg.connect_timeout,
+                )
+            except errors.GoAwayError as exc:  # drained while we waited for its handshake
+                if not never_processed(exc):
+                    raise
+                refused = await self._before_resend(pool, exc, refused)
+                last_error = exc
+                continue
             try:
                 s = conn.open_stream(request, bool(body), header_timeout)
             except h2.exceptions.TooManyStreamsError:
@@ -199,16 +224,41 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 )
             error = s.error
             conn.close_stream(s)
-            if isinstance(error, errors.RefusedStreamError) or (
-                isinstance(error, errors.GoAwayError) and not error.processed
-            ):
-                last_error = error
-                self._log.debug(STREAM_TRANSPARENT_RETRY, endpoint=pool.endpoint, reason=str(error))
-                continue  # never processed: retry transparently
             assert error is not None
-            raise error
+            if not never_processed(error):
+                raise error
+            refused = await self._before_resend(pool, error, refused)
+            last_error = error
         assert last_error is not None
         raise last_error
+
+    async def _before_resend(self, pool: OriginPool, error: BaseException, refused: int) -> int:
+        """``error``: the server never processed the request. Resend it (at once the first
+        time, after a backoff when it repeats) or, past :data:`MAX_TRANSPARENT_RETRIES`,
+        raise ``error`` saying how often it happened. Returns the new count."""
+        refused += 1
+        if refused > MAX_TRANSPARENT_RETRIES:
+            note_transparent_retries(error, refused - 1)
+            if isinstance(error, errors.StreamError):
+                error.message += (
+                    f" ({refused} times in a row for this request, never processed: "
+                    "not resent again by the transport)"
+                )
+            raise error
+        cfg = self.config
+        delay = backoff_delay(
+            refused - FREE_TRANSPARENT_RETRIES, cfg.backoff_initial, cfg.backoff_max, self._rng
+        )
+        self._log.debug(
+            STREAM_TRANSPARENT_RETRY,
+            endpoint=pool.endpoint,
+            reason=str(error),
+            attempt=refused,
+            wait=round(delay, 4),
+        )
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return refused
 
     def _pool_for(self, scheme: str, host: str, port: int) -> OriginPool:
         key = (scheme, host, port)

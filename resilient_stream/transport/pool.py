@@ -77,6 +77,7 @@ class OriginPool:
         """Reserve a stream slot on a ready connection (opening one if allowed)."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
+        lost = 0  # connections that closed between their handshake and our stream
         while True:
             if self.http1:
                 raise UseHttp1(self.endpoint)
@@ -104,7 +105,16 @@ class OriginPool:
                 raise exc
             if conn.usable:
                 return conn
-            self.release(conn)  # went away while we waited: pick again
+            self.release(conn)
+            if conn.goaway:
+                # Drained before our stream went out (e.g. GOAWAY right after SETTINGS):
+                # never processed; the transport's bounded resend policy decides, so a
+                # server that drains every new connection gets no connection storm.
+                raise conn.unsent_error()
+            lost += 1
+            if lost > 1 and conn.close_reason is not None:
+                raise conn.close_reason
+            # closed while we waited (a one-off race): pick again, once
 
     def _mark_http1(self, why: BaseException) -> None:
         if not self.http1:
