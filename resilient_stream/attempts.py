@@ -296,9 +296,11 @@ class AttemptLoop(Generic[ChunkT]):
             if exc.retry_after > cfg.retry_after_max:
                 raise HTTPStatusError(
                     exc.status_code,
-                    exc.body + f" (Retry-After {exc.retry_after:.0f}s exceeds "
-                    f"retry_after_max={cfg.retry_after_max:.0f}s)",
+                    exc.body,
                     endpoint=exc.endpoint,
+                    content_type=exc.content_type,
+                    note=f"Retry-After {exc.retry_after:.0f}s exceeds "
+                    f"retry_after_max={cfg.retry_after_max:.0f}s",
                 ) from exc
             delay = max(delay, exc.retry_after)
         if time.monotonic() + delay >= self._deadline:
@@ -308,6 +310,8 @@ class AttemptLoop(Generic[ChunkT]):
     def _note_failure(
         self, exc: BaseException, replica: Replica | None, *, count: bool = True
     ) -> None:
+        if self._cfg.log_content and isinstance(exc, StreamError):
+            exc.reveal_content()  # opted in: messages (and log events) may quote content
         if not count or isinstance(exc, asyncio.CancelledError):
             return
         self._failures_in_a_row += 1

@@ -31,6 +31,21 @@ class StreamError(Exception):
         self.endpoint = endpoint
         self.attempts = attempts
 
+    def reveal_content(self) -> None:
+        """Add the withheld content (model output, an error body) to the message.
+
+        Messages say where and what shape by default, never content: servers
+        echo prompts in error bodies, and malformed lines are model output.
+        Called when the user opted in with ``log_content``."""
+        preview = self._content_preview()
+        if preview and not getattr(self, "_revealed", False):
+            self._revealed = True
+            self.message += f"; content: {preview}"
+            self.args = (self.message,)
+
+    def _content_preview(self) -> str:
+        return ""
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.endpoint:
@@ -86,13 +101,18 @@ class MalformedChunkError(ProtocolError):
     """A complete line is not a valid chunk (bad JSON, wrong field types, HTML...)."""
 
     def __init__(self, reason: str, line: bytes) -> None:
-        preview = line[:200].decode("utf-8", "replace")
-        more = "..." if len(line) > 200 else ""
-        super().__init__(f"malformed NDJSON chunk: {reason}; line starts {preview!r}{more}")
+        super().__init__(f"malformed NDJSON chunk: {reason}; a line of {len(line)} bytes")
         self.reason = reason
+        #: The raw line (model output: kept for the caller, never in the message).
         self.line = line
+        #: The line is an HTML page (a proxy's error page, a web server at the wrong URL).
+        self.html = reason.startswith("an HTML page")
         #: Chunks decoded from the same read before the bad line (not lost).
         self.chunks_before: list[Any] = []
+
+    def _content_preview(self) -> str:
+        more = "..." if len(self.line) > 200 else ""
+        return repr(self.line[:200].decode("utf-8", "replace")) + more
 
 
 class TruncatedStreamError(ProtocolError):
@@ -158,19 +178,33 @@ class HTTPStatusError(StreamError):
         *,
         retry_after: float | None = None,
         endpoint: str | None = None,
+        content_type: str | None = None,
+        note: str = "",
     ) -> None:
         hint = _STATUS_HINTS.get(status_code, "")
-        preview = body[:300].strip()
         message = f"HTTP {status_code}"
-        if preview:
-            message += f": {preview}"
         if hint:
             message += f" ({hint})"
+        media = (content_type or "").split(";")[0].strip().lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            message += f": not an Ollama/OpenAI API: the server answered {media} "
+            message += f"({len(body)} characters; a web page or a gateway's error page)"
+        elif body.strip():
+            # Servers echo the request (the prompt) in error bodies: shape only, by default.
+            message += f"; the server's error text ({len(body)} characters) is in .body"
+        if note:
+            message += f" ({note})"
         super().__init__(message, endpoint=endpoint)
         self.status_code = status_code
+        #: The server's error message (or the body as text), up to 64 KiB.
         self.body = body
+        self.content_type = content_type
         self.retry_after = retry_after
         self.retryable = status_code in self.RETRYABLE_STATUSES
+
+    def _content_preview(self) -> str:
+        preview = self.body[:300].strip()
+        return repr(preview) + ("..." if len(self.body) > 300 else "") if preview else ""
 
 
 _STATUS_HINTS = {

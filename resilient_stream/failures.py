@@ -44,14 +44,18 @@ async def status_error(response: httpx.Response, endpoint: str | None) -> HTTPSt
     """Read (a bounded part of) a non-2xx answer and close it: the error it means.
 
     Ollama's ``{"error": "..."}`` and OpenAI's ``{"error": {"message": ...}}`` give
-    the message; anything else (an HTML page from a gateway) is quoted as is.
+    the message; anything else (an HTML page from a gateway) is kept as text. The
+    error's message says only its shape (see :class:`HTTPStatusError`).
     """
     body = b""
     try:
-        async for piece in response.aiter_raw():
+        async for piece in response.aiter_bytes():  # decoded, should a proxy compress
             body += piece
             if len(body) > MAX_ERROR_BODY:
+                body = body[:MAX_ERROR_BODY]
                 break
+    except httpx.DecodingError:
+        pass  # keep what decoded: it only explains the status
     finally:
         await response.aclose()
     text = body.decode("utf-8", "replace")
@@ -67,6 +71,7 @@ async def status_error(response: httpx.Response, endpoint: str | None) -> HTTPSt
         text,
         retry_after=parse_retry_after(response.headers),
         endpoint=endpoint,
+        content_type=response.headers.get("content-type"),
     )
 
 

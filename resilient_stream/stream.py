@@ -149,6 +149,8 @@ class ResilientStream(AttemptLoop[ChunkT]):
         try:
             chunks = self._decoder.decode_lines(self._framer.feed(data))
         except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
+            if isinstance(exc, MalformedChunkError) and exc.html and self._attempt_first_chunk:
+                exc = self._not_an_api(exc)
             self._deliver(exc.chunks_before)
             await self._fail(exc)
             return
@@ -171,6 +173,17 @@ class ResilientStream(AttemptLoop[ChunkT]):
                         f"{self._planner.token_limit} tokens: the server ignores the limit"
                     )
                 )
+
+    def _not_an_api(self, exc: MalformedChunkError) -> MalformedChunkError:
+        """A web page where the stream should be: the URL is wrong, retrying will not help."""
+        media = self._response.headers.get("content-type", "") if self._response else ""
+        exc.message = (
+            f"not an Ollama/OpenAI API: the server answered an HTML page "
+            f"({media.split(';')[0] or 'no content-type'}, {len(exc.line)} bytes) instead "
+            "of a stream; check the URL"
+        )
+        exc.retryable = False
+        return exc
 
     def _output_limit_error(self, why: str) -> OutputLimitError:
         return OutputLimitError(

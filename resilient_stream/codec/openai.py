@@ -367,12 +367,12 @@ class OpenAIDecoder:
             if finish is None:
                 # [DONE] without a finish_reason: the server stopped this answer early
                 # (llama-cpp-python does so when another request arrives). Not a success.
-                exc = TruncatedStreamError(
+                cut = TruncatedStreamError(
                     "the stream ended with [DONE] but no finish_reason: the server cut the "
                     "answer short"
                 )
-                exc.chunks_before = out + pending
-                raise exc
+                cut.chunks_before = out + pending
+                raise cut
             out.append(self._final(chunks, finish, usage))
         elif pending:
             out.extend(pending)  # held too long or odd server: deliver as they are

@@ -89,6 +89,7 @@ class ScriptedServer:
     connections: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -108,17 +109,22 @@ class ScriptedServer:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        for writer in list(self._writers):
+            writer.close()  # handlers see EOF or a ConnectionError and return
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
+            for task in pending:  # a handler stuck in a long sleep
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
+        self._writers.add(writer)
         self.connections += 1
         try:
             while not writer.is_closing():
@@ -144,4 +150,5 @@ class ScriptedServer:
             pass
         finally:
             writer.close()
+            self._writers.discard(writer)
             self._tasks.discard(task)  # type: ignore[arg-type]
