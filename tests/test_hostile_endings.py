@@ -6,6 +6,7 @@ unusual servers send.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -105,3 +106,21 @@ async def test_endless_output_without_a_token_limit_stops_at_max_output_bytes() 
     assert "max_output_bytes=200000" in str(info.value)
     assert 0 < len(partial) <= 200_000
     assert not flood.finished and len(srv.requests) == 1
+
+
+async def test_sse_body_starting_with_a_bom_split_over_reads_keeps_its_first_event() -> None:
+    """Issue 10 item 11: the UTF-8 BOM arrives one byte per read (chunked, paced)."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(headers={"content-type": "text/event-stream"})
+        for byte in b"\xef\xbb\xbf":
+            await reply.send(bytes([byte]))
+            await asyncio.sleep(0.02)
+        await reply.send(sse("Hello") + sse(" world") + sse(None, "stop") + DONE)
+        await reply.end()
+
+    async with ScriptedServer(handler) as srv, StreamClient(srv.url, config=CFG) as client:
+        stream = openai_chat(client, model="m", messages=[{"role": "user", "content": "hi"}])
+        result = await stream.collect()
+    assert result.text == "Hello world"
+    assert result.attempts == 1

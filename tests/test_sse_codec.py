@@ -86,6 +86,16 @@ def test_bom_at_the_start_is_dropped_even_when_split() -> None:
     assert [e.data for e in out] == [b"x"]
 
 
+def test_bom_split_over_one_byte_reads_keeps_the_first_event() -> None:
+    """Issue 10 item 11: with 1-byte reads the BOM's second byte ended the BOM check and
+    the first event was lost (httpx-sse handles this)."""
+    parser = SseParser()
+    out = []
+    for i, byte in enumerate(b"\xef\xbb\xbfdata: first\n\ndata: second\n\n"):
+        out += parser.feed_data(bytes([byte])) if i % 2 else parser.feed(bytes([byte]))
+    assert [e if isinstance(e, bytes) else e.data for e in out] == [b"first", b"second"]
+
+
 def test_extra_blank_lines_between_events_dispatch_nothing() -> None:
     stream = b"\n\n\ndata: a\n\n\n\n\ndata: b\n\n\n"
     assert [e.data for e in parse_all(stream)] == [b"a", b"b"]

@@ -119,10 +119,10 @@ class SseParser:
     def _blocks(self, data: bytes) -> list[bytes]:
         """Normalise line ends and cut complete events (text before a blank line)."""
         if not self._started:
-            if not self._pending and len(data) < 3 and _BOM.startswith(data):
-                self._pending = data  # could still be a BOM
-                return []
             data = self._pending + data
+            if len(data) < 3 and _BOM.startswith(data):
+                self._pending = data  # could still be a BOM (reads may be 1 byte each)
+                return []
             self._pending = b""
             self._started = True
             if data.startswith(_BOM):
