@@ -5,7 +5,8 @@ Streams start on replicas in round-robin order. A replica that fails
 failed attempt moves to the next healthy replica, so a resume may continue
 on another replica. If every replica is ejected, the one due back soonest is
 tried anyway (failing over to nothing would only turn an outage into an error
-sooner than the retry policy allows).
+sooner than the retry policy allows); for the same reason a client with one
+replica never ejects it.
 
 Each replica has its own retry budget (gRPC throttles retries per target the
 same way): when one replica dies, its budget drains and retries move to the
@@ -80,9 +81,12 @@ class ReplicaSet:
         replica.successes += 1
 
     def on_failure(self, replica: Replica, now: float) -> bool:
-        """Record a failure; True if this ejected the replica."""
+        """Record a failure; True if this ejected the replica. A lone replica is never
+        ejected: there is nothing to fail over to (and nothing to warn about)."""
         replica.failures += 1
         replica.consecutive_failures += 1
+        if len(self.replicas) == 1:
+            return False
         if replica.consecutive_failures >= self._eject_after and replica.healthy(now):
             replica.ejected_until = now + self._readmit_after
             replica.consecutive_failures = 0
