@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn, Protocol
 import httpx
 import structlog
 
-from .errors import StreamError
+from .errors import HTTPStatusError, StreamError
 from .logging import GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT, redact_headers
 
 
@@ -175,10 +175,23 @@ def error_lines(exc: BaseException, url: str) -> list[str]:
     newlines of a quoted page collapsed, the middle of a very long message elided),
     plus a ``hint:`` line when nothing answered at ``url``."""
     lines = [f"error: {one_line(str(exc))}"]
+    said = _server_said(exc)
+    if said:
+        lines.append(f"server said: {one_line(said, limit=300)}")
     hint = _hint(exc, getattr(exc, "endpoint", None) or url)
     if hint:
         lines.append(f"hint: {hint}")
     return lines
+
+
+def _server_said(exc: BaseException) -> str | None:
+    """The server's error text: the library keeps it out of messages (it may echo the
+    prompt), but at a terminal it is the user's own request and the useful part."""
+    for cause in _chain(exc):
+        if isinstance(cause, HTTPStatusError) and cause.body.strip():
+            media = (cause.content_type or "").split(";")[0].strip().lower()
+            return None if media in ("text/html", "application/xhtml+xml") else cause.body
+    return None
 
 
 def _hint(exc: BaseException, url: str) -> str | None:

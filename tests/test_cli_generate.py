@@ -137,6 +137,8 @@ async def test_stream_errors_exit_1_with_the_reason_on_stderr() -> None:
         )  # fmt: skip
     assert (code_404, out_404) == (1, "")
     assert "404" in err_404 and "not found" in err_404
+    # the server's own words reach the terminal user (the library's messages omit them)
+    assert "server said: model 'missing-model' not found" in err_404
     assert code_dead == 1 and err_dead.startswith("error: ")
 
 
