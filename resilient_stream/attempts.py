@@ -272,6 +272,15 @@ class AttemptLoop(Generic[ChunkT]):
             delay = self._admit_retry(exc, immediate_first=True)
         except StreamError as give_up:
             raise self._give_up_error(give_up) from exc
+        if not self._asm.started:  # a retry after headers but before any output
+            self._client.log.info(
+                RETRY_WAIT,
+                stream=self.id,
+                attempt=self._attempts,
+                wait=round(delay, 3),
+                endpoint=self._endpoint(),
+                cause=repr(exc),
+            )
         if delay:
             await asyncio.sleep(delay)
 

@@ -55,3 +55,18 @@ async def test_default_level_skips_per_attempt_debug_events() -> None:
             with capture_logs() as logs:
                 await client.generate(model="m", prompt="x", options={"num_predict": 5}).collect()
     assert logs == []
+
+
+async def test_a_retry_after_headers_but_before_output_is_logged_like_any_retry() -> None:
+    """A body that breaks before its first chunk is retried (not resumed): the
+    retry_wait event says so (the CLI's progress lines are built from it)."""
+    plan = FaultSchedule({0: Fault("drop_connection", after_tokens=0)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with StreamClient(srv.url, config=StreamConfig(**FAST)) as client:
+            with capture_logs() as logs:
+                result = await client.generate(
+                    model="m", prompt="x", options={"num_predict": 5}
+                ).collect()
+    assert result.retries == 1 and result.resumes == 0
+    (wait,) = [e for e in logs if e["event"] == "stream.retry_wait"]
+    assert wait["attempt"] == 1 and wait["wait"] >= 0.0
