@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import struct
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -26,10 +29,9 @@ import h2.exceptions
 import httpx
 import pytest
 
-from resilient_stream import errors
+from resilient_stream import StreamClient, StreamConfig, errors
 from resilient_stream.transport import MultiplexedTransport
-
-# from resilient_stream.transport.flood import ControlFrameBudget
+from resilient_stream.transport.h2setup import server_preface_verdict
 from resilient_stream.transport.multiplexed import MAX_TRANSPARENT_RETRIES
 
 BODY = {"model": "m", "prompt": "x", "stream": True}
@@ -230,3 +232,174 @@ async def test_server_sending_goaway_on_every_connection_gets_a_bounded_number(
         assert not info.value.processed
         assert "last_stream_id=0" in str(info.value)
         assert transport.stats().connections == 0
+
+
+# --- item 4: h2c fallback against servers built on http.server -----------------------
+
+
+class _Counts:
+    prefaces = 0  # h2 connection prefaces seen ("PRI * HTTP/2.0")
+    requests = 0  # NDJSON requests served
+
+
+def _counting(base: type[http.server.BaseHTTPRequestHandler], counts: _Counts) -> type[Any]:
+    class Handler(base):  # type: ignore[valid-type,misc]
+        def parse_request(self) -> bool:
+            if self.raw_requestline.startswith(b"PRI "):
+                counts.prefaces += 1
+            return bool(super().parse_request())
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+class _NdjsonHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    counts: _Counts
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b"".join(LINES)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-ndjson")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.counts.requests += 1
+
+
+@contextlib.contextmanager
+def stdlib_server() -> Iterator[tuple[str, _Counts]]:
+    """http.server.ThreadingHTTPServer on 127.0.0.1:0 serving LINES to any POST. It
+    answers an h2 preface with a bare HTML 505 page: no status line, no headers."""
+    counts = _Counts()
+    handler = _counting(_NdjsonHandler, counts)
+    handler.counts = counts
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", counts
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextlib.contextmanager
+def werkzeug_server() -> Iterator[tuple[str, _Counts]]:
+    """werkzeug's development server (the Flask dev server, pytest-httpserver)."""
+    serving = pytest.importorskip("werkzeug.serving")
+    counts = _Counts()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        counts.requests += 1
+        start_response("200 OK", [("content-type", "application/x-ndjson")])
+        return [b"".join(LINES)]
+
+    handler = _counting(serving.WSGIRequestHandler, counts)
+    server = serving.make_server("127.0.0.1", 0, app, threaded=True, request_handler=handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", counts
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+SERVERS = {"http.server": stdlib_server, "werkzeug": werkzeug_server}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", list(SERVERS))
+async def test_stdlib_based_server_falls_back_to_http1_at_once_and_for_good(kind: str) -> None:
+    with SERVERS[kind]() as (url, counts):
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            for _ in range(3):
+                r = await client.post(url + "/api/generate", json=BODY)
+                assert r.status_code == 200
+                assert r.content == b"".join(LINES)
+            stats = transport.stats()
+    assert counts.prefaces == 1  # one h2 attempt, then HTTP/1.1 for the origin
+    assert counts.requests == 3
+    assert stats.http1_origins == [url]
+    assert stats.connections_opened == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", list(SERVERS))
+async def test_stream_client_with_default_config_succeeds_first_try_on_stdlib_server(
+    kind: str,
+) -> None:
+    with SERVERS[kind]() as (url, counts):
+        async with StreamClient(url, config=StreamConfig()) as client:
+            result = await client.generate(model="m", prompt="x").collect()
+            again = await client.generate(model="m", prompt="y").collect()
+    assert result.text == again.text == "t0 t1 t2 "
+    assert result.attempts == again.attempts == 1
+    assert counts.prefaces == 1
+    assert counts.requests == 2
+
+
+def test_server_preface_verdict_decides_text_from_its_first_byte() -> None:
+    settings = _server_conn()
+    settings.initiate_connection()
+    preface = settings.data_to_send()
+    assert server_preface_verdict(preface) is True
+    for n in range(9):
+        assert server_preface_verdict(preface[:n]) is None  # plausible so far: wait
+    for answer in (b"<!DOCTYPE HTML>", b"HTTP/1.1 505 HTTP Version Not Supported", b"\n"):
+        assert server_preface_verdict(answer[:1]) is False
+    assert server_preface_verdict(ping_frame()) is False  # first frame must be SETTINGS
+    settings_ack = struct.pack(">BHBBL", 0, 0, 4, 1, 0)
+    assert server_preface_verdict(settings_ack) is False
+    on_stream_1 = struct.pack(">BHBBL", 0, 0, 4, 0, 1)
+    assert server_preface_verdict(on_stream_1) is False
+
+
+@pytest.mark.timeout(60)
+async def test_h2_server_preface_arriving_byte_by_byte_is_still_h2() -> None:
+    # No false fallback: the preface check waits for the whole first frame header.
+    served: list[int] = []
+    handlers: set[asyncio.Task[object]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        conn = _server_conn()
+        conn.initiate_connection()
+        for byte in conn.data_to_send():
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        _serve(conn, event.stream_id)
+                        served.append(event.stream_id)
+                writer.write(conn.data_to_send())
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            r = await client.post(url + "/api/generate", json=BODY)
+            assert r.status_code == 200
+            assert r.extensions["http_version"] == b"HTTP/2"
+            assert transport.stats().http1_origins == []
+        assert served == [1]
+    finally:
+        server.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        await server.wait_closed()

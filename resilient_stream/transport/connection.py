@@ -77,6 +77,7 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
         self._goaway_code = 0
         self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
         self._in_header_block = False
+        self._preface_ok = False  # the server's first frame header was a SETTINGS frame
 
         self._h2 = new_h2_connection(settings)
         self._conn_window = ReceiveWindow(

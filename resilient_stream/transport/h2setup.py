@@ -44,6 +44,36 @@ class NotHttp2Error(Exception):
     """The server answered the h2c preface in HTTP/1.x: use HTTP/1.1 for this origin."""
 
 
+#: SETTINGS_MAX_FRAME_SIZE before any SETTINGS were exchanged (RFC 9113 section 6.5.2).
+_INITIAL_MAX_FRAME = 16_384
+
+
+def server_preface_verdict(head: bytes) -> bool | None:
+    """Do the first bytes from the server start an HTTP/2 server preface?
+
+    RFC 9113 section 3.4: the server's first frame is SETTINGS (type 0x4) on stream 0,
+    without ACK, its length a multiple of 6 and within the initial frame size. Anything
+    else (``HTTP/1.1 505 ...``, or the bare ``<!DOCTYPE HTML>`` error page that servers
+    built on Python's http.server send for an ``HTTP/2.0`` request line) is not HTTP/2.
+    ``None``: fewer than 9 bytes, all plausible so far. Decided from the first byte for
+    any text answer (a length of 64 KiB or more).
+    """
+    n = len(head)
+    if n >= 3:
+        length = int.from_bytes(head[:3], "big")
+        if length > _INITIAL_MAX_FRAME or length % 6:
+            return False
+    elif n and head[0]:
+        return False
+    if n >= 4 and head[3] != 0x4:
+        return False
+    if n >= 5 and head[4] & 0x1:
+        return False
+    if n < 9:
+        return None
+    return not int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+
+
 class DrainingH2Connection(h2.connection.H2Connection):
     """``h2`` that keeps processing existing streams after a graceful GOAWAY (h2#1181).
 

@@ -26,7 +26,13 @@ import h2.events
 import h2.exceptions
 
 from ..errors import ConnectionLostError, GoAwayError, RefusedStreamError, StreamResetError
-from .h2setup import CONNECTION_GOAWAY, ConnectionSettings, NotHttp2Error, error_name
+from .h2setup import (
+    CONNECTION_GOAWAY,
+    ConnectionSettings,
+    NotHttp2Error,
+    error_name,
+    server_preface_verdict,
+)
 from .keepalive import PingKeepalive
 from .stream import H2Stream
 from .windows import ReceiveWindow
@@ -66,6 +72,7 @@ class FrameReceiver:
         _bdp: BdpEstimator | None
         _rbuf: bytes
         _in_header_block: bool
+        _preface_ok: bool
         _goaway_last_id: int
         _goaway_code: int
 
@@ -96,9 +103,7 @@ class FrameReceiver:
         if self._rbuf:
             data = self._rbuf + data
             self._rbuf = b""
-        elif not self.ready.done() and data[:5] == b"HTTP/":
-            # h2 would wait for a 4.7 MB "frame"; an HTTP/1 server answered our preface.
-            self._abort(NotHttp2Error(f"{self.endpoint} answered the HTTP/2 preface in HTTP/1"))
+        if not self._preface_ok and not self._check_preface(data):
             return
         streams = self.streams
         conn_window = self._h2_conn_window
@@ -169,6 +174,29 @@ class FrameReceiver:
                 slow = True
         if slow:  # a read of plain DATA queues nothing: skip h2's data_to_send() copy
             self._flush()
+
+    def _check_preface(self, data: bytes) -> bool:
+        """Until the server's first frame header is seen: is this HTTP/2 at all?
+
+        Anything but a SETTINGS frame means the origin does not speak h2c (an HTTP/1
+        status line, or http.server's bare HTML error page): fail the handshake with
+        :class:`NotHttp2Error` at once, so the pool falls back to HTTP/1.1 and
+        remembers it, instead of reading ``<!D`` as a 3.9 MB frame length.
+        """
+        verdict = server_preface_verdict(data)
+        if verdict is None:
+            self._rbuf = data  # fewer than 9 bytes: wait for the rest of the header
+            return False
+        if not verdict:
+            self._abort(
+                NotHttp2Error(
+                    f"{self.endpoint} answered the HTTP/2 preface with {data[:24]!r}, "
+                    "not a SETTINGS frame: it speaks HTTP/1.x"
+                )
+            )
+            return False
+        self._preface_ok = True
+        return True
 
     def _slow(self, frames: bytes) -> int:
         """Whole frames through h2; returns the DATA bytes it consumed (connection credit)."""
