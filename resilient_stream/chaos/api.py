@@ -290,7 +290,7 @@ class ProxyRegistry:
         enabled = proxy.enabled if body.enabled is None else body.enabled
         if listen is not None and _moves(proxy, *listen):
             await proxy.disable()
-            _set_listen(proxy, *listen)
+            await proxy.move(*listen)
         if body.upstream is not None:
             proxy.set_upstream(body.upstream)
         if not enabled:
@@ -382,17 +382,6 @@ def _moves(proxy: ChaosProxy, host: str, port: int) -> bool:
     """Whether listening on (host, port) means moving the proxy (toxiproxy's Differs)."""
     same_host = host == proxy.host or (host == "localhost" and proxy.host in ("127.0.0.1", "::1"))
     return port == 0 or port != proxy.port or not same_host
-
-
-def _set_listen(proxy: ChaosProxy, host: str, port: int) -> None:
-    """Give a stopped proxy a new address to listen on when it is enabled.
-
-    ChaosProxy has no public way to change its address yet, so this sets the two
-    fields that ``ChaosProxy.enable`` binds (the last bound address first): it
-    belongs in ChaosProxy as a method.
-    """
-    proxy._listen_addr = (host, port)
-    proxy._bound = None
 
 
 def _toxic_body(raw: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,16 @@ class ChaosProxy:
 
     # --- addresses ------------------------------------------------------------
 
+    async def move(self, host: str, port: int) -> None:
+        """Listen on another address (toxiproxy's POST with a new ``listen``): stop,
+        drop every connection, and listen again there if enabled (port 0: a new free
+        port). The caller checks the address is loopback, as for the constructor's."""
+        await self._close_server()
+        self._listen_addr = (host, port)
+        self._bound = None
+        if self.enabled:
+            await self._listen()
+
     def set_upstream(self, upstream: str) -> None:
         """Point new connections at another upstream (open ones keep theirs)."""
         self._upstream_addr = split_hostport(upstream)
