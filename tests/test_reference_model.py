@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message
 from resilient_stream.testing import Fault, FaultSchedule, RequestInfo, ServerSettings, ServerStats
+from resilient_stream.testing.formats import FormatGeneration, continuation, parse_format
 from resilient_stream.testing.handler import Handler, LineStream
 from resilient_stream.testing.model import (
     LINE_SEPARATOR_VOCAB,
@@ -395,3 +396,69 @@ def test_line_separator_vocabulary_is_opt_in_and_keeps_continuation() -> None:
             num_predict=60 - k,
         )
         assert rest == out[k:]
+
+
+# --- structured outputs (format) ----------------------------------------------------------
+
+FORMATS = [
+    "json",
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", 3]}},
+            "n": {"type": ["integer", "null"]},
+        },
+        "required": ["name", "n"],
+    },
+    {"type": "array", "items": {"type": "string", "maxLength": 6}, "minItems": 1},
+    {"anyOf": [{"type": "boolean"}, {"type": "string"}, {"type": "number"}]},
+]
+
+
+def valid_json(text: str) -> bool:
+    try:
+        msgspec.json.decode(text.encode())
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+json_prompts = st.text(alphabet=st.sampled_from('{}[]":, ab1\n世'), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prompt=json_prompts,
+    fmt=st.sampled_from(range(len(FORMATS))),
+    cut=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_format_documents_continue_from_any_character_cut(
+    prompt: str, fmt: int, cut: float
+) -> None:
+    """Even prompts full of JSON punctuation: re-prompting with ``prompt + doc[:c]`` gives
+    ``doc[c:]`` (the earliest-start rule of formats.continuation)."""
+    spec = parse_format(FORMATS[fmt])
+    assert spec is not None
+    doc = "".join(continuation(spec, prompt))
+    # Valid JSON, counting what the prompt may have opened itself (a trailing '{', '"'...).
+    assert any(valid_json(prompt[j:] + doc) for j in range(len(prompt), -1, -1))
+    c = int(cut * len(doc))
+    assert "".join(continuation(spec, prompt + doc[:c])) == doc[c:]
+
+
+def test_format_generation_counts_tokens_and_stops_at_the_end_of_the_document() -> None:
+    spec = parse_format(
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    )
+    assert spec is not None
+    whole = tokens(FormatGeneration("ctx", spec))
+    assert whole[0] == ("{", False) and whole[-1] == ("}", False)
+    assert msgspec.json.decode("".join(t for t, _ in whole).encode())["a"] >= 0
+    cut = FormatGeneration("ctx", spec, num_predict=3)
+    assert tokens(cut) == whole[:3] and cut.done_reason == "length"
+    thinking = tokens(FormatGeneration("<|assistant|>\n<think>\n", spec, thinking=True))
+    assert thinking[0][1] and not thinking[-1][1]  # thinks, then writes the document
+    plain = toks("<|assistant|>\n<think>\n", thinking=True)
+    n = sum(th for _, th in thinking)
+    assert thinking[:n] == plain[:n]  # the same thinking as without a format

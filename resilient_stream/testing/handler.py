@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
-from resilient_stream.testing import model
+from resilient_stream.testing import formats, model
 from resilient_stream.testing.faults import BEFORE_HEADERS, Fault, RequestInfo
 from resilient_stream.testing.settings import ServerSettings, ServerStats
 
@@ -232,7 +232,7 @@ class LineStream:
 
     def __init__(
         self,
-        gen: model.Generation,
+        gen: model.TokenSource,
         *,
         chat: bool,
         model_name: str,
@@ -341,6 +341,41 @@ class FinalTextLineStream(LineStream):
 
     __slots__ = ()
     next_line = next_line_final_text
+
+
+def format_generation(
+    fmt: Any,
+    context: str,
+    thinking: bool,
+    num_predict: int | None,
+    settings: ServerSettings,
+    vocab: model.Vocabulary,
+) -> model.TokenSource | str:
+    """The generation of a request with ``format`` (a plain one if the format is empty),
+    or the 400 error text of a format the server refuses."""
+    try:
+        spec = formats.parse_format(fmt)
+    except formats.FormatError as exc:
+        return str(exc)
+    if spec is None:
+        return model.Generation(
+            context,
+            thinking=thinking,
+            num_predict=num_predict,
+            stop_probability=model.DEFAULT_STOP_PROBABILITY
+            if settings.stop_probability is None
+            else settings.stop_probability,
+            max_tokens=settings.max_tokens,
+            vocab=vocab,
+        )
+    return formats.FormatGeneration(
+        context,
+        spec,
+        thinking=thinking,
+        num_predict=num_predict,
+        max_tokens=settings.max_tokens,
+        vocab=vocab,
+    )
 
 
 # --- the handler ----------------------------------------------------------------
@@ -467,14 +502,23 @@ class Handler:
         num_predict = options.get("num_predict")
         if num_predict is not None and not isinstance(num_predict, int):
             return Reply(400, JSON, error_body("options.num_predict must be an integer"))
-        gen = model.Generation(
-            context,
-            thinking=thinking,
-            num_predict=num_predict,
-            stop_probability=self.stop_probability,
-            max_tokens=self.settings.max_tokens,
-            vocab=self.vocab,
-        )
+        gen: model.TokenSource
+        if req.format is None:
+            gen = model.Generation(
+                context,
+                thinking=thinking,
+                num_predict=num_predict,
+                stop_probability=self.stop_probability,
+                max_tokens=self.settings.max_tokens,
+                vocab=self.vocab,
+            )
+        else:
+            structured = format_generation(
+                req.format, context, thinking, num_predict, self.settings, self.vocab
+            )
+            if isinstance(structured, str):
+                return Reply(400, JSON, error_body(structured))
+            gen = structured
         stream_class = FinalTextLineStream if self.settings.final_chunk_text else LineStream
         lines = stream_class(
             gen,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -196,6 +196,32 @@ def estimate_tokens(text: str) -> int:
 # --- generation -------------------------------------------------------------
 
 
+class TokenTable(Protocol):
+    """What a token stream needs of a vocabulary: token texts and their JSON, by id."""
+
+    @property
+    def tokens(self) -> Sequence[str]: ...
+
+    @property
+    def json(self) -> Sequence[bytes]: ...
+
+
+class TokenSource(Protocol):
+    """A generation as the line streams drive it (:class:`Generation`, or
+    :class:`~resilient_stream.testing.formats.FormatGeneration` for ``format``)."""
+
+    thinking: bool
+    count: int
+    done_reason: str | None
+
+    @property
+    def vocab(self) -> TokenTable: ...
+
+    def step(self) -> int: ...
+
+    def peek_done(self) -> bool: ...
+
+
 class Generation:
     """One request's token generator. ``step()`` returns a token id, or -1 when done.
 
@@ -274,6 +300,10 @@ class Generation:
             nxt = self._decide()
         return nxt < 0
 
+    def next_is_thinking(self) -> bool:
+        """After ``peek_done()``: whether the decided next token belongs to the thinking."""
+        return self._next_thinking
+
     def step(self) -> int:
         nxt = self._next
         if nxt == -2:
@@ -292,7 +322,7 @@ _THINK_END_THRESHOLD: Final = int(THINK_END_PROBABILITY * (1 << 20))
 _THINK_CLOSE_BYTES: Final = THINK_CLOSE.encode()
 
 
-def run(gen: Generation) -> tuple[str, str]:
+def run(gen: TokenSource) -> tuple[str, str]:
     """Drain a generation; return ``(content, thinking)`` (for tests and ``stream: false``)."""
     content: list[str] = []
     thinking: list[str] = []
@@ -302,7 +332,7 @@ def run(gen: Generation) -> tuple[str, str]:
     return "".join(content), "".join(thinking)
 
 
-def tokens(gen: Generation) -> list[tuple[str, bool]]:
+def tokens(gen: TokenSource) -> list[tuple[str, bool]]:
     """Drain a generation into ``(token_text, is_thinking)`` pairs."""
     out: list[tuple[str, bool]] = []
     vocab = gen.vocab.tokens

@@ -40,6 +40,7 @@ from resilient_stream.testing.handler import (
     TEXT,
     LineStream,
     Reply,
+    format_generation,
     invalid_body,
     model_not_found,
     next_line_final_text,
@@ -142,7 +143,7 @@ class SseLineStream(LineStream):
 
     def __init__(
         self,
-        gen: model.Generation,
+        gen: model.TokenSource,
         *,
         chat: bool,
         model_name: str,
@@ -254,20 +255,31 @@ def handle(
             return rendered
         context, thinking = rendered
         limits = [x for x in (req.max_tokens, req.max_completion_tokens) if x is not None]
+        fmt = _response_format(req.response_format)
+        if isinstance(fmt, Reply):
+            return fmt
     else:
         if req.echo:
             return _bad("echo is not supported by the reference server")
         context, thinking = req.prompt, False
         limits = [req.max_tokens] if req.max_tokens is not None else []
+        fmt = None
     num_predict = min(limits) if limits else None
-    gen = model.Generation(
-        context,
-        thinking=thinking,
-        num_predict=num_predict,
-        stop_probability=stop_probability,
-        max_tokens=settings.max_tokens,
-        vocab=vocab,
-    )
+    gen: model.TokenSource
+    if fmt is None:
+        gen = model.Generation(
+            context,
+            thinking=thinking,
+            num_predict=num_predict,
+            stop_probability=stop_probability,
+            max_tokens=settings.max_tokens,
+            vocab=vocab,
+        )
+    else:
+        structured = format_generation(fmt, context, thinking, num_predict, settings, vocab)
+        if isinstance(structured, str):
+            return _bad(structured)
+        gen = structured
     stream_id = f"{'chatcmpl' if chat else 'cmpl'}-ref{index}"
     prompt_tokens = model.estimate_tokens(context)
     if not req.stream:
@@ -290,6 +302,26 @@ def handle(
         include_usage=bool(opts is not None and opts.include_usage),
     )
     return Reply(200, SSE, stream=lines, extra_headers=[(b"cache-control", b"no-cache")])
+
+
+def _response_format(rf: Any) -> Any:
+    """``response_format`` -> an Ollama ``format`` (None, ``"json"`` or a schema), or a
+    400 :class:`Reply`: ``json_object`` and ``json_schema`` as Ollama's OpenAI layer maps
+    them."""
+    if rf is None:
+        return None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        js = rf.get("json_schema")
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if isinstance(schema, dict):
+            return schema
+        return _bad("response_format json_schema needs json_schema.schema (an object)")
+    return _bad(f"invalid response_format type: {kind!r}")
 
 
 def _bad(message: str) -> Reply:
@@ -332,7 +364,7 @@ def _render_chat(req: ChatCompletionRequest) -> tuple[str, bool] | Reply:
 
 
 def _whole(
-    gen: model.Generation,
+    gen: model.TokenSource,
     chat: bool,
     model_name: str,
     stream_id: str,
