@@ -242,6 +242,12 @@ class ConnectionLostError(TransportError, httpx.RemoteProtocolError):
     """The connection carrying the stream closed or failed (reset, EOF, ping timeout)."""
 
 
+class FloodError(ConnectionLostError):
+    """The server flooded the connection with frames it sent unasked (PING, SETTINGS,
+    empty DATA, ...) past the client's budget; the client closed it with
+    GOAWAY(ENHANCE_YOUR_CALM). Retryable: a new connection may behave."""
+
+
 class StreamResetError(TransportError, httpx.RemoteProtocolError):
     """The server reset this stream (HTTP/2 RST_STREAM). Other streams are unaffected."""
 

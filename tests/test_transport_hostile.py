@@ -31,6 +31,7 @@ import pytest
 
 from resilient_stream import StreamClient, StreamConfig, errors
 from resilient_stream.transport import MultiplexedTransport
+from resilient_stream.transport.flood import BURST, PER_STREAM, RATE, ControlFrameBudget
 from resilient_stream.transport.h2setup import server_preface_verdict
 from resilient_stream.transport.multiplexed import MAX_TRANSPARENT_RETRIES
 
@@ -51,6 +52,7 @@ class Seen:
     served: int = 0
     pings_sent: int = 0
     ping_acks: int = 0
+    settings_acks: int = 0
     bdp_pings: int = 0
     goaway_codes: list[int] = field(default_factory=list)
 
@@ -70,10 +72,13 @@ def _serve(conn: h2.connection.H2Connection, sid: int) -> None:
 async def h2_server(
     on_connect: Callable[[h2.connection.H2Connection, Seen], bytes] | None = None,
     on_request: Callable[[h2.connection.H2Connection, int, Seen], bytes] | None = None,
+    ping_every: float | None = None,
 ) -> AsyncIterator[tuple[str, Seen]]:
     """An h2c server on 127.0.0.1:0. ``on_connect`` may add raw bytes after the server's
     SETTINGS; ``on_request`` answers a request (default: serve :data:`LINES`) and may
-    return raw bytes to write after whatever h2 queued."""
+    return raw bytes to write after whatever h2 queued; ``ping_every``: a keepalive PING
+    that often. Writes are not awaited, so it keeps reading (and counting the client's
+    answers) while a large write is still going out."""
     seen = Seen()
     writers: list[asyncio.StreamWriter] = []
     handlers: set[asyncio.Task[object]] = set()
@@ -88,6 +93,9 @@ async def h2_server(
         conn.initiate_connection()
         extra = on_connect(conn, seen) if on_connect else b""
         writer.write(conn.data_to_send() + extra)
+        keepalive = (
+            asyncio.create_task(_keepalive(writer, ping_every, seen)) if ping_every else None
+        )
         try:
             while True:
                 data = await reader.read(65536)
@@ -113,16 +121,19 @@ async def h2_server(
                             )
                     elif isinstance(event, h2.events.PingAckReceived):
                         seen.ping_acks += 1
+                    elif isinstance(event, h2.events.SettingsAcknowledged):
+                        seen.settings_acks += 1
                     elif isinstance(event, h2.events.PingReceived):
                         if event.ping_data.startswith(b"rs-bdp"):
                             seen.bdp_pings += 1
                     elif isinstance(event, h2.events.ConnectionTerminated):
                         seen.goaway_codes.append(int(event.error_code or 0))
                 writer.write(conn.data_to_send() + raw)
-                await writer.drain()
         except (ConnectionError, OSError):
             return
         finally:
+            if keepalive is not None:
+                keepalive.cancel()
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -136,6 +147,16 @@ async def h2_server(
         if handlers:
             await asyncio.wait(handlers, timeout=5)
         await server.wait_closed()
+
+
+async def _keepalive(writer: asyncio.StreamWriter, every: float | None, seen: Seen) -> None:
+    assert every is not None
+    for _ in range(100_000):  # bounded; cancelled when the connection ends
+        await asyncio.sleep(every)
+        if writer.is_closing():
+            return
+        writer.write(ping_frame(b"keepaliv"))
+        seen.pings_sent += 1
 
 
 def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:
@@ -403,3 +424,147 @@ async def test_h2_server_preface_arriving_byte_by_byte_is_still_h2() -> None:
         if handlers:
             await asyncio.wait(handlers, timeout=5)
         await server.wait_closed()
+
+
+# --- item 10: floods of frames the server sends unasked ------------------------------
+
+FLOOD = 100_000
+
+
+def flood_on_response(kind: str, n: int = FLOOD, first_only: bool = False) -> Any:
+    """Headers, then ``n`` frames of ``kind`` sent unasked, then the body."""
+
+    def hook(conn: h2.connection.H2Connection, sid: int, seen: Seen) -> bytes:
+        conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/x-ndjson")])
+        head = conn.data_to_send()
+        frames = {
+            "PING": ping_frame(),
+            "SETTINGS": struct.pack(">BHBBL", 0, 0, 4, 0, 0),
+            "empty DATA": struct.pack(">BHBBL", 0, 0, 0, 0, sid),
+        }
+        flood = frames[kind] * n if not first_only or seen.connections == 1 else b""
+        if kind == "PING" and flood:
+            seen.pings_sent += n
+        conn.send_data(sid, b"".join(LINES), end_stream=True)
+        return head + flood + conn.data_to_send()
+
+    return hook
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["PING", "SETTINGS", "empty DATA"])
+async def test_control_frame_flood_is_cut_off_with_enhance_your_calm(kind: str) -> None:
+    async with h2_server(on_request=flood_on_response(kind)) as (url, seen):
+        transport = MultiplexedTransport()
+        outcome: BaseException | int
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            try:
+                outcome = (await client.post(url + "/api/generate", json=BODY)).status_code
+            except httpx.TransportError as exc:
+                outcome = exc
+            for _ in range(500):  # the server reads the client's GOAWAY (bounded wait)
+                if seen.goaway_codes:
+                    break
+                await asyncio.sleep(0.01)
+    answered = seen.ping_acks + seen.settings_acks - 1  # one SETTINGS ACK: the handshake
+    # The budget (BURST at once, RATE/s after, PER_STREAM per stream opened); the slack
+    # is 10 s of refill, far more than the flood takes.
+    assert answered <= BURST + PER_STREAM + 10 * RATE, f"answered {answered} of {FLOOD}"
+    assert seen.goaway_codes == [ENHANCE_YOUR_CALM]
+    assert isinstance(outcome, errors.FloodError), outcome
+    assert isinstance(outcome, errors.ConnectionLostError) and outcome.retryable
+    assert "ENHANCE_YOUR_CALM" in str(outcome) and kind in str(outcome)
+
+
+@pytest.mark.timeout(60)
+async def test_a_stream_on_a_flooded_connection_is_retried_on_a_new_one() -> None:
+    hook = flood_on_response("PING", first_only=True)
+    async with h2_server(on_request=hook) as (url, seen):
+        async with StreamClient(url, config=StreamConfig(backoff_initial=0.001)) as client:
+            result = await client.generate(model="m", prompt="x").collect()
+    assert result.text == "t0 t1 t2 "
+    assert result.attempts == 2
+    assert seen.connections == 2
+    assert seen.goaway_codes[0] == ENHANCE_YOUR_CALM
+
+
+@pytest.mark.timeout(120)
+async def test_keepalive_pings_per_request_pings_and_bdp_acks_never_trip_the_limit() -> None:
+    # A normal server: a keepalive PING every 5 ms, and one PING per request it receives
+    # (gRPC's BDP estimator pings on the request DATA it gets), over more requests than
+    # the burst on one connection; it ACKs the client's own BDP probes (h2 does).
+    def ping_then_serve(conn: h2.connection.H2Connection, sid: int, seen: Seen) -> bytes:
+        seen.pings_sent += 1
+        head = conn.data_to_send() + ping_frame(b"srv-bdp!")
+        _serve(conn, sid)
+        seen.served += 1
+        return head + conn.data_to_send()
+
+    n = BURST + 300
+    async with h2_server(on_request=ping_then_serve, ping_every=0.005) as (url, seen):
+        transport = MultiplexedTransport(max_connections=1)
+        gate = asyncio.Semaphore(20)
+
+        async def one(client: httpx.AsyncClient) -> bytes:
+            async with gate:
+                r = await client.post(url + "/api/generate", json=BODY)
+                return r.content
+
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            bodies = await asyncio.gather(*(one(client) for _ in range(n)))
+            # Ask for the last keepalive PINGs' ACKs to arrive (bounded).
+            for _ in range(200):
+                if seen.ping_acks == seen.pings_sent:
+                    break
+                await asyncio.sleep(0.01)
+            stats = transport.stats()
+    assert bodies == [b"".join(LINES)] * n
+    assert seen.served == n
+    assert stats.connections_opened == 1
+    assert seen.goaway_codes == []
+    assert seen.pings_sent > BURST
+    assert seen.ping_acks >= seen.pings_sent - 1  # all answered (one may be in flight)
+    assert seen.bdp_pings >= 1  # the client probed, and the server ACKed its probes
+
+
+@pytest.mark.timeout(60)
+async def test_acks_of_our_pings_are_never_charged() -> None:
+    # 3x the burst of PING ACKs (what a server answering BDP probes and keepalives
+    # sends) and SETTINGS ACKs: answers, not floods.
+    def acks(conn: h2.connection.H2Connection, sid: int, seen: Seen) -> bytes:
+        conn.send_headers(sid, [(b":status", b"200")])
+        head = conn.data_to_send()
+        flood = (ping_frame(b"rs-bdp\x00\x00", ack=True) + struct.pack(">BHBBL", 0, 0, 4, 1, 0)) * (
+            3 * BURST
+        )
+        conn.send_data(sid, b"".join(LINES), end_stream=True)
+        return head + flood + conn.data_to_send()
+
+    async with h2_server(on_request=acks) as (url, seen):
+        transport = MultiplexedTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            r = await client.post(url + "/api/generate", json=BODY)
+            assert r.content == b"".join(LINES)
+            r = await client.post(url + "/api/generate", json=BODY)
+            assert r.content == b"".join(LINES)
+            assert transport.stats().connections_opened == 1
+    assert seen.goaway_codes == []
+
+
+def test_control_frame_budget_refills_with_time_and_streams() -> None:
+    budget = ControlFrameBudget(burst=100, rate=10.0, per_stream=2, now=0.0)
+    # A keepalive PING every second for ten hours never trips it.
+    assert not any(budget.charge(float(t)) for t in range(36_000))
+    # A flood trips it after the burst (plus what the clock refilled meanwhile).
+    budget = ControlFrameBudget(burst=100, rate=10.0, per_stream=2, now=0.0)
+    tripped = next(i for i in range(10_000) if budget.charge(1e-5 * i))
+    assert 100 <= tripped <= 101
+    # Opening streams earns a little back, never beyond the burst.
+    budget = ControlFrameBudget(burst=100, rate=0.0, per_stream=2, now=0.0)
+    for _ in range(1000):
+        budget.stream_opened()
+    assert budget.allowance == 100
+    assert not any(budget.charge(0.0) for _ in range(100))
+    budget.stream_opened()
+    assert not budget.charge(0.0) and not budget.charge(0.0)
+    assert budget.charge(0.0)

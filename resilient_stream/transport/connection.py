@@ -22,6 +22,7 @@ import httpx
 
 from ..buffering.bdp import BdpEstimator
 from ..errors import ConnectionLostError, GoAwayError, StallError
+from .flood import ControlFrameBudget
 from .flow import FlowControl
 from .h2setup import (
     CONNECTION_CLOSED,
@@ -78,6 +79,7 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
         self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
         self._in_header_block = False
         self._preface_ok = False  # the server's first frame header was a SETTINGS frame
+        self._flood = ControlFrameBudget(now=loop.time())  # frames the server sends unasked
 
         self._h2 = new_h2_connection(settings)
         self._conn_window = ReceiveWindow(
@@ -181,6 +183,7 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
             s.h2_window = getattr(h2_stream, "_inbound_window_manager", None)
         s.request_done = not has_body
         self.streams[stream_id] = s
+        self._flood.stream_opened()
         self.streams_opened += 1
         self.start_window(s)
         self._flush()
@@ -277,6 +280,14 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
                 transport.abort()
             else:
                 transport.close()
+
+    def _close_after_flush(self, grace: float = 1.0) -> None:
+        """Close once what we wrote went out (a GOAWAY naming why); abort after ``grace``
+        seconds if the peer does not read it."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            self.loop.call_later(grace, transport.abort)
 
     def _lost_error(self, what: str) -> BaseException:
         if self.goaway:

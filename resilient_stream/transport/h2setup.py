@@ -24,6 +24,7 @@ CONNECTION_OPENED = "connection.opened"
 CONNECTION_CLOSED = "connection.closed"
 CONNECTION_GOAWAY = "connection.goaway"
 CONNECTION_DEAD = "connection.dead"
+CONNECTION_FLOOD = "connection.flood"
 ORIGIN_HTTP1_FALLBACK = "origin.http1_fallback"
 STREAM_TRANSPARENT_RETRY = "stream.transparent_retry"
 

@@ -25,8 +25,16 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from ..errors import ConnectionLostError, GoAwayError, RefusedStreamError, StreamResetError
+from ..errors import (
+    ConnectionLostError,
+    FloodError,
+    GoAwayError,
+    RefusedStreamError,
+    StreamResetError,
+)
+from .flood import ControlFrameBudget, frame_name
 from .h2setup import (
+    CONNECTION_FLOOD,
     CONNECTION_GOAWAY,
     ConnectionSettings,
     NotHttp2Error,
@@ -46,6 +54,10 @@ if TYPE_CHECKING:
 _DataReceived = h2.events.DataReceived
 _REFUSED = int(h2.errors.ErrorCodes.REFUSED_STREAM)
 _CANCEL = int(h2.errors.ErrorCodes.CANCEL)
+_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+#: Frame types the server sends unasked that cost us work (PRIORITY, SETTINGS, PING:
+#: without ACK; extension types above 0x9 and empty DATA are checked in the loop).
+_UNASKED = frozenset({0x2, 0x4, 0x6})
 #: A frame header in one call: 24-bit length (as 8 + 16 bits), type, flags, stream id.
 _HEADER = struct.Struct(">BHBBL").unpack_from
 #: Payload of BDP probe PINGs (keepalive PINGs carry another one).
@@ -73,6 +85,7 @@ class FrameReceiver:
         _rbuf: bytes
         _in_header_block: bool
         _preface_ok: bool
+        _flood: ControlFrameBudget
         _goaway_last_id: int
         _goaway_code: int
 
@@ -84,6 +97,7 @@ class FrameReceiver:
         def _shutdown(self, exc: BaseException) -> None: ...
         def _close_transport(self, abort: bool = False) -> None: ...
         def _lost_error(self, what: str) -> BaseException: ...
+        def _close_after_flush(self) -> None: ...
         def close(self) -> None: ...
         def _send_bdp_probe(self) -> None: ...
         def _bdp_acked(self) -> None: ...
@@ -125,7 +139,7 @@ class FrameReceiver:
             end = pos + 9 + length
             if end > n:
                 break
-            if ftype == 0 and not flags & 0x09 and not in_block:
+            if ftype == 0 and length and not flags & 0x09 and not in_block:
                 if slow_from >= 0:
                     credit += self._slow(data[slow_from:pos])
                     slow = True
@@ -151,6 +165,15 @@ class FrameReceiver:
                     continue
             elif ftype == 1 or ftype == 5 or ftype == 9:  # header block: no DATA until it ends
                 in_block = not flags & 0x04
+            elif (
+                (ftype in _UNASKED or ftype > 9 or (ftype == 0 and not length))
+                and not flags & 0x01  # an ACK answers us; END_STREAM is progress
+                and self._flood.charge(now)
+            ):
+                if slow_from >= 0:
+                    self._slow(data[slow_from:pos])  # what came before, in order
+                self._flooded(ftype)
+                return
             if slow_from < 0:
                 slow_from = pos
             pos = end
@@ -174,6 +197,32 @@ class FrameReceiver:
                 slow = True
         if slow:  # a read of plain DATA queues nothing: skip h2's data_to_send() copy
             self._flush()
+
+    def _flooded(self, ftype: int) -> None:
+        """Over the unsolicited-frame budget (flood.py): GOAWAY(ENHANCE_YOUR_CALM), close."""
+        if self.closed:
+            return
+        budget = self._flood
+        what = frame_name(ftype)
+        self._pool.log.warning(
+            CONNECTION_FLOOD,
+            endpoint=self.endpoint,
+            frame=what,
+            unsolicited=budget.charged,
+            streams=len(self.streams),
+        )
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.close_connection(error_code=_CALM, additional_data=b"control frame flood")
+        self._flush()
+        self._shutdown(
+            FloodError(
+                f"server flooded the connection with frames it sent unasked ({budget.charged} "
+                f"so far, the last one {what}; allowed: {budget.burst} at once, "
+                f"{budget.rate:g}/s after): closed with GOAWAY(ENHANCE_YOUR_CALM)",
+                endpoint=self.endpoint,
+            )
+        )
+        self._close_after_flush()
 
     def _check_preface(self, data: bytes) -> bool:
         """Until the server's first frame header is seen: is this HTTP/2 at all?
@@ -288,6 +337,10 @@ class FrameReceiver:
                 self._keepalive.acked()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(int(event.error_code or 0), int(event.last_stream_id or 0))
+        elif isinstance(event, h2.events.InformationalResponseReceived) and self._flood.charge(
+            self.loop.time()
+        ):
+            self._flooded(0x1)  # 1xx blocks: HEADERS without progress, charged like PINGs
         # Trailers, informational responses, settings ACKs, priority: nothing to do.
 
     def _on_goaway(self, error_code: int, last_stream_id: int) -> None:
