@@ -218,6 +218,18 @@ async def test_a_schema_nested_too_deeply_is_a_400_not_a_crash(
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
     ok = await http.post("/api/generate", json=gen_body(format={"type": "boolean"}))
     assert ok.status_code == 200  # the server goes on
+    # Cycles through $ref end too: bare, through allOf, through many anyOf branches, and
+    # an object that requires itself (cut by num_predict: it has no finite document).
+    defs = "$defs"
+    for schema in (
+        {defs: {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"},
+        {defs: {"A": {"allOf": [{"$ref": "#/$defs/A"}]}}, "$ref": "#/$defs/A"},
+        {defs: {"A": {"anyOf": [{"$ref": "#/$defs/A"}] * 12}}, "$ref": "#/$defs/A"},
+        {"type": "object", "properties": {"c": {"$ref": "#"}}, "required": ["c"]},
+    ):
+        body = gen_body(format=schema, options={"num_predict": 200})
+        r = await http.post("/api/generate", json={**body, "stream": False})
+        assert r.status_code == 200 and r.json()["done"], schema
 
 
 # --- continuation ------------------------------------------------------------------------

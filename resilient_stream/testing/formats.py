@@ -94,23 +94,35 @@ class FormatSpec:
             seen += 1
         return schema
 
-    def _starts(self, schema: Any, depth: int) -> frozenset[str]:
-        """The characters a value of ``schema`` can start with (to skip hopeless cuts)."""
-        if not isinstance(schema, dict) or depth > MAX_SCHEMA_DEPTH:
+    def _starts(self, schema: Any, seen: dict[int, frozenset[str]]) -> frozenset[str]:
+        """The characters a value of ``schema`` can start with (to skip hopeless cuts).
+        A schema met again inside itself (recursion through ``$ref``) counts as "may
+        start with anything": a superset is always safe here. ``seen`` memoizes."""
+        if not isinstance(schema, dict):
             return _ANY_START
-        schema = self.resolve(schema)
+        key = id(schema)
+        if key in seen:
+            return seen[key]
+        seen[key] = _ANY_START  # while it is being computed
+        out = self._starts_of(self.resolve(schema), seen)
+        seen[key] = out
+        return out
+
+    def _starts_of(self, schema: dict[str, Any], seen: dict[int, frozenset[str]]) -> frozenset[str]:
+        if "$ref" in schema:  # a cycle of bare $refs
+            return _ANY_START
         if "const" in schema:
             return frozenset(msgspec.json.encode(schema["const"]).decode()[:1])
         if isinstance(schema.get("enum"), list):
             return frozenset(msgspec.json.encode(v).decode()[:1] for v in schema["enum"])
-        for key in ("anyOf", "oneOf"):
-            if isinstance(schema.get(key), list):
+        for k in ("anyOf", "oneOf"):
+            if isinstance(schema.get(k), list):
                 out: frozenset[str] = frozenset()
-                for branch in schema[key]:
-                    out |= self._starts(branch, depth + 1)
+                for branch in schema[k]:
+                    out |= self._starts(branch, seen)
                 return out
         if isinstance(schema.get("allOf"), list) and schema["allOf"]:
-            return self._starts(_merge(self, schema), depth + 1)
+            return self._starts(_merge(self, schema), seen)
         types = _types_of(schema)
         if not types:
             return _ANY_START
@@ -134,7 +146,7 @@ def parse_format(fmt: Any) -> FormatSpec | None:
         )
     spec = FormatSpec(fmt)
     _check(spec, fmt, 0, set())
-    spec.starts = spec._starts(fmt, 0)
+    spec.starts = spec._starts(fmt, {})
     return spec
 
 
@@ -213,8 +225,9 @@ def _types_of(schema: dict[str, Any]) -> list[str]:
     return []
 
 
-def _merge(spec: FormatSpec, schema: dict[str, Any]) -> dict[str, Any]:
-    """``allOf``: the branches merged shallowly into one schema (properties, required)."""
+def _merge(spec: FormatSpec, schema: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """``allOf``: the branches merged shallowly into one schema (properties, required);
+    nested ``allOf`` too, to a bounded depth (a cycle through ``$ref`` ends there)."""
     out = {k: v for k, v in schema.items() if k != "allOf"}
     props: dict[str, Any] = dict(out.get("properties") or {})
     required: list[str] = list(out.get("required") or [])
@@ -222,14 +235,14 @@ def _merge(spec: FormatSpec, schema: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(branch, dict):
             continue
         b = spec.resolve(branch)
-        if "allOf" in b:
-            b = _merge(spec, b)
+        if "allOf" in b and depth < MAX_SCHEMA_DEPTH:
+            b = _merge(spec, b, depth + 1)
         for k, v in b.items():
             if k == "properties" and isinstance(v, dict):
                 props.update(v)
             elif k == "required" and isinstance(v, list):
                 required.extend(r for r in v if r not in required)
-            elif k not in out:
+            elif k not in out and k != "allOf":  # nested allOf is merged above, or cut
                 out[k] = v
     if props:
         out["properties"] = props
