@@ -435,6 +435,11 @@ def flood_on_response(kind: str, n: int = FLOOD, first_only: bool = False) -> An
     """Headers, then ``n`` frames of ``kind`` sent unasked, then the body."""
 
     def hook(conn: h2.connection.H2Connection, sid: int, seen: Seen) -> bytes:
+        if kind == "1xx HEADERS":  # 103 Early Hints, again and again, before the answer
+            for _ in range(n):
+                conn.send_headers(sid, [(b":status", b"103")])
+            _serve(conn, sid)
+            return conn.data_to_send()
         conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/x-ndjson")])
         head = conn.data_to_send()
         frames = {
@@ -452,9 +457,10 @@ def flood_on_response(kind: str, n: int = FLOOD, first_only: bool = False) -> An
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["PING", "SETTINGS", "empty DATA"])
+@pytest.mark.parametrize("kind", ["PING", "SETTINGS", "empty DATA", "1xx HEADERS"])
 async def test_control_frame_flood_is_cut_off_with_enhance_your_calm(kind: str) -> None:
-    async with h2_server(on_request=flood_on_response(kind)) as (url, seen):
+    n = FLOOD if kind != "1xx HEADERS" else 5 * BURST  # h2 encodes each block: fewer
+    async with h2_server(on_request=flood_on_response(kind, n)) as (url, seen):
         transport = MultiplexedTransport()
         outcome: BaseException | int
         async with httpx.AsyncClient(transport=transport, timeout=10) as client:
