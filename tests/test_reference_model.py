@@ -462,3 +462,16 @@ def test_format_generation_counts_tokens_and_stops_at_the_end_of_the_document() 
     plain = toks("<|assistant|>\n<think>\n", thinking=True)
     n = sum(th for _, th in thinking)
     assert thinking[:n] == plain[:n]  # the same thinking as without a format
+
+
+def test_model_list_setting_is_a_tuple_of_names_matched_like_ollama() -> None:
+    assert ServerSettings(models=["a", "b:7b"]).models == ("a", "b:7b")  # type: ignore[arg-type]
+    for bad in ("abc", ["ok", ""]):
+        with pytest.raises(ValueError, match="models"):
+            ServerSettings(models=bad)  # type: ignore[arg-type]
+    h = handler(models=("Llama3", "ns/m:q4", "registry.example.com/x/y"))
+    assert not h.unknown_model("llama3:latest") and not h.unknown_model("library/llama3")
+    assert not h.unknown_model("registry.ollama.ai/library/LLAMA3:latest")
+    assert not h.unknown_model("ns/m:q4") and h.unknown_model("m:q4") and h.unknown_model("ns/m")
+    assert not h.unknown_model("registry.example.com/x/y:latest") and h.unknown_model("x/y")
+    assert handler().unknown_model("missing-x") and not handler().unknown_model("x")
