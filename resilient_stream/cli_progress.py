@@ -122,6 +122,7 @@ _CAUSE_WORDS = {
     "ReadTimeout": "timed out",
     "StreamResetError": "stream reset by the server",
     "RefusedStreamError": "stream refused by the server",
+    "FloodError": "the server flooded the connection with control frames",
     "GoAwayError": "server closing the connection (GOAWAY)",
     "StallError": "no data (stalled)",
     "TruncatedStreamError": "answer cut short",
