@@ -462,13 +462,18 @@ async def test_tokens_per_second_and_first_token_delay_pace_the_stream() -> None
             "POST", srv.url + "/api/generate", json=gen_body(options={"num_predict": 20})
         ) as r:
             stamps = []
-            async for line in r.aiter_lines():
-                if line:
-                    stamps.append(time.monotonic() - t0)
-        assert len(stamps) == 21
-        assert 0.18 <= stamps[0] < 1.0  # first token delay
-        assert 0.15 <= stamps[-1] - stamps[0] < 1.0  # 19 gaps of 10 ms
-        assert stamps[-1] - stamps[-2] < 0.05  # done line follows the last token at once
+            frames = []  # one aiter_raw piece per DATA frame
+            async for data in r.aiter_raw():
+                stamps.append(time.monotonic() - t0)
+                frames.append(data)
+        # Lower bounds only: a busy machine makes pacing slower, never faster (how close
+        # to the set pace the server keeps is measured in bench/bench_server.py).
+        assert stamps[0] >= 0.18  # first token delay
+        assert stamps[-1] - stamps[0] >= 0.15  # 19 gaps of 10 ms
+        # Paced: one token per frame, and the done line follows the last token at once,
+        # in the same frame.
+        assert [f.count(b"\n") for f in frames] == [1] * 19 + [2]
+        assert b'"done":true' in frames[-1].split(b"\n")[1]
 
 
 # --- limits, flow control, cancellation -----------------------------------------------------------
@@ -595,8 +600,8 @@ async def test_many_concurrent_paced_streams_on_one_connection() -> None:
             await raw.until(lambda: all(raw.streams[s].ended for s in sids), limit=10)
             elapsed = time.monotonic() - t0
             assert all(len(raw.lines(s)) == 11 for s in sids)
-            assert 0.15 < elapsed < 3.0  # 10 tokens at 50/s = 0.18 s, all streams in parallel
-            assert srv.stats.max_streams_active_seen == 200
+            assert elapsed > 0.15  # paced: 10 tokens at 50/s = 0.18 s
+            assert srv.stats.max_streams_active_seen == 200  # all streams in parallel
         finally:
             await raw.close()
 
@@ -704,14 +709,17 @@ async def test_stall_keeps_the_connection_open_then_ends_after_seconds(http2: bo
         async with h2_client() if http2 else h1_client() as c:
             got: list[str] = []
             t0 = time.monotonic()
-            with pytest.raises(httpx.TransportError):
+            with pytest.raises(httpx.TransportError) as info:
                 async with c.stream(
                     "POST", srv.url + "/api/generate", json=gen_body(options={"num_predict": 50})
                 ) as r:
                     async for line in r.aiter_lines():
                         got.append(line)
-            assert len(got) == 2 and 0.25 <= time.monotonic() - t0 < 2
+            assert len(got) == 2 and time.monotonic() - t0 >= 0.25
+            # The server ended it (reset / close), not the client's 10 s read timeout.
+            assert not isinstance(info.value, httpx.TimeoutException), info.value
             assert srv.stats.streams_faulted == 1
+            assert srv.stats.streams_cancelled_by_client == 0
 
 
 async def test_stall_forever_lasts_until_the_client_goes_away() -> None:

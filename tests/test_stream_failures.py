@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -97,7 +96,6 @@ async def test_unknown_request_field_is_rejected_before_any_request(
 async def test_backend_down_fails_fast_within_the_retry_budget() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     cfg = StreamConfig(retry_budget_tokens=10, max_attempts=8, **FAST)
-    started = time.monotonic()
     async with StreamClient(url, config=cfg) as client:
         streams = [client.generate(model="m", prompt="x") for _ in range(20)]
         results = await asyncio.gather(*(s.collect() for s in streams), return_exceptions=True)
@@ -108,7 +106,8 @@ async def test_backend_down_fails_fast_within_the_retry_budget() -> None:
     total_attempts = sum(s.result.attempts for s in streams)
     # 20 first attempts + at most ~half the bucket of retries (not 20 x 8 = 160).
     assert total_attempts <= 20 + 10
-    assert time.monotonic() - started < 5
+    # Fast: the retry limits ended every stream, none was left to run into total_timeout.
+    assert not any(isinstance(r, DeadlineExceeded) for r in results)
 
 
 async def test_server_that_never_answers_fails_within_the_deadline() -> None:
@@ -118,12 +117,12 @@ async def test_server_that_never_answers_fails_within_the_deadline() -> None:
     )
     async with ReferenceServer(faults=plan) as srv:
         async with StreamClient(srv.url, config=cfg) as client:
-            started = time.monotonic()
             with pytest.raises(StreamError) as info:
                 await client.generate(model="m", prompt="x").collect()
-            elapsed = time.monotonic() - started
-    assert elapsed < 2.5
     assert isinstance(info.value, DeadlineExceeded) or "first_token_timeout" in str(info.value)
+    # Each attempt waits out first_token_timeout (0.4 s), so total_timeout (1.5 s) leaves
+    # room for 4 at most; without the deadline, max_attempts (8) would all be sent.
+    assert 1 <= srv.stats.requests <= 4
 
 
 async def test_breaking_out_cancels_upstream_and_leaks_nothing(server: ReferenceServer) -> None:
@@ -225,11 +224,15 @@ async def test_stall_on_a_fast_stream_is_caught_by_the_adaptive_idle_timeout(
     reason = result.seams[0].reason
     assert reason.startswith("StallError")
     waited = float(reason.split("for ")[1].split("s")[0])
+    limit = float(reason.split("idle timeout ")[1].split("s")[0])  # the bound that fired
+    assert waited >= limit - 0.01, reason  # it waited that bound out, no less
     if adaptive:
-        assert waited < 1.0, reason
+        # The bound followed the 20 ms token gaps down from the 4 s cap (wall-clock
+        # detection latency is measured in bench/bench_buffering.py, "stall").
+        assert limit < 4.0, reason
         assert "adapted to the stream's pace" in reason
     else:
-        assert waited >= 3.9, reason
+        assert limit == 4.0 and waited >= 3.9, reason
 
 
 async def test_one_dropped_connection_costs_the_retry_budget_once() -> None:
