@@ -11,25 +11,23 @@ the retry budgets (one per replica, shared by all streams).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
-import weakref
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
-from .attempts import AttemptLoop
 from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
-from .codec.framing import Decoder, framing
 from .config import StreamConfig
+from .context import StreamContext
 from .errors import ConfigError, InvalidRequestError
 from .logging import library_logger
 from .replicas import ReplicaSet
-from .resume.planner import AttemptPlan, Planner, ResumePlanner
+from .resume.planner import Planner, ResumePlanner
 from .stream import ResilientStream
+from .transport import MultiplexedTransport
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 
@@ -64,25 +62,24 @@ class StreamClient:
             budget_tokens=self.config.retry_budget_tokens,
             budget_ratio=self.config.retry_budget_ratio,
         )
-        self.rng = random.Random(seed)
-        self.log = library_logger(self.config.log_level)
         if transport is None:
-            from .transport import MultiplexedTransport
-
             transport = MultiplexedTransport(self.config)
-        self.httpx_timeout = httpx.Timeout(
+        timeout = httpx.Timeout(
             connect=self.config.connect_timeout,
             read=None,  # stalls are detected per stream by ResilientStream
             write=self.config.idle_timeout,
             pool=self.config.pool_timeout,
         )
-        self.http = httpx.AsyncClient(
-            transport=transport, headers=headers, timeout=self.httpx_timeout
+        self.http = httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout)
+        self._ctx = StreamContext(
+            config=self.config,
+            http=self.http,
+            replicas=self.replicas,
+            log=library_logger(self.config.log_level),
+            rng=random.Random(seed),
+            timeout=timeout,
         )
         self._ids = itertools.count(1)
-        self._decoders: dict[tuple[str, type[Any]], Decoder] = {}
-        self._streams: weakref.WeakSet[AttemptLoop[Any]] = weakref.WeakSet()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- streams -------------------------------------------------------------------
 
@@ -113,36 +110,13 @@ class StreamClient:
         """A resilient stream for any wire format: ``planner`` builds each attempt's
         request, ``caller_type`` is the chunk type the caller iterates (it needs a
         registered ChunkAdapter; its framing needs a registered Framing)."""
-        stream = ResilientStream(self, planner, caller_type, next(self._ids))
-        self._streams.add(stream)
+        stream = ResilientStream(self._ctx, planner, caller_type, next(self._ids))
+        self._ctx.streams.add(stream)
         return stream
-
-    # --- plumbing used by streams ----------------------------------------------------
-
-    def decoder_for(self, plan: AttemptPlan) -> Decoder:
-        key = (plan.framing, plan.chunk_type)
-        decoder = self._decoders.get(key)
-        if decoder is None:
-            decoder = self._decoders[key] = framing(plan.framing).new_decoder(plan.chunk_type)
-        return decoder
-
-    def forget(self, stream: AttemptLoop[Any]) -> None:
-        self._streams.discard(stream)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a cleanup coroutine in the background (kept referenced until done)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            coro.close()
-            return
-        task = loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     @property
     def open_streams(self) -> int:
-        return len(self._streams)
+        return len(self._ctx.streams)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -154,10 +128,9 @@ class StreamClient:
 
     async def aclose(self) -> None:
         """Cancel every open stream and close all connections."""
-        for stream in list(self._streams):
+        for stream in list(self._ctx.streams):
             await stream.aclose()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._ctx.drain()
         await self.http.aclose()
 
 

@@ -1,7 +1,7 @@
 """Turning what went wrong into the error a caller sees (no I/O but reading an error body).
 
-``ResilientStream`` decides *whether* to retry; this module says *what* a
-failure is: the error a non-2xx answer becomes, whether a failure blames the
+The attempt policy (policy.py) decides *whether* to retry; this module says
+*what* a failure is: the error a non-2xx answer becomes, whether a failure blames the
 replica, and the final error when a stream gives up (kept typed, with the
 last cause in the message and in ``__cause__``).
 """
@@ -17,6 +17,8 @@ from .errors import (
     AttemptsExhausted,
     DeadlineExceeded,
     HTTPStatusError,
+    MalformedChunkError,
+    OutputLimitError,
     RetryBudgetExhausted,
     StallError,
     StreamError,
@@ -123,3 +125,46 @@ def deadline_error(
         endpoint=endpoint,
         attempts=attempts,
     )
+
+
+def stall_error(
+    waited: float, limit: float, *, first_chunk: bool, endpoint: str | None
+) -> StallError:
+    """No complete record within the stream's limit: a stall (resumed)."""
+    what = (
+        "first_token_timeout"
+        if first_chunk
+        else f"idle timeout {limit:.2f}s, adapted to the stream's pace"
+    )
+    return StallError(
+        f"no data on this stream for {waited:.2f}s ({what})", waited=waited, endpoint=endpoint
+    )
+
+
+def headers_timeout(waited: float, first_token_timeout: float, endpoint: str) -> StallError:
+    return StallError(
+        f"no response headers within first_token_timeout ({first_token_timeout:.1f}s)",
+        waited=waited,
+        endpoint=endpoint,
+    )
+
+
+def output_limit_error(why: str, endpoint: str | None) -> OutputLimitError:
+    return OutputLimitError(
+        f"stopped a stream that sent far more than asked ({why}); the output so far "
+        "was delivered and the upstream request cancelled",
+        endpoint=endpoint,
+    )
+
+
+def not_an_api(exc: MalformedChunkError, response: httpx.Response | None) -> MalformedChunkError:
+    """A web page where the stream should be: the URL is wrong, retrying will not help."""
+    media = response.headers.get("content-type", "") if response is not None else ""
+    exc.message = (
+        f"not an Ollama/OpenAI API: the server answered an HTML page "
+        f"({media.split(';')[0] or 'no content-type'}, {len(exc.line)} bytes) instead "
+        "of a stream; check the URL"
+    )
+    exc.args = (exc.message,)
+    exc.retryable = False
+    return exc

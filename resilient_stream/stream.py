@@ -1,9 +1,15 @@
-"""``ResilientStream``: the async iterator a caller holds (the reading side).
+"""``ResilientStream``: the async iterator a caller holds.
 
-It reads the current attempt's body, frames and decodes it, watches for
-stalls (one lazily re-armed timer per stream) and hands chunks to the
-assembler; the attempts themselves (open, retry, resume, give up) are
-``AttemptLoop``'s job (attempts.py).
+A stream is composed of small parts, each with one job: the narrow
+:class:`~resilient_stream.context.StreamContext` (HTTP client, replicas, log),
+an :class:`~resilient_stream.policy.AttemptPolicy` (may another attempt
+follow, and when), a planner (how the next request looks), an assembler (one
+seamless stream out of several attempts), and per attempt a framer and a
+decoder. This module does the I/O around them: it opens attempts (the
+request/headers phase retried by tenacity's ``AsyncRetrying``; nothing is
+yielded inside a tenacity attempt and ``CancelledError`` is never retried),
+reads bodies, watches for stalls (one lazily re-armed timer per stream), and
+carries out the policy's verdicts.
 
 Leaving ``async for`` early, ``aclose()``, ``async with`` exit or cancelling
 the task closes the HTTP response, which on our transport sends RST_STREAM
@@ -13,31 +19,88 @@ the task closes the HTTP response, which on our transport sends RST_STREAM
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
 
 import httpx
 
-from .attempts import AttemptLoop
+from . import failures
+from .attempts import Attempts
+from .buffering import IdleTimeoutPolicy
+from .codec.content_encoding import Inflater
+from .codec.framing import Decoder, Framer
+from .context import StreamContext
 from .errors import (
     MalformedChunkError,
-    OutputLimitError,
     ProtocolError,
     ServerReportedError,
-    StallError,
     StreamError,
     TruncatedStreamError,
 )
 from .result import StreamResult
+from .resume.assembler import StreamAssembler
+from .resume.planner import Planner
+from .watchdog import StallWatchdog
 
 ChunkT = TypeVar("ChunkT")
 
+_NO_LIMIT = 1 << 62
 
-class ResilientStream(AttemptLoop[ChunkT]):
+
+class ResilientStream(Generic[ChunkT]):
     """Async iterator of typed chunks that survives interruptions.
 
     After the end, ``result`` holds the full text and how it was obtained.
     """
+
+    def __init__(
+        self, ctx: StreamContext, planner: Planner, caller_type: type[ChunkT], sid: int
+    ) -> None:
+        cfg = ctx.config
+        self.id = sid
+        self._ctx = ctx
+        self._cfg = cfg
+        self._planner = planner
+        self._asm: StreamAssembler[ChunkT] = StreamAssembler(
+            caller_type, max_overlap=cfg.max_seam_overlap
+        )
+        self._attempts = Attempts(ctx, planner, self._asm, sid)
+        self._policy = self._attempts.policy
+        self._out: collections.deque[ChunkT] = collections.deque()
+        # the current attempt
+        self._response: httpx.Response | None = None
+        self._body: AsyncIterator[bytes] | None = None
+        self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
+        self._framer: Framer | None = None
+        self._decoder: Decoder | None = None
+        self._attempt_first_chunk = True
+        # liveness: progress is complete records, not bytes
+        self._idle = IdleTimeoutPolicy(
+            cap=cfg.idle_timeout,
+            floor=cfg.idle_timeout_floor,
+            factor=cfg.idle_timeout_factor,
+            enabled=cfg.adaptive_idle_timeout,
+            warmup_timeout=cfg.idle_timeout_warmup,
+        )
+        self._watchdog = StallWatchdog()
+        self._last_read = 0.0
+        self._waiting_since: float | None = None  # None: not waiting for a record
+        # limits against servers that do not stop
+        self._body_bytes = 0
+        self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
+        # A server that sends more than twice what was asked (plus slack for servers
+        # whose chunk count differs from their token count) ignores the limit.
+        limit = planner.token_limit
+        self._token_cap = 2 * limit + 16 if limit is not None else _NO_LIMIT
+        # the stream's life
+        self._started_at: float | None = None
+        self._first_token_at: float | None = None
+        self._ended_at: float | None = None
+        self._closed = False
+        self._error: BaseException | None = None
 
     # --- public API --------------------------------------------------------------
 
@@ -57,6 +120,7 @@ class ResilientStream(AttemptLoop[ChunkT]):
                 raise
             except BaseException as exc:
                 await self._abort()
+                self._error = self._attempts.error  # a give-up is raised again and again
                 if not self._out:
                     raise
                 self._error = exc  # deliver what came before the error first
@@ -67,6 +131,10 @@ class ResilientStream(AttemptLoop[ChunkT]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream: cancel the upstream request and release everything."""
+        await self._abort()
 
     async def collect(self) -> StreamResult:
         """Consume the whole stream and return its result."""
@@ -87,37 +155,36 @@ class ResilientStream(AttemptLoop[ChunkT]):
             done_reason=asm.adapter.done_reason(final) if final is not None else None,
             eval_count=asm.tokens,
             prompt_eval_count=asm.adapter.prompt_tokens(final) if final is not None else None,
-            attempts=self._attempts,
-            retries=self._retries,
+            attempts=self._policy.attempts,
+            retries=self._policy.retries,
             resumes=len(asm.seams),
             seams=list(asm.seams),
-            history=list(self._history),
+            history=list(self._attempts.history),
             time_to_first_token=(self._first_token_at - start)
             if start is not None and self._first_token_at is not None
             else None,
             total_time=(end - start) if start is not None else None,
         )
 
-    # --- the attempt loop ----------------------------------------------------------
+    # --- reading -----------------------------------------------------------------
 
     async def _advance(self) -> None:
         """Produce at least one chunk into ``_out``, or finish, or raise."""
         if self._started_at is None:
             self._started_at = time.monotonic()
-            self._deadline = self._started_at + self._cfg.total_timeout
-            self._plan = self._planner.initial()
+            self._attempts.start(self._started_at)
         if self._body is None:
             await self._open()
             return
         now = time.monotonic()
-        # Progress is complete records, not bytes: the wait for the next record began
-        # when the last one was delivered (or the attempt's headers came), and reads that
-        # bring only part of a line do not restart it (a 1 byte/s "slowloris" body).
+        # The wait for the next record began when the last one was delivered (or the
+        # attempt's headers came); reads that bring only part of a line do not restart
+        # it (a 1 byte/s "slowloris" body).
         since = self._waiting_since
         if since is None:
             since = self._waiting_since = now
         limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
-        until = min(since + limit, self._deadline)
+        until = min(since + limit, self._policy.deadline)
         watchdog = self._watchdog
         watchdog.arm(until - now)
         failure: BaseException | None = None
@@ -127,9 +194,10 @@ class ResilientStream(AttemptLoop[ChunkT]):
                 data = self._inflate.decompress(data)
             self._body_bytes += len(data)
             if self._body_bytes > self._max_body_bytes:
-                failure = self._output_limit_error(
+                failure = failures.output_limit_error(
                     f"{self._body_bytes} bytes of response body exceed max_output_bytes="
-                    f"{self._cfg.max_output_bytes}"
+                    f"{self._cfg.max_output_bytes}",
+                    self._policy.endpoint,
                 )
         except StopAsyncIteration:
             failure = self._end_of_body()
@@ -146,11 +214,12 @@ class ResilientStream(AttemptLoop[ChunkT]):
         if failure is not None:
             await self._fail(failure)
             return
+        assert self._framer is not None and self._decoder is not None
         try:
             chunks = self._decoder.decode_lines(self._framer.feed(data))
         except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
             if isinstance(exc, MalformedChunkError) and exc.html and self._attempt_first_chunk:
-                exc = self._not_an_api(exc)
+                exc = failures.not_an_api(exc, self._response)
             self._deliver(exc.chunks_before)
             await self._fail(exc)
             return
@@ -168,65 +237,40 @@ class ResilientStream(AttemptLoop[ChunkT]):
                 await self._close_response()
             elif self._asm.tokens > self._token_cap:
                 await self._fail(
-                    self._output_limit_error(
+                    failures.output_limit_error(
                         f"{self._asm.tokens} chunks received for a limit of "
-                        f"{self._planner.token_limit} tokens: the server ignores the limit"
+                        f"{self._planner.token_limit} tokens: the server ignores the limit",
+                        self._policy.endpoint,
                     )
                 )
 
-    def _not_an_api(self, exc: MalformedChunkError) -> MalformedChunkError:
-        """A web page where the stream should be: the URL is wrong, retrying will not help."""
-        media = self._response.headers.get("content-type", "") if self._response else ""
-        exc.message = (
-            f"not an Ollama/OpenAI API: the server answered an HTML page "
-            f"({media.split(';')[0] or 'no content-type'}, {len(exc.line)} bytes) instead "
-            "of a stream; check the URL"
-        )
-        exc.retryable = False
-        return exc
-
-    def _output_limit_error(self, why: str) -> OutputLimitError:
-        return OutputLimitError(
-            f"stopped a stream that sent far more than asked ({why}); the output so far "
-            "was delivered and the upstream request cancelled",
-            endpoint=self._endpoint(),
-        )
-
     def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
         """The watchdog fired: a stall (resumed) or the total deadline (given up)."""
-        if until >= self._deadline:
-            return self._deadline_error(None)
-        waited = time.monotonic() - started
-        what = (
-            "first_token_timeout"
-            if self._attempt_first_chunk
-            else f"idle timeout {limit:.2f}s, adapted to the stream's pace"
-        )
-        return StallError(
-            f"no data on this stream for {waited:.2f}s ({what})",
-            waited=waited,
-            endpoint=self._endpoint(),
+        if until >= self._policy.deadline:
+            return self._policy.deadline_error(None)
+        return failures.stall_error(
+            time.monotonic() - started,
+            limit,
+            first_chunk=self._attempt_first_chunk,
+            endpoint=self._policy.endpoint,
         )
 
     def _deliver(self, chunks: list[Any]) -> None:
         if self._attempt_first_chunk and chunks:
             self._attempt_first_chunk = False
-            self._failures_in_a_row = 0
-            if self._replica is not None:
-                self._replica.budget.on_success()
-                self._client.replicas.on_success(self._replica)
+            self._policy.on_first_chunk()
             if self._first_token_at is None:
                 self._first_token_at = time.monotonic()
-        out = self._asm.accept(chunks)
-        self._out.extend(out)
+        self._out.extend(self._asm.accept(chunks))
         if self._asm.done:
-            self._record("done")
+            self._attempts.record("done")
             self._finish()
 
     def _end_of_body(self) -> StreamError | None:
         failure = self._flush_inflater()
         if failure is not None:
             return failure
+        assert self._framer is not None
         rest = self._framer.close()
         if self._asm.done:
             return None
@@ -244,6 +288,7 @@ class ResilientStream(AttemptLoop[ChunkT]):
         inflate, self._inflate = self._inflate, None
         if inflate is None:
             return None
+        assert self._framer is not None and self._decoder is not None
         try:
             tail = inflate.flush()
             chunks = self._decoder.decode_lines(self._framer.feed(tail)) if tail else []
@@ -256,8 +301,54 @@ class ResilientStream(AttemptLoop[ChunkT]):
             self._deliver(chunks)
         return None
 
+    # --- attempts ----------------------------------------------------------------
+
+    async def _open(self) -> None:
+        opened = await self._attempts.open()
+        self._response, self._inflate = opened.response, opened.inflate
+        self._framer, self._decoder = opened.framer, opened.decoder
+        self._body = opened.response.stream.__aiter__()  # type: ignore[union-attr]
+        self._attempt_first_chunk = True
+        self._idle.reset()
+        self._waiting_since = None
+
+    async def _fail(self, exc: BaseException) -> None:
+        """The current attempt broke after headers: resume, retry, or give up."""
+        await self._close_response()
+        if self._asm.done:
+            return  # the stream completed; what broke afterwards does not matter
+        due, finished = await self._attempts.fail(exc)
+        self._out.extend(due)
+        if finished:
+            self._finish()
+
+    # --- ending ------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """Mark the end; the caller of ``_deliver`` closes the response."""
+        self._closed = True
+        self._watchdog.close()
+        self._ended_at = time.monotonic()
+        self._ctx.streams.discard(self)
+
+    async def _close_response(self) -> None:
+        response, self._response, self._body = self._response, None, None
+        if response is not None:
+            with contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def _abort(self) -> None:
+        if self._closed and self._response is None:
+            return
+        self._closed = True
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+        await self._close_response()
+        self._watchdog.close()
+        self._ctx.streams.discard(self)
+
     def __del__(self) -> None:
         # A caller that breaks out of ``async for`` and drops the stream still must not
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
-            self._client.spawn(self._close_response())
+            self._ctx.spawn(self._close_response())
