@@ -108,7 +108,7 @@ NOTES = """Reading the numbers:
 
 
 def serve(tps: float, port_file: str) -> None:
-    from resilient_stream.testing.server import ReferenceServer
+    from resilient_stream.refserver.server import ReferenceServer
 
     async def main() -> None:
         async with ReferenceServer(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 SUBCOMMAND_MODULES = (
     "resilient_stream.demo.cli",  # demo: reference server + chaos proxy + many streams
     "resilient_stream.interactive",  # generate / chat: stream to the terminal, with resume
-    "resilient_stream.testing.cli",  # serve: the reference server
+    "resilient_stream.refserver.cli",  # serve: the reference server
     "resilient_stream.chaos.cli",  # proxy: the chaos proxy
     "resilient_stream.chaos_suite",  # chaos: run the chaos suite scenarios
     "resilient_stream.benchmarks",  # bench: run the benchmarks, write tables and plots

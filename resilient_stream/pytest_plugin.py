@@ -3,12 +3,11 @@
 Installed with the package (``pytest11`` entry point), so the fixtures are
 there in any project that has ``resilient-stream`` and ``pytest-asyncio``:
 
-- ``reference_server``: a running :class:`~resilient_stream.testing.ReferenceServer`
+- ``reference_server``: a running :class:`~resilient_stream.refserver.ReferenceServer`
   (function scope). Settings come from the ``reference_server`` marker,
   ``@pytest.mark.reference_server(tokens_per_second=50, stop_probability=0.0)``, or
   from indirect parametrization, ``@pytest.mark.parametrize("reference_server",
-  [{"tokens_per_second": 50}], indirect=True)`` (as with the opt-in
-  ``resilient_stream.testing.pytest_plugin``; the parameter wins over the marker).
+  [{"tokens_per_second": 50}], indirect=True)`` (the parameter wins over the marker).
 - ``chaos_proxy``: a :class:`~resilient_stream.chaos.ChaosProxy` in front of
   ``reference_server`` with :data:`DEFAULT_TOXICS` and :data:`DEFAULT_SEED`.
 - ``make_chaos_proxy``: an async factory, ``await make_chaos_proxy(toxics=[...],
@@ -35,7 +34,7 @@ import pytest
 
 if TYPE_CHECKING:
     from resilient_stream.chaos import ChaosProxy
-    from resilient_stream.testing import ReferenceServer
+    from resilient_stream.refserver import ReferenceServer
 
 #: The default fault mix of ``chaos_proxy``: what a resilient client must survive, over
 #: HTTP/2 and HTTP/1.1 alike. A little latency with jitter; reads split into small
@@ -81,7 +80,7 @@ if pytest_asyncio is not None:
     @pytest_asyncio.fixture
     async def reference_server(request: pytest.FixtureRequest) -> AsyncIterator[ReferenceServer]:
         """A running reference server on 127.0.0.1:0 (settings: marker, then param)."""
-        from resilient_stream.testing import ReferenceServer
+        from resilient_stream.refserver import ReferenceServer
 
         marker = request.node.get_closest_marker("reference_server")
         settings: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}

@@ -280,7 +280,7 @@ async def test_http1_traffic_passes_through_http2_toxics_untouched(upstream: str
 
 @pytest.mark.timeout(20)
 async def test_reset_stream_against_the_reference_server() -> None:
-    from resilient_stream.testing import ReferenceServer
+    from resilient_stream.refserver import ReferenceServer
 
     request = {"model": "m", "prompt": "hello", "options": {"num_predict": 40}}
     async with ReferenceServer(port=0, stop_probability=0.0) as srv:

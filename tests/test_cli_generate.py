@@ -14,7 +14,7 @@ import pytest
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.cli import main
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 

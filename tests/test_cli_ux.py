@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,7 +21,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from resilient_stream import StreamClient, StreamConfig
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 

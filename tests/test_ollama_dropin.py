@@ -29,7 +29,7 @@ from resilient_stream.ollama._native import GenerateResponse as NativeGenerate
 from resilient_stream.ollama._request import parse_host
 from resilient_stream.ollama._responses import ResponseFactory
 from resilient_stream.ollama.client import default_config
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer, RequestInfo
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer, RequestInfo
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from resilient_stream.codec.sse import SseParser
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(30)
 

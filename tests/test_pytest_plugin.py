@@ -9,7 +9,7 @@ import pytest
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.pytest_plugin import DEFAULT_SEED, DEFAULT_TOXICS
-from resilient_stream.testing import ReferenceServer
+from resilient_stream.refserver import ReferenceServer
 
 pytest_plugins = ["pytester"]
 

@@ -13,10 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message
-from resilient_stream.testing import Fault, FaultSchedule, RequestInfo, ServerSettings, ServerStats
-from resilient_stream.testing.formats import FormatGeneration, continuation, parse_format
-from resilient_stream.testing.handler import Handler, LineStream
-from resilient_stream.testing.model import (
+from resilient_stream.refserver import (
+    Fault,
+    FaultSchedule,
+    RequestInfo,
+    ServerSettings,
+    ServerStats,
+)
+from resilient_stream.refserver.formats import FormatGeneration, continuation, parse_format
+from resilient_stream.refserver.handler import Handler, LineStream
+from resilient_stream.refserver.model import (
     LINE_SEPARATOR_VOCAB,
     SENTENCE_END_IDS,
     VOCAB,

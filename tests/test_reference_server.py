@@ -34,7 +34,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from resilient_stream.pytest_plugin import reference_server  # noqa: F401
-from resilient_stream.testing import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -1075,7 +1075,7 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "resilient_stream.testing.cli",
+            "resilient_stream.refserver.cli",
             "serve",
             "--port",
             "0",

@@ -21,7 +21,7 @@ import ollama
 import pytest
 from pydantic import BaseModel, Field, TypeAdapter
 
-from resilient_stream.testing import ReferenceServer
+from resilient_stream.refserver import ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 

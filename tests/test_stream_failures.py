@@ -18,8 +18,8 @@ from resilient_stream.errors import (
     ServerReportedError,
     StreamError,
 )
-from resilient_stream.testing import Fault, ReferenceServer, RequestInfo
-from resilient_stream.testing.faults import FaultSchedule
+from resilient_stream.refserver import Fault, ReferenceServer, RequestInfo
+from resilient_stream.refserver.faults import FaultSchedule
 
 pytestmark = pytest.mark.timeout(60)
 

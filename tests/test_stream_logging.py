@@ -7,8 +7,8 @@ from structlog.testing import capture_logs
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.errors import HTTPStatusError
-from resilient_stream.testing import Fault, ReferenceServer
-from resilient_stream.testing.faults import FaultSchedule
+from resilient_stream.refserver import Fault, ReferenceServer
+from resilient_stream.refserver.faults import FaultSchedule
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from resilient_stream import StreamClient, StreamConfig
-from resilient_stream.testing import Fault, ReferenceServer, RequestInfo
-from resilient_stream.testing.faults import FaultSchedule
+from resilient_stream.refserver import Fault, ReferenceServer, RequestInfo
+from resilient_stream.refserver.faults import FaultSchedule
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ import pytest
 from test_transport_support import draining_h2_server
 
 from resilient_stream import errors
-from resilient_stream.testing.faults import Fault, RequestInfo
-from resilient_stream.testing.server import ReferenceServer
+from resilient_stream.refserver.faults import Fault, RequestInfo
+from resilient_stream.refserver.server import ReferenceServer
 from resilient_stream.transport import MultiplexedTransport
 
 

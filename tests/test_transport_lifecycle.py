@@ -10,8 +10,8 @@ from structlog.testing import capture_logs
 from test_transport_support import h1_only_server, hypercorn_server, silent_h2_server
 
 from resilient_stream import errors
-from resilient_stream.testing.faults import Fault, RequestInfo
-from resilient_stream.testing.server import ReferenceServer
+from resilient_stream.refserver.faults import Fault, RequestInfo
+from resilient_stream.refserver.server import ReferenceServer
 from resilient_stream.transport import MultiplexedTransport
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from resilient_stream import errors
-from resilient_stream.testing.server import ReferenceServer
+from resilient_stream.refserver.server import ReferenceServer
 from resilient_stream.transport import MultiplexedTransport
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl CLI")

@@ -20,7 +20,7 @@ import msgspec
 
 from ..chaos import ChaosProxy, FaultRecord
 from ..chaos.requests import RequestCounts
-from ..testing import Fault, ReferenceServer, RequestInfo
+from ..refserver import Fault, ReferenceServer, RequestInfo
 from .scenario import Scenario
 
 T = TypeVar("T")

@@ -19,10 +19,10 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from resilient_stream.testing.core import ServerCore
-from resilient_stream.testing.faults import INTERNAL_ERROR, NO_ERROR, Fault
-from resilient_stream.testing.handler import Reply, error_body
-from resilient_stream.testing.streaming import Driver
+from resilient_stream.refserver.core import ServerCore
+from resilient_stream.refserver.faults import INTERNAL_ERROR, NO_ERROR, Fault
+from resilient_stream.refserver.handler import Reply, error_body
+from resilient_stream.refserver.streaming import Driver
 
 _SC = h2.settings.SettingCodes
 _RECV_WINDOW = 1 << 20

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from resilient_stream.testing.handler import Handler
-from resilient_stream.testing.settings import ServerSettings, ServerStats
-from resilient_stream.testing.streaming import Pacing, Scheduler
+from resilient_stream.refserver.handler import Handler
+from resilient_stream.refserver.settings import ServerSettings, ServerStats
+from resilient_stream.refserver.streaming import Pacing, Scheduler
 
 
 class Closable(Protocol):

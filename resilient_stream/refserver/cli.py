@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from resilient_stream.testing.server import ReferenceServer
+from resilient_stream.refserver.server import ReferenceServer
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -99,7 +99,7 @@ async def _serve(server: ReferenceServer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m resilient_stream.testing.cli serve ...``), the same
+    """Standalone entry (``python -m resilient_stream.refserver.cli serve ...``), the same
     ``serve`` subcommand without importing the other subcommands."""
     parser = argparse.ArgumentParser(prog="resilient-stream")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -11,11 +11,11 @@ import ssl
 from collections.abc import Sequence
 from types import TracebackType
 
-from resilient_stream.testing.core import ServerCore
-from resilient_stream.testing.faults import FaultPlan
-from resilient_stream.testing.h1_server import H1Protocol
-from resilient_stream.testing.h2_server import H2Protocol
-from resilient_stream.testing.settings import ServerSettings, ServerStats
+from resilient_stream.refserver.core import ServerCore
+from resilient_stream.refserver.faults import FaultPlan
+from resilient_stream.refserver.h1_server import H1Protocol
+from resilient_stream.refserver.h2_server import H2Protocol
+from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -32,9 +32,9 @@ import msgspec
 
 from resilient_stream.codec.chunks import Message
 from resilient_stream.codec.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
-from resilient_stream.testing import model
-from resilient_stream.testing.faults import BEFORE_HEADERS, Fault
-from resilient_stream.testing.handler import (
+from resilient_stream.refserver import model
+from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault
+from resilient_stream.refserver.handler import (
     DECODE_ERRORS,
     JSON,
     TEXT,
@@ -45,7 +45,7 @@ from resilient_stream.testing.handler import (
     model_not_found,
     next_line_final_text,
 )
-from resilient_stream.testing.settings import ServerSettings, ServerStats
+from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 SSE = b"text/event-stream"
 CHAT_PATH = "/v1/chat/completions"

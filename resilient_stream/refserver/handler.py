@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 
 from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
-from resilient_stream.testing import formats, model
-from resilient_stream.testing.faults import BEFORE_HEADERS, Fault, RequestInfo
-from resilient_stream.testing.settings import ServerSettings, ServerStats
+from resilient_stream.refserver import formats, model
+from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
+from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 NDJSON = b"application/x-ndjson"
 JSON = b"application/json; charset=utf-8"
@@ -413,7 +413,7 @@ class Handler:
                 ]
             )
         )
-        from resilient_stream.testing import openai_api  # imports this module
+        from resilient_stream.refserver import openai_api  # imports this module
 
         self._openai_models = openai_api.models_body(
             ["reference"] if names is None else list(names)
@@ -556,7 +556,7 @@ class Handler:
         return Reply(200, JSON, _encode(out), delay=delay)
 
     def _openai(self, path: str, body: bytes, fault: Fault | None) -> Reply:
-        from resilient_stream.testing import openai_api  # imports this module
+        from resilient_stream.refserver import openai_api  # imports this module
 
         return openai_api.handle(
             path,
@@ -582,7 +582,7 @@ class Handler:
         if self.unknown_model(name):
             return Reply(404, JSON, error_body(model_not_found(name)))
         show = _Show(
-            modelfile=f"# reference model (resilient_stream.testing)\nFROM {name}\n",
+            modelfile=f"# reference model (resilient_stream.refserver)\nFROM {name}\n",
             parameters="",
             template=_TEMPLATE_DOC,
             details=_ModelDetails(),

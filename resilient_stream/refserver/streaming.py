@@ -15,9 +15,9 @@ import logging
 import random
 from typing import Protocol
 
-from resilient_stream.testing.faults import Fault
-from resilient_stream.testing.handler import LineStream
-from resilient_stream.testing.settings import ServerSettings, ServerStats
+from resilient_stream.refserver.faults import Fault
+from resilient_stream.refserver.handler import LineStream
+from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 #: Lines an unpaced stream sends per turn before letting other streams run.
 UNPACED_BATCH = 16

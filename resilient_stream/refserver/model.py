@@ -208,7 +208,7 @@ class TokenTable(Protocol):
 
 class TokenSource(Protocol):
     """A generation as the line streams drive it (:class:`Generation`, or
-    :class:`~resilient_stream.testing.formats.FormatGeneration` for ``format``)."""
+    :class:`~resilient_stream.refserver.formats.FormatGeneration` for ``format``)."""
 
     thinking: bool
     count: int

@@ -12,10 +12,10 @@ import asyncio
 
 import h11
 
-from resilient_stream.testing.core import ServerCore
-from resilient_stream.testing.faults import Fault
-from resilient_stream.testing.handler import Reply, error_body
-from resilient_stream.testing.streaming import Driver
+from resilient_stream.refserver.core import ServerCore
+from resilient_stream.refserver.faults import Fault
+from resilient_stream.refserver.handler import Reply, error_body
+from resilient_stream.refserver.streaming import Driver
 
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n"

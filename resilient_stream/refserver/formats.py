@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import msgspec
 
-from resilient_stream.testing import model
+from resilient_stream.refserver import model
 
 #: How far back in the context a document may start (characters); documents stay far
 #: below it (see :data:`SOFT_SIZE`), which is what keeps continuation exact.

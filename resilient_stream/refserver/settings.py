@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resilient_stream.testing.faults import FaultPlan
+from resilient_stream.refserver.faults import FaultPlan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
     """How the reference server behaves. Every field has a constructor keyword of
-    :class:`~resilient_stream.testing.ReferenceServer` with the same name."""
+    :class:`~resilient_stream.refserver.ReferenceServer` with the same name."""
 
     host: str = "127.0.0.1"
     #: 0 picks a free port (always use 0 in tests).
