@@ -21,7 +21,7 @@ from resilient_stream.refserver import (
     ServerStats,
 )
 from resilient_stream.refserver.formats import FormatGeneration, continuation, parse_format
-from resilient_stream.refserver.handler import Handler, LineStream
+from resilient_stream.refserver.handler import Handler
 from resilient_stream.refserver.model import (
     LINE_SEPARATOR_VOCAB,
     SENTENCE_END_IDS,
@@ -32,6 +32,7 @@ from resilient_stream.refserver.model import (
     run,
     tokens,
 )
+from resilient_stream.refserver.replies import LineStream
 
 prompts = st.text(min_size=1, max_size=40)
 

@@ -14,7 +14,8 @@ import h11
 
 from resilient_stream.refserver.core import ServerCore
 from resilient_stream.refserver.faults import Fault
-from resilient_stream.refserver.handler import Reply, error_body
+from resilient_stream.refserver.handler import error_body
+from resilient_stream.refserver.replies import Reply
 from resilient_stream.refserver.streaming import Driver
 
 _BAD_REQUEST = (

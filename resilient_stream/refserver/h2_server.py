@@ -21,7 +21,8 @@ from h2.errors import ErrorCodes
 
 from resilient_stream.refserver.core import ServerCore
 from resilient_stream.refserver.faults import INTERNAL_ERROR, NO_ERROR, Fault
-from resilient_stream.refserver.handler import Reply, error_body
+from resilient_stream.refserver.handler import error_body
+from resilient_stream.refserver.replies import Reply
 from resilient_stream.refserver.streaming import Driver
 
 _SC = h2.settings.SettingCodes

@@ -1,34 +1,43 @@
 """Request -> response logic of the reference server, shared by HTTP/1.1 and HTTP/2.
 
-Sans-I/O: :class:`Handler` turns (method, path, body) into a :class:`Reply`,
-and a streaming reply carries a :class:`LineStream` that produces NDJSON
-lines one at a time. The protocol edges only move bytes and keep time.
+Sans-I/O: :class:`Handler` turns (method, path, body) into a
+:class:`~resilient_stream.refserver.replies.Reply`; a streaming reply carries a
+:class:`~resilient_stream.refserver.replies.LineStream` spelled by
+:class:`NdjsonLines` (``/api/*``) or by ``openai_api``'s SSE format (``/v1/*``).
+The protocol edges only move bytes and keep time.
 
 Token lines are spliced from precomputed bytes (the model name and timestamp
-encoded once per stream, each vocabulary token JSON-encoded once per
-process), so a line costs a few concatenations, no dict and no encoder call.
-The final line and whole-body replies are msgspec Structs.
+encoded once per stream), so a line costs a few concatenations, no dict and no
+encoder call. The final line and whole-body replies are msgspec Structs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
-from resilient_stream.refserver import formats, model
+from resilient_stream.refserver import model, openai_api
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
+from resilient_stream.refserver.replies import (
+    DECODE_ERRORS,
+    JSON,
+    TEXT,
+    LineStream,
+    Reply,
+    format_generation,
+    invalid_body,
+    model_not_found,
+    stream_class,
+)
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 NDJSON = b"application/x-ndjson"
-JSON = b"application/json; charset=utf-8"
-TEXT = b"text/plain; charset=utf-8"
-_OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
 
 # --- wire structs for whole objects (field order = Ollama's) -------------------
 
@@ -121,18 +130,6 @@ def error_body(message: str) -> bytes:
     return _encode(_Error(message))
 
 
-#: What decoding a request body can raise: msgspec raises RecursionError (not a
-#: DecodeError) for JSON nested about 1000 levels deep.
-DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
-
-
-def invalid_body(exc: Exception) -> str:
-    """The ``error`` text of a 400 for a body that does not decode."""
-    if isinstance(exc, RecursionError):
-        return "invalid request body: JSON nested too deeply"
-    return f"invalid request body: {exc}"
-
-
 def model_key(name: str) -> tuple[str, str, str, str]:
     """Ollama's identity of a model name, ``host/namespace/model:tag`` with the defaults
     ``registry.ollama.ai``, ``library`` and ``latest`` filled in, case-insensitive (so
@@ -150,12 +147,6 @@ def listed_name(name: str) -> str:
     return name if ":" in name.rpartition("/")[2] else name + ":latest"
 
 
-def model_not_found(name: str) -> str:
-    """Ollama's 404 text for an unknown model (``/api/generate``, ``/api/chat``,
-    ``/api/show`` since 0.12, and its OpenAI layer's ``error.message``)."""
-    return f"model '{name}' not found"
-
-
 def now_iso() -> str:
     """Ollama's ``created_at`` format: RFC 3339 with microseconds and ``Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -166,140 +157,51 @@ _TEMPLATE_DOC = (
     "{{ range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n"
 )
 
-# --- replies -------------------------------------------------------------------
+# --- NDJSON lines ----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Reply:
-    """What to answer. Exactly one of ``body`` (whole) or ``stream`` (NDJSON) is used."""
-
-    status: int
-    content_type: bytes
-    body: bytes = b""
-    stream: LineStream | None = None
-    #: Fault to inject into this reply (mid-stream kinds act through ``stream``).
-    fault: Fault | None = None
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    #: Seconds to wait before answering a whole-body generation (simulated decode time).
-    delay: float = 0.0
-    #: A HEAD request: send the headers of ``body`` (its length) but not the body.
-    head: bool = False
-
-    @property
-    def fault_before_headers(self) -> Fault | None:
-        """A fault that acts before headers: status, never_answer, or any fault on a
-        whole-body reply other than truncation and error lines."""
-        f = self.fault
-        if f is None:
-            return None
-        if f.kind in BEFORE_HEADERS:
-            return f
-        if self.stream is None and f.kind not in ("truncate", "truncate_line", "error_line"):
-            return f
-        return None
-
-
-class LineStream:
-    """The NDJSON lines of one streaming generation (sans-I/O).
-
-    Call ``next_line()`` until ``finished``; check ``fault_due()`` after each
-    token line (and once before the first) to inject the planned fault.
-    """
+class NdjsonLines:
+    """Ollama's spelling of a stream's lines (a :class:`LineFormat`): one JSON object
+    per line, the ``done: true`` line with its metrics last."""
 
     __slots__ = (
-        "_content_prefix",
-        "_first_token_ns",
-        "_json",
-        "_opening",
-        "_prompt_tokens",
-        "_start_ns",
-        "_suffix",
-        "_think_prefix",
         "chat",
+        "content_prefix",
         "created_at",
-        "fault",
-        "fault_after",
-        "finished",
-        "gen",
         "model_name",
-        "stats",
-        "stream_start_ns",
-        "tokens",
+        "opening",
+        "suffix",
+        "think_prefix",
     )
 
-    _SUFFIX = b',"done":false}\n'
-    _CHAT_SUFFIX = b'},"done":false}\n'
-
-    def __init__(
-        self,
-        gen: model.TokenSource,
-        *,
-        chat: bool,
-        model_name: str,
-        prompt_tokens: int,
-        start_ns: int,
-        stats: ServerStats,
-        fault: Fault | None = None,
-    ) -> None:
-        self.gen = gen
-        self._json = gen.vocab.json
+    def __init__(self, *, chat: bool, model_name: str) -> None:
         self.chat = chat
         self.model_name = model_name
         self.created_at = now_iso()
         head = b'{"model":' + _encode(model_name) + b',"created_at":"' + self.created_at.encode()
         if chat:
-            self._content_prefix = head + b'","message":{"role":"assistant","content":'
-            self._think_prefix = head + b'","message":{"role":"assistant","content":"","thinking":'
+            self.content_prefix = head + b'","message":{"role":"assistant","content":'
+            self.think_prefix = head + b'","message":{"role":"assistant","content":"","thinking":'
+            self.suffix = b'},"done":false}\n'
         else:
-            self._content_prefix = head + b'","response":'
-            self._think_prefix = head + b'","response":"","thinking":'
-        self._suffix = self._CHAT_SUFFIX if chat else self._SUFFIX
-        #: Bytes sent once, just before the first token (SSE's role chunk).
-        self._opening = b""
-        self._prompt_tokens = prompt_tokens
-        self._start_ns = start_ns
-        self.stream_start_ns = time.perf_counter_ns()
-        self._first_token_ns = 0
-        self.stats = stats
-        self.fault = fault
-        self.fault_after = fault.after_tokens if fault is not None else -1
-        self.tokens = 0
-        self.finished = False
+            self.content_prefix = head + b'","response":'
+            self.think_prefix = head + b'","response":"","thinking":'
+            self.suffix = b',"done":false}\n'
+        self.opening = b""
 
-    def fault_due(self) -> bool:
-        return self.tokens == self.fault_after
-
-    def peek_final(self) -> bool:
-        """Whether the next line is the final ``done`` line."""
-        return self.gen.peek_done()
-
-    def next_line(self) -> bytes:
-        tok = self.gen.step()
-        if tok < 0:
-            self.finished = True
-            return self.final_line()
-        if self.tokens == 0:
-            self._first_token_ns = time.perf_counter_ns()
-        self.tokens += 1
-        self.stats.tokens_generated += 1
-        prefix = self._think_prefix if self.gen.thinking else self._content_prefix
-        line = prefix + self._json[tok] + self._suffix
-        return self._opening + line if self.tokens == 1 else line
-
-    def final_line(self, text: str = "") -> bytes:
-        """The ``done: true`` line; ``text`` is content it carries (``final_chunk_text``)."""
+    def final_line(self, lines: LineStream, text: str) -> bytes:
         now = time.perf_counter_ns()
-        first = self._first_token_ns or now
+        first = lines.first_token_ns or now
         common: dict[str, Any] = {
             "model": self.model_name,
             "created_at": self.created_at,
             "done": True,
-            "done_reason": self.gen.done_reason or "stop",
-            "total_duration": now - self._start_ns,
-            "load_duration": self.stream_start_ns - self._start_ns,
-            "prompt_eval_count": self._prompt_tokens,
-            "prompt_eval_duration": first - self.stream_start_ns,
-            "eval_count": self.tokens,
+            "done_reason": lines.gen.done_reason or "stop",
+            "total_duration": now - lines.start_ns,
+            "load_duration": lines.stream_start_ns - lines.start_ns,
+            "prompt_eval_count": lines.prompt_tokens,
+            "prompt_eval_duration": first - lines.stream_start_ns,
+            "eval_count": lines.tokens,
             "eval_duration": now - first,
         }
         if self.chat:
@@ -310,72 +212,7 @@ class LineStream:
         return _encode(_GenerateFinal(response=text, **common)) + b"\n"
 
     def error_line(self, message: str) -> bytes:
-        return _encode(_Error(message)) + b"\n"
-
-
-def next_line_final_text(self: LineStream) -> bytes:
-    """``next_line`` of a stream with ``final_chunk_text``: a content token that ends the
-    output goes out in the final line. A separate class method, so that streams without
-    the setting pay nothing per token for it."""
-    gen = self.gen
-    tok = gen.step()
-    if tok < 0:
-        self.finished = True
-        return self.final_line()
-    first = self.tokens == 0
-    if first:
-        self._first_token_ns = time.perf_counter_ns()
-    self.tokens += 1
-    self.stats.tokens_generated += 1
-    if not gen.thinking and gen.peek_done():
-        self.finished = True
-        line = self.final_line(gen.vocab.tokens[tok])
-    else:
-        prefix = self._think_prefix if gen.thinking else self._content_prefix
-        line = prefix + self._json[tok] + self._suffix
-    return self._opening + line if first else line
-
-
-class FinalTextLineStream(LineStream):
-    """A :class:`LineStream` whose last content token rides in the ``done`` line."""
-
-    __slots__ = ()
-    next_line = next_line_final_text
-
-
-def format_generation(
-    fmt: Any,
-    context: str,
-    thinking: bool,
-    num_predict: int | None,
-    settings: ServerSettings,
-    vocab: model.Vocabulary,
-) -> model.TokenSource | str:
-    """The generation of a request with ``format`` (a plain one if the format is empty),
-    or the 400 error text of a format the server refuses."""
-    try:
-        spec = formats.parse_format(fmt)
-    except formats.FormatError as exc:
-        return str(exc)
-    if spec is None:
-        return model.Generation(
-            context,
-            thinking=thinking,
-            num_predict=num_predict,
-            stop_probability=model.DEFAULT_STOP_PROBABILITY
-            if settings.stop_probability is None
-            else settings.stop_probability,
-            max_tokens=settings.max_tokens,
-            vocab=vocab,
-        )
-    return formats.FormatGeneration(
-        context,
-        spec,
-        thinking=thinking,
-        num_predict=num_predict,
-        max_tokens=settings.max_tokens,
-        vocab=vocab,
-    )
+        return error_body(message) + b"\n"
 
 
 # --- the handler ----------------------------------------------------------------
@@ -413,8 +250,6 @@ class Handler:
                 ]
             )
         )
-        from resilient_stream.refserver import openai_api  # imports this module
-
         self._openai_models = openai_api.models_body(
             ["reference"] if names is None else list(names)
         )
@@ -455,7 +290,7 @@ class Handler:
             if method != "POST":
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._generate(path == "/api/chat", body, fault)
-        if path in _OPENAI_PATHS:
+        if path in openai_api.PATHS:
             if method != "POST":
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._openai(path, body, fault)
@@ -519,11 +354,9 @@ class Handler:
             if isinstance(structured, str):
                 return Reply(400, JSON, error_body(structured))
             gen = structured
-        stream_class = FinalTextLineStream if self.settings.final_chunk_text else LineStream
-        lines = stream_class(
+        lines = stream_class(self.settings.final_chunk_text)(
             gen,
-            chat=chat,
-            model_name=req.model,
+            NdjsonLines(chat=chat, model_name=req.model),
             prompt_tokens=model.estimate_tokens(context),
             start_ns=start_ns,
             stats=self.stats,
@@ -531,18 +364,18 @@ class Handler:
         )
         if req.stream:
             return Reply(200, NDJSON, stream=lines)
-        return self._whole(lines)
+        return self._whole(lines, chat)
 
-    def _whole(self, lines: LineStream) -> Reply:
+    def _whole(self, lines: LineStream, chat: bool) -> Reply:
         """``stream: false``: generate everything now; the edge waits ``delay`` to answer."""
         gen = lines.gen
-        lines._first_token_ns = time.perf_counter_ns()
+        lines.first_token_ns = time.perf_counter_ns()
         text, thinking = model.run(gen)
         think_text = thinking or None
         lines.tokens = gen.count
         self.stats.tokens_generated += gen.count
         final = msgspec.json.decode(lines.final_line())
-        if lines.chat:
+        if chat:
             final["message"] = _OutMessage(role="assistant", content=text, thinking=think_text)
         else:
             final["response"] = text
@@ -552,12 +385,10 @@ class Handler:
         delay = st.first_token_delay
         if st.tokens_per_second > 0:
             delay += gen.count / st.tokens_per_second
-        out = _ChatFinal(**final) if lines.chat else _GenerateFinal(**final)
+        out = _ChatFinal(**final) if chat else _GenerateFinal(**final)
         return Reply(200, JSON, _encode(out), delay=delay)
 
     def _openai(self, path: str, body: bytes, fault: Fault | None) -> Reply:
-        from resilient_stream.refserver import openai_api  # imports this module
-
         return openai_api.handle(
             path,
             body,

@@ -1,4 +1,5 @@
-"""OpenAI-compatible endpoints of the reference server (sans-I/O, like ``handler.py``).
+"""OpenAI-compatible endpoints of the reference server (sans-I/O, like ``handler.py``,
+with which it shares ``replies.py``).
 
 ``POST /v1/chat/completions`` and ``POST /v1/completions``, ``stream: true``
 (SSE, ``text/event-stream``) or ``stream: false`` (one JSON object), on the
@@ -34,7 +35,7 @@ from resilient_stream.codec.chunks import Message
 from resilient_stream.codec.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
 from resilient_stream.refserver import model
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault
-from resilient_stream.refserver.handler import (
+from resilient_stream.refserver.replies import (
     DECODE_ERRORS,
     JSON,
     TEXT,
@@ -43,7 +44,7 @@ from resilient_stream.refserver.handler import (
     format_generation,
     invalid_body,
     model_not_found,
-    next_line_final_text,
+    stream_class,
 )
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
@@ -133,36 +134,22 @@ def openai_error(status: int, message: str, kind: str) -> bytes:
 # --- the SSE token stream -----------------------------------------------------------
 
 
-class SseLineStream(LineStream):
-    """The SSE events of one streaming generation: one "line" per token event.
+class SseLines:
+    """The SSE spelling of a stream's lines (a :class:`~.replies.LineFormat`): one
+    event per token, spliced from precomputed bytes like NDJSON lines."""
 
-    Token events are spliced from precomputed bytes, like NDJSON lines.
-    """
+    __slots__ = (
+        "_head",
+        "_include_usage",
+        "chat",
+        "content_prefix",
+        "opening",
+        "suffix",
+        "think_prefix",
+    )
 
-    __slots__ = ("_head", "_include_usage")
-
-    def __init__(
-        self,
-        gen: model.TokenSource,
-        *,
-        chat: bool,
-        model_name: str,
-        prompt_tokens: int,
-        start_ns: int,
-        stats: ServerStats,
-        fault: Fault | None,
-        stream_id: str,
-        include_usage: bool,
-    ) -> None:
-        super().__init__(
-            gen,
-            chat=chat,
-            model_name=model_name,
-            prompt_tokens=prompt_tokens,
-            start_ns=start_ns,
-            stats=stats,
-            fault=fault,
-        )
+    def __init__(self, *, chat: bool, model_name: str, stream_id: str, include_usage: bool) -> None:
+        self.chat = chat
         obj = b"chat.completion.chunk" if chat else b"text_completion"
         self._head = (
             b'data: {"id":"'
@@ -177,20 +164,20 @@ class SseLineStream(LineStream):
         )
         self._include_usage = include_usage
         if chat:
-            self._content_prefix = self._head + b'"delta":{"content":'
-            self._think_prefix = self._head + b'"delta":{"reasoning_content":'
-            self._suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
-            self._opening = (
+            self.content_prefix = self._head + b'"delta":{"content":'
+            self.think_prefix = self._head + b'"delta":{"reasoning_content":'
+            self.suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+            self.opening = (
                 self._head + b'"delta":{"role":"assistant","content":""},'
                 b'"logprobs":null,"finish_reason":null}]}\n\n'
             )
         else:
-            self._content_prefix = self._think_prefix = self._head + b'"text":'
-            self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
-            self._opening = b""
+            self.content_prefix = self.think_prefix = self._head + b'"text":'
+            self.suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+            self.opening = b""
 
-    def final_line(self, text: str = "") -> bytes:
-        reason = (self.gen.done_reason or "stop").encode()
+    def final_line(self, lines: LineStream, text: str) -> bytes:
+        reason = (lines.gen.done_reason or "stop").encode()
         if not text:
             body = b'"delta":{},' if self.chat else b'"text":"",'
         elif self.chat:
@@ -198,26 +185,17 @@ class SseLineStream(LineStream):
         else:
             body = b'"text":' + _encode(text) + b","
         out = self._head + body + b'"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
-        if self.tokens == 0:
-            out = self._opening + out
+        if lines.tokens == 0:
+            out = self.opening + out
         if self._include_usage:
-            usage = _encode(
-                _Usage(self._prompt_tokens, self.tokens, self._prompt_tokens + self.tokens)
-            )
+            prompt = lines.prompt_tokens
+            usage = _encode(_Usage(prompt, lines.tokens, prompt + lines.tokens))
             head = self._head[: -len(b'{"index":0,')]  # '..."choices":['
             out += head + b'],"usage":' + usage + b"}\n\n"
         return out + b"data: [DONE]\n\n"
 
     def error_line(self, message: str) -> bytes:
         return b"data: " + openai_error(500, message, "server_error") + b"\n\n"
-
-
-class FinalTextSseLineStream(SseLineStream):
-    """An :class:`SseLineStream` whose last content delta rides in the ``finish_reason``
-    chunk (``final_chunk_text``)."""
-
-    __slots__ = ()
-    next_line = next_line_final_text
 
 
 # --- request handling ------------------------------------------------------------------
@@ -289,17 +267,19 @@ def handle(
             reply.delay += gen.count / settings.tokens_per_second
         return reply
     opts = req.stream_options
-    stream_class = FinalTextSseLineStream if settings.final_chunk_text else SseLineStream
-    lines = stream_class(
-        gen,
+    line_format = SseLines(
         chat=chat,
         model_name=req.model,
+        stream_id=stream_id,
+        include_usage=bool(opts is not None and opts.include_usage),
+    )
+    lines = stream_class(settings.final_chunk_text)(
+        gen,
+        line_format,
         prompt_tokens=prompt_tokens,
         start_ns=start_ns,
         stats=stats,
         fault=fault if fault is not None and fault.kind not in BEFORE_HEADERS else None,
-        stream_id=stream_id,
-        include_usage=bool(opts is not None and opts.include_usage),
     )
     return Reply(200, SSE, stream=lines, extra_headers=[(b"cache-control", b"no-cache")])
 
@@ -391,4 +371,4 @@ def _whole(
     return Reply(200, JSON, _encode(out))
 
 
-__all__ = ["MODELS", "PATHS", "SSE", "TEXT", "SseLineStream", "handle", "openai_error"]
+__all__ = ["MODELS", "PATHS", "SSE", "TEXT", "SseLines", "handle", "openai_error"]

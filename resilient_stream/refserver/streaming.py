@@ -16,7 +16,7 @@ import random
 from typing import Protocol
 
 from resilient_stream.refserver.faults import Fault
-from resilient_stream.refserver.handler import LineStream
+from resilient_stream.refserver.replies import LineStream
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 #: Lines an unpaced stream sends per turn before letting other streams run.
