@@ -12,11 +12,11 @@ import asyncio
 
 import h11
 
+from resilient_stream.refserver import injection
 from resilient_stream.refserver.core import ServerCore
-from resilient_stream.refserver.faults import Fault
-from resilient_stream.refserver.handler import error_body
+from resilient_stream.refserver.injection import Step
 from resilient_stream.refserver.replies import Reply
-from resilient_stream.refserver.streaming import Driver
+from resilient_stream.refserver.streaming import Driver, carry_out
 
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n"
@@ -113,9 +113,9 @@ class H1Protocol(asyncio.Protocol):
         body = b"".join(self._body)
         self._body = []
         reply = self.core.handler.handle(req.method.decode(), req.target.decode(), body, "h1")
-        fault = reply.fault_before_headers
-        if fault is not None and fault.kind != "status":
-            self._fault_before_headers(fault)
+        step = injection.before_headers(reply)
+        if step is not None:
+            carry_out(self, step, 0)
             return
         if reply.stream is not None:
             self.chunked = self.conn.their_http_version == b"1.1"
@@ -135,18 +135,14 @@ class H1Protocol(asyncio.Protocol):
     def _send_whole(self, reply: Reply) -> None:
         self.timer = None
         body = reply.body
-        status = reply.status
-        fault = reply.fault
-        if fault is not None and fault.kind in ("truncate", "truncate_line"):
-            # Promise the whole length, send half, close: the client sees a short body.
-            self._write_response(status, reply, len(body))
-            self.out.append(body[: len(body) // 2])
+        if reply.promised_length is not None:
+            # Promise the whole length, send what there is, close: a short body.
+            self._write_response(reply.status, reply, reply.promised_length)
+            self.out.append(body)
             self.flush()
             self.close()
             return
-        if fault is not None and fault.kind == "error_line":
-            status, body = 500, error_body(fault.message)
-        self._write_response(status, reply, len(body))
+        self._write_response(reply.status, reply, len(body))
         if not reply.head:
             self.out.append(self.conn.send(h11.Data(data=body)) or b"")
         self._end_message()
@@ -169,16 +165,6 @@ class H1Protocol(asyncio.Protocol):
             return
         self.busy = False
         self.core.loop.call_soon(self._process)
-
-    def _fault_before_headers(self, fault: Fault) -> None:
-        kind = fault.kind
-        if kind == "never_answer":
-            return
-        if kind == "stall":
-            if fault.seconds is not None:
-                self.timer = self.core.loop.call_later(fault.seconds, self.close)
-            return
-        self.close()  # drop_connection, reset_stream, goaway
 
     def _bad_request(self) -> None:
         if self.transport is not None:
@@ -206,31 +192,26 @@ class H1Protocol(asyncio.Protocol):
             self.out.append(line)
         return True
 
-    def end_body(self, stream: Driver) -> None:
+    def end_body(self, stream: Driver, last: bytes = b"") -> None:
+        if last:
+            self.send_line(stream, last)
         self.driver = None
         self._end_message()
 
     def park(self, stream: Driver) -> None:
         self.parked = stream
 
-    def apply_fault(self, stream: Driver, fault: Fault) -> None:
-        kind = fault.kind
-        self.core.sched.mark_dirty(self)
-        if kind == "stall":
-            if fault.seconds is not None:
-                self.timer = self.core.loop.call_later(fault.seconds, self.close)
-            return  # stays active until the client goes away or the stall ends
-        stream.finish("faulted")
-        self.driver = None
-        if kind in ("drop_connection", "reset_stream", "goaway"):
-            self.close()
-            return
-        if kind == "truncate_line":
-            line = stream.pending or stream.lines.next_line()
-            self.send_line(stream, line[: len(line) // 2])
-        elif kind == "error_line":
-            self.send_line(stream, stream.lines.error_line(fault.message))
-        self._end_message()
+    def hold(self, sid: int, seconds: float, then: Step) -> None:
+        self.timer = self.core.loop.call_later(seconds, carry_out, self, then, sid)
+
+    def drop_connection(self) -> None:
+        self.close()
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        self.close()  # HTTP/1.1 has no streams to reset
+
+    def goaway(self, code: int, last_stream_id: int | None) -> None:
+        self.close()  # nor a GOAWAY
 
     def flush(self) -> None:
         if self.out and self.transport is not None:

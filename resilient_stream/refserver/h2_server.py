@@ -19,11 +19,11 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
+from resilient_stream.refserver import injection
 from resilient_stream.refserver.core import ServerCore
-from resilient_stream.refserver.faults import INTERNAL_ERROR, NO_ERROR, Fault
-from resilient_stream.refserver.handler import error_body
+from resilient_stream.refserver.injection import Step
 from resilient_stream.refserver.replies import Reply
-from resilient_stream.refserver.streaming import Driver
+from resilient_stream.refserver.streaming import Driver, carry_out
 
 _SC = h2.settings.SettingCodes
 _RECV_WINDOW = 1 << 20
@@ -178,9 +178,9 @@ class H2Protocol(asyncio.Protocol):
         body = b"".join(req.body)
         req.body = []
         reply = self.core.handler.handle(req.method, req.path, body, "h2")
-        fault = reply.fault_before_headers
-        if fault is not None and fault.kind != "status":
-            self._fault_before_headers(sid, req, fault)
+        step = injection.before_headers(reply)
+        if step is not None:
+            carry_out(self, step, sid)
             return
         if reply.stream is not None:
             headers = [(b":status", b"200"), (b"content-type", reply.content_type)]
@@ -202,12 +202,6 @@ class H2Protocol(asyncio.Protocol):
         headers = [(b":status", str(reply.status).encode()), (b"content-type", reply.content_type)]
         headers.extend(reply.extra_headers)
         body = reply.body
-        fault = reply.fault
-        if fault is not None and fault.kind in ("truncate", "truncate_line"):
-            body = body[: len(body) // 2]
-        elif fault is not None and fault.kind == "error_line":
-            headers[0] = (b":status", b"500")
-            body = error_body(fault.message)
         headers.append((b"content-length", str(len(body)).encode()))
         if reply.head:
             body = b""
@@ -240,25 +234,6 @@ class H2Protocol(asyncio.Protocol):
         self.waiting_bodies.discard(sid)
         self.requests.pop(sid, None)
 
-    def _fault_before_headers(self, sid: int, req: _Request, fault: Fault) -> None:
-        kind = fault.kind
-        if kind == "never_answer":
-            return
-        if kind == "stall":
-            if fault.seconds is not None:
-                req.timer = self.core.loop.call_later(fault.seconds, self._stall_expired, sid)
-            return
-        if kind == "reset_stream":
-            self.requests.pop(sid, None)
-            code = INTERNAL_ERROR if fault.error_code is None else fault.error_code
-            self.conn.reset_stream(sid, code)
-            return
-        if kind == "goaway":
-            self._goaway(fault)
-            return
-        self.flush()  # drop_connection
-        self.close()
-
     def _cancelled(self, sid: int) -> None:
         dropped = self._coalesced.pop(sid, None)
         if dropped:
@@ -270,24 +245,6 @@ class H2Protocol(asyncio.Protocol):
             req.timer.cancel()
         if req.driver is not None:
             req.driver.finish("cancelled")
-
-    def _stall_expired(self, sid: int) -> None:
-        req = self.requests.pop(sid, None)
-        if req is None:
-            return
-        req.timer = None
-        if req.driver is not None:
-            req.driver.finish("faulted")
-        with contextlib.suppress(h2.exceptions.StreamClosedError):
-            self.conn.reset_stream(sid, INTERNAL_ERROR)
-        self.flush()
-
-    def _goaway(self, fault: Fault) -> None:
-        self._push_all()
-        code = NO_ERROR if fault.error_code is None else fault.error_code
-        self.conn.close_connection(error_code=code, last_stream_id=fault.last_stream_id)
-        self.flush()
-        self.close()
 
     def close(self) -> None:
         """Close the connection on purpose (streams still open count as faulted)."""
@@ -343,11 +300,15 @@ class H2Protocol(asyncio.Protocol):
             except h2.exceptions.StreamClosedError:
                 self._cancelled(sid)
 
-    def end_body(self, stream: Driver) -> None:
-        self.requests.pop(stream.tag, None)
+    def end_body(self, stream: Driver, last: bytes = b"") -> None:
+        sid = stream.tag
+        self.requests.pop(sid, None)
         with contextlib.suppress(h2.exceptions.StreamClosedError):
-            self._push(stream.tag)
-            self.conn.end_stream(stream.tag)
+            self._push(sid)
+            last = last[: max(0, self.conn.local_flow_control_window(sid))]
+            if last:
+                self.conn.send_data(sid, last)
+            self.conn.end_stream(sid)
 
     def park(self, stream: Driver) -> None:
         self.parked.append(stream)
@@ -364,38 +325,36 @@ class H2Protocol(asyncio.Protocol):
                 else:
                     self._send_pending_body(sid, req)
 
-    def apply_fault(self, stream: Driver, fault: Fault) -> None:
-        kind = fault.kind
-        sid = stream.tag
-        conn = self.conn
+    def hold(self, sid: int, seconds: float, then: Step) -> None:
+        req = self.requests.get(sid)
+        if req is not None:
+            req.timer = self.core.loop.call_later(seconds, self._held_until, sid, then)
+
+    def _held_until(self, sid: int, then: Step) -> None:
+        req = self.requests.get(sid)
+        if req is not None:
+            req.timer = None
+            carry_out(self, then, sid)
+            self.flush()
+
+    def drop_connection(self) -> None:
+        self.flush()
+        self.close()
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        req = self.requests.pop(sid, None)
+        if req is not None and req.driver is not None:
+            req.driver.finish("faulted")
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self._push(sid)  # the lines before the fault go out first
-        self.core.sched.mark_dirty(self)
-        if kind == "stall":
-            req = self.requests.get(sid)
-            if fault.seconds is not None and req is not None:
-                req.timer = self.core.loop.call_later(fault.seconds, self._stall_expired, sid)
-            return  # stays active until the client goes away or the stall ends
-        stream.finish("faulted")
-        if kind == "drop_connection":
-            self.flush()
-            self.close()
-        elif kind == "goaway":
-            self._goaway(fault)
-        elif kind == "reset_stream":
-            self.requests.pop(sid, None)
-            code = INTERNAL_ERROR if fault.error_code is None else fault.error_code
-            conn.reset_stream(sid, code)
-        else:
-            if kind == "truncate_line":
-                line = stream.pending or stream.lines.next_line()
-                half = line[: len(line) // 2]
-                half = half[: max(0, conn.local_flow_control_window(sid))]
-                if half:
-                    conn.send_data(sid, half)
-            elif kind == "error_line":
-                conn.send_data(sid, stream.lines.error_line(fault.message))
-            self.end_body(stream)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.reset_stream(sid, code)
+
+    def goaway(self, code: int, last_stream_id: int | None) -> None:
+        self._push_all()
+        self.conn.close_connection(error_code=code, last_stream_id=last_stream_id)
+        self.flush()
+        self.close()
 
     def flush(self) -> None:
         if self._coalesced:

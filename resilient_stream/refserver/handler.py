@@ -23,6 +23,7 @@ import msgspec
 from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
 from resilient_stream.refserver import model, openai_api
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
+from resilient_stream.refserver.injection import ON_THE_BODY
 from resilient_stream.refserver.replies import (
     DECODE_ERRORS,
     JSON,
@@ -282,6 +283,12 @@ class Handler:
             reply.stream = None
             if fault.retry_after is not None:
                 reply.extra_headers.append((b"retry-after", str(fault.retry_after).encode()))
+        elif fault is not None and reply.stream is None and fault.kind in ON_THE_BODY:
+            if fault.kind == "error_line":
+                reply.status, reply.body = 500, error_body(fault.message)
+            else:  # truncate, truncate_line: a short body
+                reply.promised_length = len(reply.body)
+                reply.body = reply.body[: len(reply.body) // 2]
         return reply
 
     def _route(self, method: str, path: str, body: bytes, fault: Fault | None) -> Reply:

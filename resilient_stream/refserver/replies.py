@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from resilient_stream.refserver import formats, model
-from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault
+from resilient_stream.refserver.faults import Fault
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
 JSON = b"application/json; charset=utf-8"
@@ -91,19 +91,9 @@ class Reply:
     delay: float = 0.0
     #: A HEAD request: send the headers of ``body`` (its length) but not the body.
     head: bool = False
-
-    @property
-    def fault_before_headers(self) -> Fault | None:
-        """A fault that acts before headers: status, never_answer, or any fault on a
-        whole-body reply other than truncation and error lines."""
-        f = self.fault
-        if f is None:
-            return None
-        if f.kind in BEFORE_HEADERS:
-            return f
-        if self.stream is None and f.kind not in ("truncate", "truncate_line", "error_line"):
-            return f
-        return None
+    #: A short whole body (``truncate`` faults): the length ``body`` was cut from. The
+    #: HTTP/1.1 edge promises it and closes after ``body``; HTTP/2 sends ``body`` as is.
+    promised_length: int | None = None
 
 
 class LineFormat(Protocol):

@@ -1,4 +1,5 @@
-"""Pacing and flushing of token streams, shared by the HTTP/1.1 and HTTP/2 edges.
+"""Pacing and flushing of token streams, shared by the HTTP/1.1 and HTTP/2 edges,
+and the carrying out of fault steps through each edge's primitives.
 
 No task and no timer per token: a :class:`Scheduler` keeps one bucket per
 millisecond of due streams and one loop timer per non-empty bucket, plus a
@@ -15,7 +16,15 @@ import logging
 import random
 from typing import Protocol
 
-from resilient_stream.refserver.faults import Fault
+from resilient_stream.refserver.injection import (
+    DropConnection,
+    EndBody,
+    GoAway,
+    Hold,
+    ResetStream,
+    Step,
+    next_step,
+)
 from resilient_stream.refserver.replies import LineStream
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
@@ -26,7 +35,9 @@ RESOLUTION = 0.001
 
 
 class StreamConnection(Protocol):
-    """What a protocol edge offers to the streams it carries."""
+    """What a protocol edge offers to the streams it carries: moving lines, and the
+    primitives that fault steps are carried out with (``sid``: the HTTP/2 stream id;
+    HTTP/1.1 answers one request at a time and passes 0)."""
 
     paused: bool
     dirty: bool
@@ -37,13 +48,23 @@ class StreamConnection(Protocol):
         """Queue a body line; False if flow control blocks it (then ``park`` it)."""
         ...
 
-    def end_body(self, stream: Driver) -> None: ...
+    def end_body(self, stream: Driver, last: bytes = b"") -> None:
+        """Send ``last`` (as far as flow control lets it), then end the body cleanly."""
+        ...
 
     def park(self, stream: Driver) -> None:
         """Keep a blocked stream until the window/transport reopens."""
         ...
 
-    def apply_fault(self, stream: Driver, fault: Fault) -> None: ...
+    def hold(self, sid: int, seconds: float, then: Step) -> None:
+        """Carry out ``then`` after ``seconds``, unless the stream is over by then."""
+        ...
+
+    def drop_connection(self) -> None: ...
+
+    def reset_stream(self, sid: int, code: int) -> None: ...
+
+    def goaway(self, code: int, last_stream_id: int | None) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -51,6 +72,22 @@ class StreamConnection(Protocol):
 
 
 _log = logging.getLogger(__name__)
+
+
+def carry_out(conn: StreamConnection, step: Step, sid: int, stream: Driver | None = None) -> None:
+    """Carry ``step`` out on ``conn`` (``stream``: the stream it ends, mid-stream)."""
+    if isinstance(step, Hold):
+        if step.seconds is not None:
+            conn.hold(sid, step.seconds, step.then)
+    elif isinstance(step, DropConnection):
+        conn.drop_connection()
+    elif isinstance(step, ResetStream):
+        conn.reset_stream(sid, step.code)
+    elif isinstance(step, GoAway):
+        conn.goaway(step.code, step.last_stream_id)
+    else:  # EndBody: only mid-stream
+        assert isinstance(step, EndBody) and stream is not None
+        conn.end_body(stream, step.last)
 
 
 class Scheduler:
@@ -243,10 +280,14 @@ class Driver:
         self.sched.ready(self)
 
     def _fault(self) -> None:
-        fault = self.lines.fault
-        assert fault is not None
-        self.lines.fault_after = -1  # fires once
-        self.conn.apply_fault(self, fault)
+        lines = self.lines
+        assert lines.fault is not None
+        lines.fault_after = -1  # fires once
+        step = next_step(lines.fault, lines, self.pending)
+        if not isinstance(step, Hold):  # a held stream stays active until it ends
+            self.finish("faulted")
+        self.sched.mark_dirty(self.conn)
+        carry_out(self.conn, step, self.tag, self)
 
     def finish(self, outcome: str) -> None:
         """End the stream's bookkeeping: "completed", "cancelled" or "faulted"."""
