@@ -22,8 +22,7 @@ consumer hold 16 MiB. Here windows follow what is measured:
 
 from __future__ import annotations
 
-#: Largest legal flow-control window (RFC 9113 section 6.9.1).
-MAX_WINDOW = 2**31 - 1
+from ..h2wire import MAX_WINDOW
 
 #: Seconds of reads between two decisions for one stream (at least one RTT).
 EVAL_INTERVAL = 0.1

@@ -1,43 +1,80 @@
-"""HTTP/2 frame headers without HPACK: cut a byte stream into whole frames, build a few frames.
+"""The chaos proxy's frames: whole frames as objects, cut from a byte stream, and a few builders.
 
-Only the 9-byte frame header is parsed (length, type, flags, stream id);
-payloads are carried as bytes. That is enough to know which stream a frame
-belongs to and how much connection flow-control window a DATA frame used.
+The wire facts (frame types, flags, the frame header, the frame-splitting loop,
+error codes) are :mod:`resilient_stream.h2wire`, shared with the client
+transport; the names the toxics use are re-exported here. Only the 9-byte frame
+header is parsed (length, type, flags, stream id); payloads are carried as
+bytes. That is enough to know which stream a frame belongs to and how much
+connection flow-control window a DATA frame used.
 """
 
 from __future__ import annotations
 
-import struct
-
 import msgspec
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from ..h2wire import (
+    CLIENT_PREFACE,
+    CONTINUATION,
+    DATA,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PRIORITY,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    ErrorCode,
+    FrameSpan,
+    pack_header,
+    split_frames,
+)
 
-DATA = 0x0
-HEADERS = 0x1
-PRIORITY = 0x2
-RST_STREAM = 0x3
-SETTINGS = 0x4
-PUSH_PROMISE = 0x5
-PING = 0x6
-GOAWAY = 0x7
-WINDOW_UPDATE = 0x8
-CONTINUATION = 0x9
+__all__ = [
+    "CANCEL",
+    "CONTINUATION",
+    "DATA",
+    "FLAG_END_STREAM",
+    "FLAG_PADDED",
+    "GOAWAY",
+    "HEADERS",
+    "HPACK_TYPES",
+    "INTERNAL_ERROR",
+    "NO_ERROR",
+    "PING",
+    "PREFACE",
+    "PREFACE_TYPE",
+    "PRIORITY",
+    "PROTOCOL_ERROR",
+    "PUSH_PROMISE",
+    "RST_STREAM",
+    "SETTINGS",
+    "WINDOW_UPDATE",
+    "Frame",
+    "FrameSplitter",
+    "NotHttp2",
+    "data_frame",
+    "frame",
+    "frame_header",
+    "goaway",
+    "rst_stream",
+    "window_update",
+]
+
+PREFACE = CLIENT_PREFACE
 #: Pseudo frame type for the client connection preface.
 PREFACE_TYPE = -1
 
-FLAG_END_STREAM = 0x1
-FLAG_PADDED = 0x8
-
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
-CANCEL = 0x8
+# The codes the toxics write, as plain ints (toxic attributes are JSON numbers).
+NO_ERROR = int(ErrorCode.NO_ERROR)
+PROTOCOL_ERROR = int(ErrorCode.PROTOCOL_ERROR)
+INTERNAL_ERROR = int(ErrorCode.INTERNAL_ERROR)
+CANCEL = int(ErrorCode.CANCEL)
 
 #: Frame types that change HPACK state: never drop them, or the peer's decoder desyncs.
 HPACK_TYPES = frozenset({HEADERS, PUSH_PROMISE, CONTINUATION})
-
-_HEADER = struct.Struct(">HBBBI")  # length hi16, length lo8, type, flags, R+stream id
 
 
 class Frame(msgspec.Struct, gc=False):
@@ -96,7 +133,7 @@ class FrameSplitter:
         if not buf and not self._preface:
             # The common case: the last read ended on a frame boundary. Slice frames
             # straight out of ``data`` (one copy each) instead of going through ``buf``.
-            pos = self._split(data, frames)
+            pos = _frames(data, 0, frames)
             if pos < len(data):
                 buf += data[pos:]
             return frames
@@ -112,32 +149,28 @@ class FrameSplitter:
             pos = len(PREFACE)
             self._preface = False
         with memoryview(buf) as view:
-            pos = self._split(view, frames, pos)
+            pos = _frames(view, pos, frames)
         if pos:
             del buf[:pos]
         return frames
 
-    @staticmethod
-    def _split(src: bytes | memoryview, frames: list[Frame], pos: int = 0) -> int:
-        """Append the whole frames of ``src`` from ``pos``; return where the rest starts."""
-        end_src = len(src)
-        unpack = _HEADER.unpack_from
-        while end_src - pos >= 9:
-            hi, lo, ftype, flags, sid = unpack(src, pos)
-            end = pos + 9 + ((hi << 8) | lo)
-            if end > end_src:
-                break
-            frames.append(Frame(ftype, flags, sid & 0x7FFFFFFF, bytes(src[pos:end])))
-            pos = end
-        return pos
+
+def _frames(src: bytes | memoryview, pos: int, frames: list[Frame]) -> int:
+    """Append the whole frames of ``src`` from ``pos`` as :class:`Frame` objects."""
+    spans: list[FrameSpan] = []
+    pos = split_frames(src, pos, spans)
+    frames.extend(
+        [Frame(ftype, flags, sid, bytes(src[start:end])) for ftype, flags, sid, start, end in spans]
+    )
+    return pos
 
 
-def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
-    return _HEADER.pack(length >> 8, length & 0xFF, ftype, flags, stream_id)
+#: The 9-byte header of a frame (``h2wire.pack_header``).
+frame_header = pack_header
 
 
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return frame_header(ftype, flags, stream_id, len(payload)) + payload
+    return pack_header(ftype, flags, stream_id, len(payload)) + payload
 
 
 def rst_stream(stream_id: int, error_code: int) -> bytes:
