@@ -159,23 +159,29 @@ async def test_pings_keep_a_quiet_healthy_connection_alive() -> None:
 
 @pytest.mark.timeout(30)
 async def test_without_a_read_timeout_the_first_token_bound_applies_until_data_flows() -> None:
-    # timeout=None (ollama-python's default): the reference server sends its headers at
-    # once and the first token only after 0.6 s (a model loading). That is within
-    # first_token_timeout (2 s) but beyond idle_timeout (0.3 s), which applies only
-    # between later chunks.
+    # timeout=None (ollama-python's default) is no read timeout, as in httpx; the
+    # "stream_timeouts": "config" extension asks for the config's two bounds instead.
+    # The reference server sends its headers at once and the first token only after
+    # 0.6 s (a model loading). That is within first_token_timeout (2 s) but beyond
+    # idle_timeout (0.3 s), which applies only between later chunks.
+    bounds = {"stream_timeouts": "config"}
     stall = fault_for_index(1, Fault("stall", after_tokens=1))
     async with ReferenceServer(first_token_delay=0.6, stop_probability=0.0, faults=stall) as srv:
         transport = MultiplexedTransport(first_token_timeout=2.0, idle_timeout=0.3)
         body = {"model": "m", "prompt": "x", "options": {"num_predict": 3}}
         async with httpx.AsyncClient(transport=transport, timeout=None) as client:
-            async with client.stream("POST", srv.url + "/api/generate", json=body) as r:
+            async with client.stream(
+                "POST", srv.url + "/api/generate", json=body, extensions=bounds
+            ) as r:
                 tokens_at_headers = srv.stats.tokens_generated
                 assert (await r.aread()).count(b"\n") == 4
             assert tokens_at_headers == 0  # so the wait for the first token was in the body
             # Once data flows, a gap longer than idle_timeout is a stall (the longer
             # first-token bound no longer applies).
             with pytest.raises(errors.StallError) as info:
-                async with client.stream("POST", srv.url + "/api/generate", json=body) as r:
+                async with client.stream(
+                    "POST", srv.url + "/api/generate", json=body, extensions=bounds
+                ) as r:
                     await r.aread()
             assert info.value.waited == 0.3  # idle_timeout, not first_token_timeout
 

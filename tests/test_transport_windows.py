@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient_stream.transport.windows import MAX_WINDOW, ReceiveWindow
+from resilient_stream.h2wire import MAX_WINDOW
+from resilient_stream.transport.windows import ReceiveWindow
 
 
 def test_no_window_update_until_a_quarter_of_the_window_is_consumed() -> None:

@@ -1,9 +1,10 @@
-"""One HTTP/2 client connection: an ``asyncio.Protocol`` driving ``h2``.
+"""One HTTP/2 client connection on asyncio: the thin edge around :class:`~.core.H2Core`.
 
-Its jobs are split by seam: receiving (framing, the DATA fast path, h2 events)
-is :class:`~.receive.FrameReceiver`; receive windows and adaptive sizing are
-:class:`~.flow.FlowControl`; this module holds the lifecycle: handshake, opening
-streams and sending request bodies, liveness, resets and closing.
+The core decides; this ``asyncio.Protocol`` does the I/O: it feeds the core
+what the socket read, writes what the core has to send, wakes the readers of
+the streams with news, runs the keepalive timer, waits for send window while
+a request body goes out, and tells its pool (``pool.py``, through
+:class:`ConnectionOwner`) when slots free up and the connection changes.
 
 Liveness (keepalive.py): a PING goes out when the server has been quiet for
 ``ping_interval``; no ACK within ``ping_timeout`` means the connection is dead even
@@ -13,118 +14,155 @@ if TCP says otherwise, and every stream on it fails with :class:`ConnectionLostE
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import h2.errors
-import h2.exceptions
-import httpx
-
-from ..buffering.bdp import BdpEstimator
 from ..errors import ConnectionLostError, GoAwayError, StallError
-from .flood import ControlFrameBudget
-from .flow import FlowControl
+from ..h2wire import error_name
+from .core import H2Core
+from .events import (
+    ConnectionEnded,
+    Event,
+    Flooded,
+    GoAwayReceived,
+    PingAcked,
+    SettingsReceived,
+    StreamClosed,
+    WindowOpened,
+)
 from .h2setup import (
     CONNECTION_CLOSED,
     CONNECTION_DEAD,
+    CONNECTION_FLOOD,
+    CONNECTION_GOAWAY,
     ConnectionSettings,
     NotHttp2Error,
-    error_name,
-    new_h2_connection,
-    request_headers,
 )
-from .keepalive import PingKeepalive
-from .receive import FrameReceiver
 from .stream import H2Stream
-from .windows import DEFAULT_CONNECTION_WINDOW, ReceiveWindow
-
-if TYPE_CHECKING:
-    from .pool import OriginPool
-
-_CANCEL = int(h2.errors.ErrorCodes.CANCEL)
 
 
-class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
+class ConnectionOwner(Protocol):
+    """What a connection tells the pool that holds it (``pool.OriginPool``)."""
+
+    log: Any
+
+    def release(self, conn: H2ClientConnection) -> None:
+        """A stream slot on ``conn`` is free again."""
+
+    def capacity_changed(self, conn: H2ClientConnection) -> None:
+        """The server's stream limit for ``conn`` is known or changed."""
+
+    def connection_unusable(self, conn: H2ClientConnection) -> None:
+        """GOAWAY: no new streams on ``conn``."""
+
+    def connection_closed(self, conn: H2ClientConnection) -> None:
+        """``conn`` is closed; forget it."""
+
+
+class H2ClientConnection(asyncio.Protocol):
     """An HTTP/2 connection carrying many concurrent streams."""
 
     def __init__(
         self,
-        pool: OriginPool,
+        owner: ConnectionOwner,
         settings: ConnectionSettings,
         loop: asyncio.AbstractEventLoop,
         endpoint: str,
     ) -> None:
         self.loop = loop
         self.endpoint = endpoint
-        self._pool = pool
-        self._settings = settings
-        self.streams: dict[int, H2Stream] = {}
+        self._owner = owner
+        self._core = H2Core(settings, endpoint, loop.time())
         self.reserved = 0  # pool slots held (streams open or about to open)
-        self.capacity = settings.max_streams  # min(client cap, server MAX_CONCURRENT_STREAMS)
-        self.streams_opened = 0
-        self.ready: asyncio.Future[None] = loop.create_future()
+        self.ready: asyncio.Future[None] = loop.create_future()  # the handshake
         self.ready.add_done_callback(_retrieve)
-        self.goaway = False  # received GOAWAY: no new streams
-        self.closed = False
-        self.close_reason: BaseException | None = None
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_handle: asyncio.TimerHandle | None = None  # the pool's idle expiry
         self._transport: asyncio.Transport | None = None
         self._send_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
-        self._keepalive = PingKeepalive(
-            loop, settings.ping_interval, settings.ping_timeout, self._send_ping, self._ping_expired
-        )
-        self._goaway_last_id = 0
-        self._goaway_code = 0
-        self._rbuf = b""  # an incomplete frame, waiting for its remaining bytes
-        self._in_header_block = False
-        self._preface_ok = False  # the server's first frame header was a SETTINGS frame
-        self._flood = ControlFrameBudget(now=loop.time())  # frames the server sends unasked
+        self._keepalive: asyncio.TimerHandle | None = None
 
-        self._h2 = new_h2_connection(settings)
-        self._conn_window = ReceiveWindow(
-            max(settings.connection_window, DEFAULT_CONNECTION_WINDOW)
-        )
-        # h2's own inbound accounting, kept exact by the DATA fast path. The fast path
-        # uses private h2 attributes (present in h2 4.x); without them, h2 does it all.
-        self._h2_conn_window: Any = getattr(self._h2, "_inbound_flow_control_window_manager", None)
-        self._fast_path = self._h2_conn_window is not None
-        self._sizing = settings.sizing
-        self._budget = settings.budget
-        self._bdp: BdpEstimator | None = (
-            BdpEstimator(limit=settings.sizing.cap)
-            if settings.sizing is not None and settings.bdp_probe
-            else None
-        )
-
-    # --- state seen by the pool ------------------------------------------------
+    # --- state seen by the pool and the transport ----------------------------------
 
     @property
     def usable(self) -> bool:
         """Can take new streams (open, handshake not failed, no GOAWAY)."""
-        return not (self.closed or self.goaway) and not (
+        core = self._core
+        return not (core.closed or core.goaway) and not (
             self.ready.done() and self.ready.exception() is not None
         )
 
-    # --- asyncio.Protocol ---------------------------------------------------------
+    @property
+    def streams(self) -> dict[int, H2Stream]:
+        return self._core.streams
+
+    @property
+    def capacity(self) -> int:
+        return self._core.capacity
+
+    @property
+    def streams_opened(self) -> int:
+        return self._core.streams_opened
+
+    @property
+    def goaway(self) -> bool:
+        return self._core.goaway
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._core.close_reason
+
+    @property
+    def rtt(self) -> float | None:
+        return self._core.rtt
+
+    @property
+    def bdp(self) -> int:
+        return self._core.bdp
+
+    @property
+    def connection_window(self) -> int:
+        """The connection's receive window size now."""
+        return self._core.flow.connection.size
+
+    def unsent_error(self) -> GoAwayError:
+        return self._core.unsent_error()
+
+    # --- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        h2c = self._h2
-        h2c.initiate_connection()
-        extra = self._conn_window.size - DEFAULT_CONNECTION_WINDOW
-        if extra > 0:
-            h2c.increment_flow_control_window(extra)
-        transport.write(h2c.data_to_send())
-        self._keepalive.start()
+        core = self._core
+        core.initiate()
+        transport.write(core.data_to_send())
+        core.keepalive.last_recv = self.loop.time()
+        self._arm_keepalive()
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        for item in core.receive_data(data, self.loop.time()):
+            if type(item) is H2Stream:  # news for a stream: wake its reader
+                waiter = item.waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            else:
+                assert isinstance(item, Event)
+                self._on_event(item)
+        if core.pending:  # a read of plain DATA queues nothing: skip the call
+            self._flush()
+        if core.goaway and not core.streams and not core.closed:
+            self.close()  # a graceful GOAWAY, and the last stream is done
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         cause = f": {exc!r}" if exc is not None else ""
-        self._shutdown(self._lost_error(f"connection closed by peer{cause}"))
+        self._shutdown(self._core.lost_error(f"connection closed by peer{cause}"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -133,98 +171,136 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
         self._write_paused = False
         self._wake_senders()
 
-    # --- liveness ---------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        owner = self._owner
+        if isinstance(event, StreamClosed):
+            _wake(event.stream)
+            owner.release(self)
+        elif isinstance(event, WindowOpened):
+            self._wake_senders()
+        elif isinstance(event, SettingsReceived):
+            self._wake_senders()  # the initial window may have changed
+            if not self.ready.done():
+                self.ready.set_result(None)
+            owner.capacity_changed(self)
+        elif isinstance(event, PingAcked):
+            self._arm_keepalive()
+        elif isinstance(event, GoAwayReceived):
+            owner.connection_unusable(self)
+            owner.log.info(
+                CONNECTION_GOAWAY,
+                endpoint=self.endpoint,
+                error=error_name(event.error_code),
+                last_stream_id=event.last_stream_id,
+                unprocessed=event.unprocessed,
+                draining=event.draining,
+            )
+        elif isinstance(event, Flooded):
+            owner.log.warning(
+                CONNECTION_FLOOD,
+                endpoint=self.endpoint,
+                frame=event.frame,
+                unsolicited=event.unsolicited,
+                streams=event.streams,
+            )
+        elif isinstance(event, ConnectionEnded):
+            self._flush()  # the GOAWAY naming why, if the core queued one
+            self._closed(event.error, event.failed)
+            if event.abort:
+                self._close_transport(abort=True)
+            else:
+                self._close_after_flush()
 
-    def _send_ping(self) -> bool:
-        if self.closed:
-            return False
-        try:
-            self._h2.ping(b"rs-alive")
-        except h2.exceptions.ProtocolError:
-            return False
-        self._flush()
-        return True
+    # --- liveness ---------------------------------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        """(Re)start the one keepalive timer at the time the core's keepalive names."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        keepalive = self._core.keepalive
+        if keepalive.enabled and not self._core.closed:
+            now = self.loop.time()
+            self._keepalive = self.loop.call_at(keepalive.next_check(now), self._on_keepalive)
+
+    def _on_keepalive(self) -> None:
+        self._keepalive = None
+        core = self._core
+        if core.closed:
+            return
+        now = self.loop.time()
+        keepalive = core.keepalive
+        if keepalive.expired(now):
+            self._ping_expired()
+            return
+        if keepalive.due(now):
+            if not core.send_keepalive_ping(now):
+                return  # h2 cannot send (closing): no more keepalive
+            self._flush()
+        self._keepalive = self.loop.call_at(keepalive.next_check(now), self._on_keepalive)
 
     def _ping_expired(self) -> None:
-        if self.closed:
-            return
-        self._pool.log.warning(
+        timeout = self._core.keepalive.timeout
+        self._owner.log.warning(
             CONNECTION_DEAD,
             endpoint=self.endpoint,
-            ping_timeout=self._settings.ping_timeout,
-            streams=len(self.streams),
+            ping_timeout=timeout,
+            streams=len(self._core.streams),
         )
-        self._shutdown(
+        self.abort(
             ConnectionLostError(
-                f"no PING ACK within {self._settings.ping_timeout:.3g}s: connection is dead",
+                f"no PING ACK within {timeout:.3g}s: connection is dead",
                 endpoint=self.endpoint,
             )
         )
-        self._close_transport(abort=True)
 
-    # --- streams ------------------------------------------------------------------
+    # --- streams ------------------------------------------------------------------------
 
-    def open_stream(
-        self, request: httpx.Request, has_body: bool, timeout: float | None
-    ) -> H2Stream:
+    def open_stream(self, headers: list[tuple[bytes, bytes]], has_body: bool) -> H2Stream:
         """Send the request headers. From here on the stream owns the pool slot."""
-        if self.goaway:
-            raise self.unsent_error()
-        if self.closed:
-            raise self.close_reason or self._lost_error("connection is closing")
-        h2c = self._h2
-        headers = request_headers(request)
-        stream_id = h2c.get_next_available_stream_id()
-        h2c.send_headers(stream_id, headers, end_stream=not has_body)  # may raise TooManyStreams
-        s = H2Stream(self, stream_id, self._settings.stream_window, timeout)
-        h2_stream = h2c.streams[stream_id]
-        if self._fast_path and hasattr(h2_stream, "_actual_content_length"):
-            s.h2_stream = h2_stream
-            s.h2_window = getattr(h2_stream, "_inbound_window_manager", None)
-        s.request_done = not has_body
-        self.streams[stream_id] = s
-        self._flood.stream_opened()
-        self.streams_opened += 1
-        self.start_window(s)
+        core = self._core
+        if core.goaway:
+            raise core.unsent_error()
+        if core.closed:
+            raise core.close_reason or core.lost_error("connection is closing")
+        s = core.open_stream(headers, end_stream=not has_body)  # may raise TooManyStreams
         self._flush()
         return s
 
-    async def send_body(self, s: H2Stream, body: bytes) -> None:
+    async def send_body(self, s: H2Stream, body: bytes, write_timeout: float | None) -> None:
         """Send the request body within the peer's flow-control windows, then END_STREAM.
 
-        A peer that grants no window for the stream's idle timeout fails it with
-        :class:`StallError`, like a peer that sends nothing.
+        A peer that grants no window for ``write_timeout`` seconds (httpx's ``write``
+        timeout; None: no bound) fails it with :class:`StallError`.
         """
-        h2c = self._h2
-        sid = s.stream_id
+        core = self._core
         pos = 0
         total = len(body)
         while pos < total:
-            if s.error is not None or s.ended or self.closed:
+            if s.error is not None or s.ended or core.closed:
                 return
-            n = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size, total - pos)
+            n = min(core.sendable(s), total - pos)
             if n <= 0 or self._write_paused:
-                await self._wait_senders(s.timeout)
+                await self._wait_senders(write_timeout)
                 continue
-            h2c.send_data(sid, body[pos : pos + n])
+            core.send_data(s, body[pos : pos + n])
             pos += n
             self._flush()
-        if s.error is None and not s.ended and not self.closed:
-            h2c.end_stream(sid)
-            s.request_done = True
+        if s.error is None and not s.ended and not core.closed:
+            core.end_request(s)
             self._flush()
 
-    async def _wait_senders(self, idle_timeout: float | None) -> None:
+    async def _wait_senders(self, write_timeout: float | None) -> None:
         waiter = self.loop.create_future()
         self._send_waiters.append(waiter)
         try:
-            async with asyncio.timeout(idle_timeout):
+            async with asyncio.timeout(write_timeout):
                 await waiter
         except TimeoutError:
             raise StallError(
-                f"server granted no flow-control window for {idle_timeout}s while we sent "
+                f"server granted no flow-control window for {write_timeout}s while we sent "
                 "the request body",
-                waited=idle_timeout or 0.0,
+                waited=write_timeout or 0.0,
                 endpoint=self.endpoint,
             ) from None
 
@@ -234,44 +310,67 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def close_stream(self, s: H2Stream) -> None:
-        """Consumer is done with the stream: RST_STREAM(CANCEL) if it is still open."""
-        s.cancel_timer()
-        if s.stream_id in self.streams:
-            self._reset(s.stream_id, _CANCEL)
+    def stream_data_consumed(self, s: H2Stream, n: int) -> None:
+        """The consumer took ``n`` flow-controlled bytes (all that waited)."""
+        core = self._core
+        core.stream_data_consumed(s, n, self.loop.time())
+        if core.pending:  # most reads grant no credit yet
             self._flush()
-            self._forget(s)
-        s.chunks.clear()
 
-    def _reset(self, stream_id: int, code: int) -> None:
-        if self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed in h2
-            self._h2.reset_stream(stream_id, error_code=code)
-
-    def _forget(self, s: H2Stream) -> None:
-        """The stream no longer occupies a slot on this connection."""
-        if self.streams.pop(s.stream_id, None) is not None:
-            self._pool.release(self)
-            if self.goaway and not self.streams and not self.closed:
+    def close_stream(self, s: H2Stream) -> None:
+        """The consumer is done with the stream: RST_STREAM(CANCEL) if it is still open."""
+        core = self._core
+        if core.reset_stream(s):
+            self._flush()
+            self._owner.release(self)
+            if core.goaway and not core.streams and not core.closed:
                 self.close()
 
-    # --- closing ------------------------------------------------------------------
+    # --- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Graceful close (idle expiry, transport shutdown): GOAWAY then FIN."""
-        if self._transport is not None and not self.closed:
-            try:
-                self._h2.close_connection()
-                self._flush()
-            except h2.exceptions.ProtocolError:
-                pass
-        self._shutdown(self._lost_error("connection closed by the client"))
+        """Graceful close (idle expiry, transport shutdown, drained): GOAWAY then FIN."""
+        if self._transport is not None and not self._core.closed:
+            self._core.close()
+            self._flush()
+        self._shutdown(self._core.lost_error("connection closed by the client"))
         self._close_transport()
 
-    def _abort(self, exc: BaseException) -> None:
+    def abort(self, exc: BaseException) -> None:
+        """Fail everything with ``exc`` and drop the socket (connect errors, dead peer)."""
         self._shutdown(exc)
         self._close_transport(abort=True)
+
+    def _shutdown(self, exc: BaseException) -> None:
+        """Fail every stream and stop all timers. Idempotent."""
+        failed = self._core.terminate(exc)
+        if failed is not None:
+            self._closed(exc, failed)
+
+    def _closed(self, exc: BaseException, failed: list[H2Stream]) -> None:
+        """The core is closed (``exc``): settle what the edge holds."""
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        owner = self._owner
+        if not isinstance(exc, NotHttp2Error):
+            log = owner.log.info if failed else owner.log.debug
+            log(
+                CONNECTION_CLOSED,
+                endpoint=self.endpoint,
+                reason=str(exc),
+                streams_failed=len(failed),
+            )
+        for s in failed:
+            _wake(s)
+            owner.release(self)
+        self._wake_senders()
+        owner.connection_closed(self)
 
     def _close_transport(self, abort: bool = False) -> None:
         transport = self._transport
@@ -289,60 +388,16 @@ class H2ClientConnection(FrameReceiver, FlowControl, asyncio.Protocol):
             transport.close()
             self.loop.call_later(grace, transport.abort)
 
-    def _lost_error(self, what: str) -> BaseException:
-        if self.goaway:
-            return GoAwayError(
-                f"{what} after GOAWAY({error_name(self._goaway_code)}, "
-                f"last_stream_id={self._goaway_last_id}) before the stream finished",
-                last_stream_id=self._goaway_last_id,
-                error_code=self._goaway_code,
-                processed=True,
-                endpoint=self.endpoint,
-            )
-        return ConnectionLostError(what, endpoint=self.endpoint)
-
-    def unsent_error(self) -> GoAwayError:
-        """The error of a stream that never went out because of this connection's GOAWAY."""
-        return GoAwayError(
-            f"GOAWAY({error_name(self._goaway_code)}, last_stream_id={self._goaway_last_id}) "
-            "arrived before the stream was sent: it was not processed",
-            last_stream_id=self._goaway_last_id,
-            error_code=self._goaway_code,
-            processed=False,
-            endpoint=self.endpoint,
-        )
-
-    def _shutdown(self, exc: BaseException) -> None:
-        """Fail every stream and stop all timers. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = exc
-        if not self.ready.done():
-            self.ready.set_exception(exc)
-        self._keepalive.stop()
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
-        streams, self.streams = self.streams, {}
-        if self.ready.done() and not isinstance(exc, NotHttp2Error):  # it was open
-            log = self._pool.log.info if streams else self._pool.log.debug
-            log(
-                CONNECTION_CLOSED,
-                endpoint=self.endpoint,
-                reason=str(exc),
-                streams_failed=len(streams),
-            )
-        for s in streams.values():
-            s.fail(exc)
-            self._pool.release(self)
-        self._wake_senders()
-        self._pool.connection_closed(self)
-
     def _flush(self) -> None:
-        data = self._h2.data_to_send()
+        data = self._core.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+
+def _wake(s: H2Stream) -> None:
+    waiter = s.waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:

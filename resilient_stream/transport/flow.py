@@ -1,159 +1,125 @@
-"""Flow control: crediting windows and applying the adaptive sizing decisions.
+"""Flow control of one connection: its receive windows and what sizes them (sans-I/O).
 
-The decisions are sans-I/O (``resilient_stream.buffering``): ``BdpEstimator``
-(PING probes on DATA, gRPC style), ``WindowSizing`` (connection and stream window
-targets) and ``ConsumerBudget`` (how much may wait unread per stream). This mixin
-is the I/O edge that applies them: it sends the probe PINGs and the
-WINDOW_UPDATEs. Per read it costs a counter update and a clock read; a sizing
-decision runs at most once per ``EVAL_INTERVAL`` per stream.
+The sizing decisions live in ``resilient_stream.buffering``: ``BdpEstimator``
+(PING probes on DATA, gRPC style), ``WindowSizing`` (connection and stream
+window targets) and ``ConsumerBudget`` (how much may wait unread per stream).
+:class:`FlowControl` keeps the windows and applies those decisions; every
+method returns the credit to grant now (0: none), which the core sends as a
+WINDOW_UPDATE. The connection window is credited as bytes arrive (the core
+calls ``connection.consumed`` per read, and ``bdp.on_data`` for the probes); a
+stream's window as its consumer reads. Per read that is a counter update; a
+sizing decision runs at most once per ``EVAL_INTERVAL`` per stream.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING
-
-import h2.exceptions
-
+from ..buffering.bdp import BdpEstimator
 from ..buffering.consumer import ConsumerBudget
 from ..buffering.sizing import EVAL_INTERVAL
-from .receive import BDP_PING
+from ..h2wire import DEFAULT_WINDOW
+from .h2setup import ConnectionSettings
+from .keepalive import Keepalive
 from .stream import H2Stream
-
-if TYPE_CHECKING:
-    from ..buffering.bdp import BdpEstimator
-    from ..buffering.sizing import WindowSizing
-    from .h2setup import DrainingH2Connection
-    from .keepalive import PingKeepalive
-    from .windows import ReceiveWindow
+from .windows import ReceiveWindow
 
 
 class FlowControl:
-    """Mixin of :class:`~.connection.H2ClientConnection`: receive windows."""
+    """The connection's receive window, the streams' windows, and the BDP estimate."""
 
-    if TYPE_CHECKING:
-        loop: asyncio.AbstractEventLoop
-        streams: dict[int, H2Stream]
-        closed: bool
-        _h2: DrainingH2Connection
-        _keepalive: PingKeepalive
-        _conn_window: ReceiveWindow
-        _bdp: BdpEstimator | None
-        _sizing: WindowSizing | None
-        _budget: ConsumerBudget | None
+    __slots__ = ("_keepalive", "bdp", "budget", "connection", "sizing")
 
-        def _flush(self) -> None: ...
-
-    def stream_data_consumed(self, s: H2Stream, n: int) -> None:
-        """The consumer took ``n`` flow-controlled bytes (all that waited): reopen its window?"""
-        if s.stream_id not in self.streams:
-            return  # stream over: nothing more will come on it
-        if self._sizing is not None:
-            self._consumer_read(s, n)
-        increment = s.window.consumed(n)
-        if increment:
-            try:
-                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
-
-    def _consumer_read(self, s: H2Stream, n: int) -> None:
-        now = self.loop.time()
-        if s.eval_at == 0.0:  # first read: time to first token is not a pace
-            s.eval_at = now
-            return
-        s.read_bytes += n
-        elapsed = now - s.eval_at
-        if elapsed >= EVAL_INTERVAL:
-            self._adapt_stream(s, now, elapsed)
-        budget = self._budget
-        if budget is not None and n > budget.floor:
-            cut = budget.lagging(n, s.rate, self.rtt or 0.0, s.window.size)
-            if cut:
-                s.window.resize(cut)  # a shrink: later credit is withheld
-
-    def _adapt_stream(self, s: H2Stream, now: float, elapsed: float) -> None:
-        sizing = self._sizing
-        assert sizing is not None
-        bdp = self._bdp
-        read = s.read_bytes
-        s.rate = ConsumerBudget.smooth_rate(s.rate, read, elapsed)
-        target = sizing.stream_target(
-            s.window.size, read, elapsed, self.rtt or 0.0, bdp.bdp if bdp is not None else 0
+    def __init__(self, settings: ConnectionSettings, keepalive: Keepalive) -> None:
+        #: The connection window: credited on receipt, so one slow consumer never
+        #: starves the other streams (windows.py).
+        self.connection = ReceiveWindow(max(settings.connection_window, DEFAULT_WINDOW))
+        self.sizing = settings.sizing  # adaptive windows (None: fixed)
+        self.budget = settings.budget
+        self.bdp: BdpEstimator | None = (
+            BdpEstimator(limit=settings.sizing.cap)
+            if settings.sizing is not None and settings.bdp_probe
+            else None
         )
-        s.read_bytes = 0
-        s.eval_at = now
-        if target != s.window.size:
-            self.set_stream_window(s, target)
-
-    def start_window(self, s: H2Stream) -> None:
-        """A new stream starts from the connection's estimate (not the SETTINGS default)."""
-        sizing = self._sizing
-        if sizing is None:
-            return
-        bdp = self._bdp
-        start = sizing.stream_start(bdp.bdp if bdp is not None else 0)
-        if start != s.window.size:
-            self.set_stream_window(s, start)
-
-    def set_stream_window(self, s: H2Stream, size: int) -> None:
-        """Resize one stream's receive window.
-
-        Growing sends the difference at once; shrinking withholds later credit
-        (HTTP/2 cannot take credit back).
-        """
-        increment = s.window.resize(size)
-        if increment and s.stream_id in self.streams:
-            try:
-                self._h2.increment_flow_control_window(increment, stream_id=s.stream_id)
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
-
-    def set_connection_window(self, size: int) -> None:
-        """Resize the connection's receive window."""
-        increment = self._conn_window.resize(size)
-        if increment and not self.closed:
-            self._h2.increment_flow_control_window(increment)
-            self._flush()
+        self._keepalive = keepalive  # its PINGs measure the RTT until the probes do
 
     @property
     def rtt(self) -> float | None:
         """Round-trip time: smoothed BDP probes, else the last keepalive PING, else None."""
-        bdp = self._bdp
+        bdp = self.bdp
         if bdp is not None and bdp.rtt > 0.0:
             return bdp.rtt
         return self._keepalive.rtt
 
-    @property
-    def connection_window(self) -> int:
-        """The connection's receive window size now."""
-        return self._conn_window.size
+    # --- the connection window ------------------------------------------------------
 
-    @property
-    def bdp(self) -> int:
-        """The connection's bandwidth-delay product estimate (0: not measured)."""
-        return self._bdp.bdp if self._bdp is not None else 0
+    def probe_lost(self) -> None:
+        """The probe PING could not be sent."""
+        if self.bdp is not None:
+            self.bdp.cancel()
 
-    def _send_bdp_probe(self) -> None:
-        bdp = self._bdp
-        assert bdp is not None
-        if self.closed:
-            bdp.cancel()
-            return
-        try:
-            self._h2.ping(BDP_PING)
-        except h2.exceptions.ProtocolError:
-            bdp.cancel()
-
-    def _bdp_acked(self) -> None:
-        bdp = self._bdp
+    def probe_acked(self, now: float) -> int:
+        """The probe's ACK arrived: connection credit to grant if the BDP estimate grew."""
+        bdp = self.bdp
         if bdp is None:
-            return
-        grown = bdp.on_ack(self.loop.time())
-        sizing = self._sizing
+            return 0
+        grown = bdp.on_ack(now)
+        sizing = self.sizing
         if grown and sizing is not None:
             target = sizing.connection_target(grown)
-            if target > self._conn_window.size:
-                self.set_connection_window(target)
+            if target > self.connection.size:
+                return self.connection.resize(target)
+        return 0
+
+    def resize_connection(self, size: int) -> int:
+        return self.connection.resize(size)
+
+    # --- stream windows -------------------------------------------------------------------
+
+    def stream_opened(self, s: H2Stream) -> int:
+        """A new stream starts from the connection's estimate (not the SETTINGS default)."""
+        sizing = self.sizing
+        if sizing is None:
+            return 0
+        bdp = self.bdp
+        start = sizing.stream_start(bdp.bdp if bdp is not None else 0)
+        return s.window.resize(start) if start != s.window.size else 0
+
+    def stream_read(self, s: H2Stream, n: int, now: float) -> int:
+        """The consumer took ``n`` flow-controlled bytes (all that waited): stream credit."""
+        if self.sizing is not None:
+            grown = self._consumer_read(s, n, now, self.rtt or 0.0)
+            return grown + s.window.consumed(n)
+        return s.window.consumed(n)
+
+    def resize_stream(self, s: H2Stream, size: int) -> int:
+        """Growing grants the difference at once; shrinking withholds later credit
+        (HTTP/2 cannot take credit back)."""
+        return s.window.resize(size)
+
+    def _consumer_read(self, s: H2Stream, n: int, now: float, rtt: float) -> int:
+        if s.eval_at == 0.0:  # first read: time to first token is not a pace
+            s.eval_at = now
+            return 0
+        s.read_bytes += n
+        elapsed = now - s.eval_at
+        grown = 0
+        if elapsed >= EVAL_INTERVAL:
+            grown = self._adapt_stream(s, now, elapsed, rtt)
+        budget = self.budget
+        if budget is not None and n > budget.floor:
+            cut = budget.lagging(n, s.rate, rtt, s.window.size)
+            if cut:
+                s.window.resize(cut)  # a shrink: later credit is withheld
+        return grown
+
+    def _adapt_stream(self, s: H2Stream, now: float, elapsed: float, rtt: float) -> int:
+        sizing = self.sizing
+        assert sizing is not None
+        bdp = self.bdp
+        read = s.read_bytes
+        s.rate = ConsumerBudget.smooth_rate(s.rate, read, elapsed)
+        target = sizing.stream_target(
+            s.window.size, read, elapsed, rtt, bdp.bdp if bdp is not None else 0
+        )
+        s.read_bytes = 0
+        s.eval_at = now
+        return s.window.resize(target) if target != s.window.size else 0

@@ -1,19 +1,21 @@
-"""h2 setup for one client connection, and request headers.
+"""h2 for one client connection: its settings, its local SETTINGS, and how it starts.
 
-Also :class:`DrainingH2Connection`, the ``h2`` connection that keeps the streams
-of a graceful GOAWAY alive (python-hyper/h2#1181).
+:class:`ConnectionSettings` are the knobs (resolved once per transport);
+:func:`new_h2_connection` builds the ``h2`` state machine, a
+:class:`DrainingH2Connection` that keeps the streams of a graceful GOAWAY alive
+(python-hyper/h2#1181); :func:`server_preface_verdict` tells an HTTP/2 server
+from an HTTP/1 one by its first bytes. Also the transport's log event names.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
-import h2.errors
 import h2.settings
-import httpx
+
+from ..h2wire import FLAG_ACK, INITIAL_MAX_FRAME_SIZE, SETTINGS
 
 if TYPE_CHECKING:
     from ..buffering.consumer import ConsumerBudget
@@ -31,22 +33,9 @@ STREAM_TRANSPARENT_RETRY = "stream.transparent_retry"
 _CLOSED_STATE = h2.connection.ConnectionState.CLOSED
 _OPEN_STATE = h2.connection.ConnectionState.CLIENT_OPEN
 
-# RFC 9113 section 8.2.1: no CR/LF/NUL in values; names are lowercase tokens.
-_BAD_VALUE_BYTES = re.compile(rb"[\r\n\x00]")
-_BAD_HEADER_BYTES = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-
-# Connection-specific headers are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
-_HOP_BY_HOP = frozenset(
-    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-
 
 class NotHttp2Error(Exception):
     """The server answered the h2c preface in HTTP/1.x: use HTTP/1.1 for this origin."""
-
-
-#: SETTINGS_MAX_FRAME_SIZE before any SETTINGS were exchanged (RFC 9113 section 6.5.2).
-_INITIAL_MAX_FRAME = 16_384
 
 
 def server_preface_verdict(head: bytes) -> bool | None:
@@ -62,13 +51,13 @@ def server_preface_verdict(head: bytes) -> bool | None:
     n = len(head)
     if n >= 3:
         length = int.from_bytes(head[:3], "big")
-        if length > _INITIAL_MAX_FRAME or length % 6:
+        if length > INITIAL_MAX_FRAME_SIZE or length % 6:
             return False
     elif n and head[0]:
         return False
-    if n >= 4 and head[3] != 0x4:
+    if n >= 4 and head[3] != SETTINGS:
         return False
-    if n >= 5 and head[4] & 0x1:
+    if n >= 5 and head[4] & FLAG_ACK:
         return False
     if n < 9:
         return None
@@ -129,7 +118,7 @@ class ConnectionSettings:
 def new_h2_connection(settings: ConnectionSettings) -> DrainingH2Connection:
     """A client-side h2 connection with our local SETTINGS.
 
-    Outbound headers come from :func:`request_headers` (already checked), so h2's
+    Outbound headers come from :func:`.headers.request_headers` (already checked), so h2's
     generic outbound validation (~10 us per request) is off; inbound (server)
     headers stay fully validated.
     """
@@ -147,31 +136,3 @@ def new_h2_connection(settings: ConnectionSettings) -> DrainingH2Connection:
         },
     )
     return conn
-
-
-def request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
-    """HTTP/2 header list for an httpx request (pseudo-headers first, lowercase names)."""
-    url = request.url
-    headers = [
-        (b":method", request.method.encode("ascii")),
-        (b":authority", url.netloc),
-        (b":scheme", url.raw_scheme),
-        (b":path", url.raw_path),
-    ]
-    for name, value in request.headers.raw:
-        lname = name.lower()
-        if lname not in _HOP_BY_HOP:
-            if _BAD_HEADER_BYTES.search(lname) or _BAD_VALUE_BYTES.search(value):
-                raise httpx.LocalProtocolError(
-                    f"invalid header {name!r}: HTTP/2 header names must be tokens and "
-                    "values must not contain CR, LF or NUL"
-                )
-            headers.append((lname, value))
-    return headers
-
-
-def error_name(code: int) -> str:
-    try:
-        return h2.errors.ErrorCodes(code).name
-    except ValueError:
-        return f"error code {code}"

@@ -7,14 +7,16 @@ Use it with any httpx client::
             async for data in response.aiter_raw():
                 ...
 
-Timeouts come from the request like with stock httpx, with HTTP/2-correct meaning:
-``read`` is the *per-stream* gap allowed between two DATA frames of this stream
-(and before its headers), independent of other streams' traffic, raising
-:class:`~resilient_stream.errors.StallError`; ``connect`` bounds TCP + TLS + the
-HTTP/2 handshake; ``pool`` bounds the wait for a stream slot. A ``None`` timeout
-falls back to the config (``first_token_timeout`` for headers and the first DATA
-frame, ``idle_timeout`` between chunks, ``connect_timeout``, ``pool_timeout``):
-nothing waits forever.
+Timeouts come from the request like with stock httpx, with HTTP/2-correct meaning
+(timeouts.py): ``read`` is the *per-stream* wait for this stream's headers and
+first DATA frame, then the gap allowed between two of its DATA frames, independent
+of other streams' traffic, raising :class:`~resilient_stream.errors.StallError`;
+``read=None`` is no read timeout, as in httpx. ``write`` bounds the wait for send
+window while the request body goes out; ``connect`` bounds TCP + TLS + the HTTP/2
+handshake; ``pool`` the wait for a stream slot (``None``: the config's
+``connect_timeout`` and ``pool_timeout``). The request extension
+``"stream_timeouts"`` asks for the config's two-phase bound instead of ``read``
+(``first_token_timeout`` until the first DATA frame, then ``idle_timeout``).
 
 Streams refused by the server (REFUSED_STREAM) or above a GOAWAY's
 ``last_stream_id`` were never processed, so the first such failure of a request is
@@ -54,8 +56,10 @@ from ..retry import (
     note_transparent_retries,
 )
 from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
+from .headers import request_headers
 from .pool import OriginPool, UseHttp1
-from .stream import H2ResponseStream
+from .response import H2ResponseStream
+from .timeouts import request_timeouts
 
 #: Resends of one request that the server never processed (RST_STREAM(REFUSED_STREAM), a
 #: stream above a GOAWAY's last_stream_id): the first at once and for free (gRPC's
@@ -168,22 +172,14 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
     # --- HTTP/2 ---------------------------------------------------------------------------
 
     async def _send_http2(self, pool: OriginPool, request: httpx.Request) -> httpx.Response:
-        cfg = self.config
-        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
-        read = timeouts.get("read")
-        connect = timeouts.get("connect")
-        pool_timeout = timeouts.get("pool")
-        header_timeout = read if read is not None else cfg.first_token_timeout
-        idle_timeout = read if read is not None else cfg.idle_timeout
+        bounds = request_timeouts(request.extensions, self.config)
+        headers = request_headers(request)  # checked before the request takes a slot
         body = await request.aread()
         last_error: BaseException | None = None
         refused = 0  # failures of this request that the server never processed, in a row
         for _ in range(_MAX_PICKS):
             try:
-                conn = await pool.acquire(
-                    pool_timeout if pool_timeout is not None else cfg.pool_timeout,
-                    connect if connect is not None else cfg.connect_timeout,
-                )
+                conn = await pool.acquire(bounds.pool, bounds.connect)
             except errors.GoAwayError as exc:  # drained while we waited for its handshake
                 if not never_processed(exc):
                     raise
@@ -191,7 +187,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 last_error = exc
                 continue
             try:
-                s = conn.open_stream(request, bool(body), header_timeout)
+                s = conn.open_stream(headers, bool(body))
             except h2.exceptions.TooManyStreamsError:
                 pool.release(conn)  # server lowered its limit under us: pick again
                 continue
@@ -204,26 +200,28 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 pool.release(conn)
                 raise
+            # Until the first DATA frame the first bound applies (a server may send its
+            # headers before the model has loaded), then the idle bound.
+            response = H2ResponseStream(
+                conn, s, first=bounds.first, idle=bounds.idle, coalesce=self.config.coalesce_reads
+            )
             try:
                 if body:
-                    await conn.send_body(s, body)
+                    await conn.send_body(s, body, bounds.write)
                 while not s.status and s.error is None:
-                    await s.wait()
+                    await response.wait()
             except BaseException:
-                conn.close_stream(s)
+                response.close()
                 raise
             if s.status:
-                # Until the first DATA frame, the first-token bound still applies (a
-                # server may send headers before the model has loaded).
-                s.body_timeout = idle_timeout
                 return httpx.Response(
                     status_code=s.status,
                     headers=s.headers,
-                    stream=H2ResponseStream(s, self.config.coalesce_reads),
+                    stream=response,
                     extensions={"http_version": b"HTTP/2", "stream_id": s.stream_id},
                 )
             error = s.error
-            conn.close_stream(s)
+            response.close()
             assert error is not None
             if not never_processed(error):
                 raise error
@@ -302,17 +300,13 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                     keepalive_expiry=cfg.keepalive_expiry,
                 ),
             )
-        timeouts = dict(request.extensions.get("timeout") or {})
-        cfg = self.config
-        for key, default in (
-            ("connect", cfg.connect_timeout),
-            ("read", cfg.idle_timeout),
-            ("pool", cfg.pool_timeout),
-            ("write", cfg.idle_timeout),
-        ):
-            if timeouts.get(key) is None:
-                timeouts[key] = default
-        request.extensions["timeout"] = timeouts
+        bounds = request_timeouts(request.extensions, self.config)
+        request.extensions["timeout"] = {
+            "connect": bounds.connect,
+            "read": bounds.read,  # one bound for every read: None stays None, as in httpx
+            "write": bounds.write,
+            "pool": bounds.pool,
+        }
         endpoint = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
         try:
             response = await self._http1.handle_async_request(request)

@@ -214,7 +214,6 @@ class OriginPool:
 
     def _open(self, loop: asyncio.AbstractEventLoop, connect_timeout: float) -> H2ClientConnection:
         conn = H2ClientConnection(self, self.settings, loop, self.endpoint)
-        conn.capacity = self._guess
         self.connections.append(conn)
         self.connections_opened += 1
         task = loop.create_task(self._connect(conn, connect_timeout))
@@ -238,8 +237,8 @@ class OriginPool:
                     ssl_object = transport.get_extra_info("ssl_object")
                     alpn = ssl_object.selected_alpn_protocol() if ssl_object else None
                     if alpn != "h2":
-                        transport.close()
-                        conn._shutdown(NotHttp2Error(f"{self.endpoint} chose ALPN {alpn!r}"))
+                        transport.close()  # a clean TLS close; abort() below skips it
+                        conn.abort(NotHttp2Error(f"{self.endpoint} chose ALPN {alpn!r}"))
                         return
                 await asyncio.shield(conn.ready)
             self.log.debug(
@@ -249,7 +248,7 @@ class OriginPool:
                 max_concurrent_streams=conn.capacity,
             )
         except TimeoutError:
-            conn._abort(
+            conn.abort(
                 ConnectTimeout(
                     f"connecting and the HTTP/2 handshake took over {connect_timeout:.3g}s",
                     endpoint=self.endpoint,
@@ -258,14 +257,14 @@ class OriginPool:
         except (OSError, ssl.SSLError) as exc:
             err = ConnectError(f"cannot connect: {exc}", endpoint=self.endpoint)
             err.__cause__ = exc
-            conn._abort(err)
+            conn.abort(err)
         except asyncio.CancelledError:
-            conn._abort(ConnectError("connect cancelled", endpoint=self.endpoint))
+            conn.abort(ConnectError("connect cancelled", endpoint=self.endpoint))
             raise
         except BaseException:
             # A failed handshake has already set conn.ready's exception.
             if not conn.closed:
-                conn._abort(ConnectError("HTTP/2 handshake failed", endpoint=self.endpoint))
+                conn.abort(ConnectError("HTTP/2 handshake failed", endpoint=self.endpoint))
 
     async def aclose(self) -> None:
         for conn in list(self.connections):

@@ -22,10 +22,7 @@ grow or shrink a window.
 
 from __future__ import annotations
 
-#: Largest legal flow-control window (RFC 9113 section 6.9.1).
-MAX_WINDOW = 2**31 - 1
-#: The window every HTTP/2 connection starts with before any WINDOW_UPDATE.
-DEFAULT_CONNECTION_WINDOW = 65_535
+from ..h2wire import MAX_WINDOW
 
 
 class ReceiveWindow:

@@ -1,0 +1,138 @@
+"""The response body httpx iterates: one stream's reader, with its own idle timer.
+
+The reader parks a plain Future on its stream (``H2Stream.waiter``) and the
+connection resolves it when the core reports news: no queue, no lock, no task.
+It takes everything buffered at once (or one DATA frame per read with
+``coalesce_reads=False``) and tells the connection what it consumed, which
+reopens the stream's window.
+
+The idle timer measures how long *this reader* has been waiting for its
+stream's next byte; traffic on other streams cannot reset it. It costs one
+timer per timeout period, not one per chunk: the timer re-arms itself lazily.
+Two bounds, both optional: ``first`` until the first DATA frame (headers
+included: a model may be loading), then ``idle`` between chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+
+from ..errors import StallError
+from .connection import H2ClientConnection
+from .stream import H2Stream
+
+
+class H2ResponseStream(httpx.AsyncByteStream):
+    """The response body. ``aclose()`` before the end sends RST_STREAM(CANCEL)."""
+
+    def __init__(
+        self,
+        conn: H2ClientConnection,
+        stream: H2Stream,
+        *,
+        first: float | None,
+        idle: float | None,
+        coalesce: bool = True,
+    ) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._timeout = first  # the bound of the current phase: first data, then idle
+        self._idle = idle
+        self._coalesce = coalesce
+        self._closed = False
+        self._idle_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def stream(self) -> H2Stream:
+        return self._stream
+
+    async def wait(self) -> None:
+        """Wait for any news (headers, data, end, error), bounded by the idle timer."""
+        loop = self._conn.loop
+        waiter = loop.create_future()
+        s = self._stream
+        s.waiter = waiter
+        timeout = self._timeout
+        if timeout is not None:
+            now = self._idle_since = loop.time()
+            deadline = now + timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:  # none yet, or set for a longer bound
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
+        try:
+            await waiter
+        finally:
+            s.waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        s = self._stream
+        waiter = s.waiter
+        timeout = self._timeout
+        if waiter is None or waiter.done() or timeout is None:
+            return  # not waiting now; the next wait() re-arms
+        loop = self._conn.loop
+        deadline = self._idle_since + timeout
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._on_timer)
+            return
+        what = "response headers" if not s.status else "data"
+        waiter.set_exception(
+            StallError(
+                f"no {what} on HTTP/2 stream {s.stream_id} for {timeout:.3g}s "
+                "(per-stream idle timeout; other streams do not reset it)",
+                waited=timeout,
+                endpoint=self._conn.endpoint,
+            )
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        s = self._stream
+        chunks = s.chunks
+        conn = self._conn
+        coalesce = self._coalesce
+        while True:
+            if chunks:
+                self._timeout = self._idle  # first data seen: the idle bound applies
+                n = s.unacked
+                if coalesce or len(chunks) == 1:
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    chunks.clear()
+                    if n:
+                        s.unacked = 0
+                        conn.stream_data_consumed(s, n)
+                    yield data
+                else:  # one DATA frame per read (coalesce_reads=False)
+                    data = chunks.pop(0)
+                    n = min(len(data), n) if chunks else n
+                    if n:
+                        s.unacked -= n
+                        conn.stream_data_consumed(s, n)
+                    yield data
+            elif s.error is not None:
+                raise s.error
+            elif s.ended:
+                return
+            else:
+                await self.wait()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.close()
+
+    def close(self) -> None:
+        """Done with the stream (also before its response existed): reset it if open."""
+        self._cancel_timer()
+        self._conn.close_stream(self._stream)

@@ -1,0 +1,96 @@
+"""Which bound applies to what, for one request: httpx's timeouts read the HTTP/2 way (sans-I/O).
+
+- ``connect``: TCP + TLS + the HTTP/2 handshake (``None``: the config's
+  ``connect_timeout``);
+- ``pool``: the wait for a stream slot when every connection is full (``None``:
+  the config's ``pool_timeout``);
+- ``read``: *this stream's* wait for its headers and first DATA frame, then each
+  gap between two of its DATA frames (``None``: no bound, as in httpx);
+- ``write``: the wait for send window while the request body goes out
+  (``None``: no bound, as in httpx).
+
+``read=None`` is no read timeout, as in httpx: a caller that detects stalls
+itself (``StreamClient`` does, per stream, with its watchdog) passes ``None``
+and is the only owner of that decision. A caller that wants this transport's
+own two-phase bound asks for it explicitly with the request extension
+:data:`STREAM_TIMEOUTS`, which then replaces ``read``:
+
+- ``"config"``: ``first_token_timeout`` until the first DATA frame (a model may
+  be loading), then ``idle_timeout`` between chunks;
+- ``{"first": seconds, "idle": seconds}``: those bounds (``None``: no bound; a key
+  left out: the config's value for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import StreamConfig
+from ..errors import ConfigError
+
+#: The request extension that asks for the transport's per-stream bounds (see above).
+STREAM_TIMEOUTS = "stream_timeouts"
+
+_KEYS = frozenset({"first", "idle"})
+
+
+class RequestTimeouts:
+    """The bounds of one request, in seconds (``None``: no bound)."""
+
+    __slots__ = ("connect", "first", "idle", "pool", "write")
+
+    def __init__(
+        self,
+        *,
+        connect: float,
+        pool: float,
+        first: float | None,
+        idle: float | None,
+        write: float | None,
+    ) -> None:
+        self.connect = connect
+        self.pool = pool
+        self.first = first  # headers and the first DATA frame
+        self.idle = idle  # each gap between two DATA frames after that
+        self.write = write
+
+    @property
+    def read(self) -> float | None:
+        """One read bound covering both phases (HTTP/1.1 has only one): the larger."""
+        if self.first is None or self.idle is None:
+            return None
+        return max(self.first, self.idle)
+
+
+def request_timeouts(extensions: Mapping[str, Any], config: StreamConfig) -> RequestTimeouts:
+    """The bounds of a request with these httpx ``extensions`` on a transport with ``config``."""
+    timeouts: Mapping[str, float | None] = extensions.get("timeout") or {}
+    connect = timeouts.get("connect")
+    pool = timeouts.get("pool")
+    read = timeouts.get("read")
+    first, idle = read, read
+    asked = extensions.get(STREAM_TIMEOUTS)
+    if asked == "config":
+        first, idle = config.first_token_timeout, config.idle_timeout
+    elif isinstance(asked, Mapping):
+        unknown = sorted(set(asked) - _KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} in the {STREAM_TIMEOUTS!r} request extension "
+                "(known: 'first', 'idle')"
+            )
+        first = asked.get("first", config.first_token_timeout)
+        idle = asked.get("idle", config.idle_timeout)
+    elif asked is not None:
+        raise ConfigError(
+            f"the {STREAM_TIMEOUTS!r} request extension is 'config' or a mapping with "
+            f"'first' and 'idle', got {asked!r}"
+        )
+    return RequestTimeouts(
+        connect=connect if connect is not None else config.connect_timeout,
+        pool=pool if pool is not None else config.pool_timeout,
+        first=first,
+        idle=idle,
+        write=timeouts.get("write"),
+    )
