@@ -218,7 +218,7 @@ async def run_h1(port: int, conns: int, requests_per_conn: int, num_predict: int
 
 
 def start_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "resilient_stream.refserver.cli", "serve", "--port", "0"]
+    cmd = [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0"]
     cmd += ["--stop-probability", "0", "--max-concurrent-streams", "1000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

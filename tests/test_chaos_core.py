@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from resilient_stream.chaos import h2frames as h2
 from resilient_stream.chaos.core import ConnectionCore
-from resilient_stream.chaos.faults import FaultRecord
+from resilient_stream.chaos.fault_log import FaultRecord
 from resilient_stream.chaos.ops import Close, Data, Eof, Inject, Later, Op, Reset, Sleep
 from resilient_stream.chaos.spec import to_spec
 

@@ -10,9 +10,9 @@ import pytest
 
 from resilient_stream.chaos import h2frames as h2
 from resilient_stream.chaos.core import ConnectionCore
-from resilient_stream.chaos.faults import FaultRecord
+from resilient_stream.chaos.fault_log import FaultRecord
 from resilient_stream.chaos.ops import Close, Data, Inject, Later, Op
-from resilient_stream.chaos.requests import RequestCounts, RequestTracker
+from resilient_stream.chaos.request_tracker import RequestCounts, RequestTracker
 from resilient_stream.chaos.spec import to_spec
 from resilient_stream.chaos.toxic import InvalidToxicError, validate_spec
 

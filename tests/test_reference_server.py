@@ -1075,7 +1075,7 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "resilient_stream.refserver.cli",
+            "resilient_stream.cli",
             "serve",
             "--port",
             "0",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_stream.chaos_suite.runner import run_scenario
-from resilient_stream.demo.cli import DEMO
+from resilient_stream.cli.demo import DEMO
 
 STREAMS = 200
 

@@ -8,7 +8,7 @@ Seeded and replayable; controlled from Python (:class:`ChaosProxy`), the
 from __future__ import annotations
 
 from .api import ApiServer, ProxyRegistry
-from .faults import FaultRecord
+from .fault_log import FaultRecord
 from .proxy import ChaosProxy, ProxyInfo, ToxicExistsError, ToxicNotFoundError
 from .spec import format_compact, parse_compact
 from .toxic import REGISTRY, ChaosError, InvalidToxicError, Toxic, ToxicSpec, register_toxic

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .faults import FaultRecord
+from .fault_log import FaultRecord
 from .h2frames import PREFACE
 from .ops import DIRECTIONS, Data, Direction, Eof, Op
-from .requests import RequestCounts, RequestTracker
+from .request_tracker import RequestCounts, RequestTracker
 from .toxic import (
     ConnectionInfo,
     Toxic,

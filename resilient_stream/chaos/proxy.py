@@ -20,8 +20,8 @@ import msgspec
 
 from .connection import BACKLOG_HIGH, ProxyConnection
 from .core import ConnectionCore
-from .faults import FaultLog, FaultRecord
-from .requests import RequestCounts
+from .fault_log import FaultLog, FaultRecord
+from .request_tracker import RequestCounts
 from .spec import to_spec
 from .toxic import ChaosError, InvalidToxicError, ToxicSpec, toxic_class
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
-from .faults import FaultRecord
+from .fault_log import FaultRecord
 from .ops import Data, Direction, Eof, Op
-from .requests import RequestTracker
+from .request_tracker import RequestTracker
 
 Protocol = Literal["h2", "other"]
 

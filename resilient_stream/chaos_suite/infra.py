@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..chaos import ChaosProxy, FaultRecord
-from ..chaos.requests import RequestCounts
+from ..chaos.request_tracker import RequestCounts
 from ..refserver import Fault, ReferenceServer, RequestInfo
 from .scenario import Scenario
 

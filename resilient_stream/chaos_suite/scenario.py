@@ -1,9 +1,16 @@
 """Chaos scenarios as data: a TOML file names the toxics, the server-side faults,
-the seed and the traffic; nothing about a scenario lives in code."""
+the seed and the traffic; nothing about a scenario lives in code.
+
+The suite's own scenarios ship with the package (``scenarios/*.toml``, package
+data, read through :mod:`importlib.resources`), so ``resilient-stream chaos``
+runs them from an installed wheel as from a checkout.
+"""
 
 from __future__ import annotations
 
 import tomllib
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,23 +73,30 @@ class Scenario(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     time_limit: float = 170.0
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    p = Path(path)
+def load_scenario(path: str | Path | Traversable) -> Scenario:
+    p = Path(path) if isinstance(path, str) else path
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read scenario {str(p)!r}: {exc}") from None
-    data.setdefault("name", p.stem)
+    data.setdefault("name", p.name.removesuffix(".toml"))
     try:
         return msgspec.convert(data, Scenario)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"scenario {str(p)!r}: {exc}") from None
 
 
-def scenario_files(directory: str | Path) -> list[Path]:
+def bundled_scenario_files() -> list[Traversable]:
+    """The suite's own scenarios, shipped with the package."""
+    folder = files("resilient_stream.chaos_suite") / "scenarios"
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
+
+
+def scenario_files(directory: str | Path | None = None) -> list[Traversable]:
+    """The ``*.toml`` files of ``directory``, or the bundled scenarios (None)."""
+    if directory is None:
+        return bundled_scenario_files()
     d = Path(directory)
     if not d.is_dir():
-        raise ConfigError(
-            f"scenario directory {str(d)!r} not found (run from the repository root, or pass --dir)"
-        )
-    return sorted(d.glob("*.toml"))
+        raise ConfigError(f"scenario directory {str(d)!r} not found")
+    return [f for f in sorted(d.glob("*.toml"))]

@@ -20,13 +20,13 @@ import json
 import sys
 from typing import IO, Any
 
-from .cli_progress import Progress, error_lines, events_to, isatty, one_line
-from .client import StreamClient
-from .config import StreamConfig
-from .errors import ConfigError, InvalidRequestError, StreamError
-from .ollama._request import parse_host
-from .result import StreamResult
-from .stream import ResilientStream
+from ..client import StreamClient
+from ..config import StreamConfig
+from ..errors import ConfigError, InvalidRequestError, StreamError
+from ..ollama._request import parse_host
+from ..result import StreamResult
+from ..stream import ResilientStream
+from .progress import Progress, error_lines, events_to, isatty, one_line
 
 EXIT_OK, EXIT_STREAM_ERROR, EXIT_USAGE = 0, 1, 2
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from typing import Any
 
 from resilient_stream.refserver.server import ReferenceServer
@@ -96,18 +95,3 @@ async def _serve(server: ReferenceServer) -> None:
         print(f"reference server listening on {server.url} (HTTP/1.1 + HTTP/2)", flush=True)
         await stop.wait()
     print("reference server stopped", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m resilient_stream.refserver.cli serve ...``), the same
-    ``serve`` subcommand without importing the other subcommands."""
-    parser = argparse.ArgumentParser(prog="resilient-stream")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

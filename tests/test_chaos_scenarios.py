@@ -1,20 +1,20 @@
-"""The chaos suite: every scenario in chaos/scenarios/, every stream checked against an
-unbroken baseline (byte-identical, full token count), and nothing leaked afterwards.
+"""The chaos suite: every scenario shipped in resilient_stream/chaos_suite/scenarios/,
+every stream checked against an unbroken baseline (byte-identical, full token count),
+and nothing leaked afterwards.
 
 Fast tier (default): each scenario at its own size, a few hundred streams in all.
-Soak tier: ``pytest -m soak chaos/`` or ``resilient-stream chaos --scenario soak``.
+Soak tier: ``pytest -m soak tests/test_chaos_scenarios.py`` or
+``resilient-stream chaos --scenario soak``.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from resilient_stream.chaos_suite.runner import run_scenario
 from resilient_stream.chaos_suite.scenario import load_scenario, scenario_files
 
-SCENARIOS = {p.stem: load_scenario(p) for p in scenario_files(Path(__file__).parent / "scenarios")}
+SCENARIOS = {f.name.removesuffix(".toml"): load_scenario(f) for f in scenario_files()}
 
 
 def _param(name: str) -> object:

@@ -20,10 +20,10 @@ import sys
 
 import msgspec
 
-from .api import ApiServer, ProxyRegistry
-from .proxy import ChaosProxy, split_hostport
-from .spec import to_spec
-from .toxic import REGISTRY, ChaosError, ToxicSpec, toxic_class
+from ..chaos.api import ApiServer, ProxyRegistry
+from ..chaos.proxy import ChaosProxy, split_hostport
+from ..chaos.spec import to_spec
+from ..chaos.toxic import REGISTRY, ChaosError, ToxicSpec, toxic_class
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

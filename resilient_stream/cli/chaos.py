@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
+from ..chaos_suite.report import Progress, Report
+from ..chaos_suite.runner import run_scenario
+from ..chaos_suite.scenario import Scenario, load_scenario, scenario_files
 from ..logging import configure_logging
-from .report import Progress, Report
-from .runner import run_scenario
-from .scenario import Scenario, load_scenario, scenario_files
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Run chaos scenarios (TOML files) and check every stream against an "
         "unbroken baseline. Exit code 0 when every scenario passed, 1 otherwise.",
     )
-    p.add_argument("--dir", default="chaos/scenarios", help="scenario directory (%(default)s)")
+    p.add_argument(
+        "--dir",
+        default=None,
+        help="scenario directory (default: the scenarios shipped with the package)",
+    )
     p.add_argument("--scenario", action="append", help="scenario name(s); default: all but soak")
     p.add_argument("--seed", type=int, help="override every scenario's seed")
     p.add_argument("--streams", type=int, help="override every scenario's stream count")
@@ -42,7 +45,7 @@ def show_progress(name: str) -> object:
 
 def main(args: argparse.Namespace) -> int:
     configure_logging("error")
-    files = scenario_files(Path(args.dir))
+    files = scenario_files(args.dir)
     scenarios: list[Scenario] = [load_scenario(f) for f in files]
     if args.scenario:
         known = {s.name for s in scenarios}

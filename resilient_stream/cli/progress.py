@@ -20,8 +20,8 @@ from typing import IO, Any, NoReturn, Protocol
 import httpx
 import structlog
 
-from .errors import HTTPStatusError, StreamError
-from .logging import GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT, redact_headers
+from ..errors import HTTPStatusError, StreamError
+from ..logging import GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT, redact_headers
 
 
 class Notes(Protocol):

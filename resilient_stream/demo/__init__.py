@@ -1,1 +1,0 @@
-"""The demo: the main job on the embedded default (see ``cli.py``)."""
