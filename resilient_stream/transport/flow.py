@@ -86,8 +86,7 @@ class FlowControl:
     def stream_read(self, s: H2Stream, n: int, now: float) -> int:
         """The consumer took ``n`` flow-controlled bytes (all that waited): stream credit."""
         if self.sizing is not None:
-            grown = self._consumer_read(s, n, now, self.rtt or 0.0)
-            return grown + s.window.consumed(n)
+            return self._consumer_read(s, n, now) + s.window.consumed(n)
         return s.window.consumed(n)
 
     def resize_stream(self, s: H2Stream, size: int) -> int:
@@ -95,7 +94,8 @@ class FlowControl:
         (HTTP/2 cannot take credit back)."""
         return s.window.resize(size)
 
-    def _consumer_read(self, s: H2Stream, n: int, now: float, rtt: float) -> int:
+    def _consumer_read(self, s: H2Stream, n: int, now: float) -> int:
+        """Adaptive sizing on the read path: returns the credit a grown window adds."""
         if s.eval_at == 0.0:  # first read: time to first token is not a pace
             s.eval_at = now
             return 0
@@ -103,10 +103,10 @@ class FlowControl:
         elapsed = now - s.eval_at
         grown = 0
         if elapsed >= EVAL_INTERVAL:
-            grown = self._adapt_stream(s, now, elapsed, rtt)
+            grown = self._adapt_stream(s, now, elapsed, self.rtt or 0.0)
         budget = self.budget
         if budget is not None and n > budget.floor:
-            cut = budget.lagging(n, s.rate, rtt, s.window.size)
+            cut = budget.lagging(n, s.rate, self.rtt or 0.0, s.window.size)
             if cut:
                 s.window.resize(cut)  # a shrink: later credit is withheld
         return grown
