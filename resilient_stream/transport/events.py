@@ -3,8 +3,8 @@
 ``receive_data`` returns a list in wire order. An :class:`~.stream.H2Stream`
 in it means "this stream has news" (headers, data, its end or its error are
 already in its state): the I/O edge wakes its reader. It is the stream's own
-record rather than an event object so that a read of DATA frames allocates
-nothing per frame. Everything else is one of the small events below.
+record rather than an event object so that the DATA fast path creates no
+object per frame for it. Everything else is one of the small events below.
 """
 
 from __future__ import annotations
