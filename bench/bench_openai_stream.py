@@ -58,12 +58,8 @@ def codec_bench(tokens: int = 20_000) -> dict[str, float]:
     import msgspec
 
     from resilient_stream.codec import ChunkDecoder, GenerateChunk, NdjsonFramer
-    from resilient_stream.codec.openai import (
-        ChatCompletionChunk,
-        CompletionChunk,
-        OpenAIDecoder,
-        OpenAIFramer,
-    )
+    from resilient_stream.formats.openai.framing import OpenAIDecoder, OpenAIFramer
+    from resilient_stream.formats.openai.types import ChatCompletionChunk, CompletionChunk
 
     words = [msgspec.json.encode(w) for w in (" the", " 世界", " 🚀", ".", " stream")]
     nd = [

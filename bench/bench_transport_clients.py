@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from resilient_stream.codec.chunks import GenerateChunk
+from resilient_stream.formats.ollama.types import GenerateChunk
 
 _decode = msgspec.json.Decoder(GenerateChunk).decode
 

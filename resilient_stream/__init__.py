@@ -11,9 +11,9 @@ async with StreamClient("http://127.0.0.1:11434") as client:
 
 from . import errors
 from .client import StreamClient
-from .codec.chunks import ChatChunk, GenerateChunk, Message
 from .config import StreamConfig
 from .errors import StreamError
+from .formats.ollama.types import ChatChunk, GenerateChunk, Message
 from .result import Seam, StreamResult
 from .stream import ResilientStream
 

@@ -14,21 +14,14 @@ import httpx
 from .codec.content_encoding import IDENTITY, Inflater, UnsupportedEncodingError, inflater_for
 from .context import StreamContext
 from .failures import status_error
-from .resume.planner import AttemptPlan
+from .formats import FRAMINGS
+from .formats.plan import AttemptPlan
 
 # identity: compression holds tokens back until a compressor block fills (a body that is
 # compressed anyway is decoded as it comes: codec/content_encoding.py)
 _HEADERS = {
-    "ndjson": {
-        "content-type": "application/json",
-        "accept": "application/x-ndjson",
-        "accept-encoding": IDENTITY,
-    },
-    "sse": {
-        "content-type": "application/json",
-        "accept": "text/event-stream",
-        "accept-encoding": IDENTITY,
-    },
+    name: {"content-type": "application/json", "accept": f.accept, "accept-encoding": IDENTITY}
+    for name, f in FRAMINGS.items()
 }
 
 

@@ -22,14 +22,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from . import attempt, failures
 from .codec.content_encoding import Inflater
-from .codec.framing import Decoder, Framer, framing
 from .context import StreamContext
 from .errors import StreamError
+from .formats import Decoder, Framer, framing
+from .formats.plan import AttemptPlan, Finished, NotResumable, Planner
 from .logging import ATTEMPT, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .policy import AttemptPolicy, GiveUp, Phase
 from .result import AttemptRecord
 from .resume.assembler import StreamAssembler
-from .resume.planner import AttemptPlan, Finished, NotResumable, Planner
 from .retry import is_retryable
 
 ChunkT = TypeVar("ChunkT")

@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from .codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
 from .config import StreamConfig
 from .context import StreamContext
 from .errors import ConfigError, InvalidRequestError
+from .formats.ollama.planner import ResumePlanner
+from .formats.ollama.types import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
+from .formats.plan import Planner
 from .logging import library_logger
 from .replicas import ReplicaSet
-from .resume.planner import Planner, ResumePlanner
 from .stream import ResilientStream
 from .transport import MultiplexedTransport
 
@@ -108,8 +109,8 @@ class StreamClient:
 
     def open_stream(self, planner: Planner, caller_type: type[ChunkT]) -> ResilientStream[ChunkT]:
         """A resilient stream for any wire format: ``planner`` builds each attempt's
-        request, ``caller_type`` is the chunk type the caller iterates (it needs a
-        registered ChunkAdapter; its framing needs a registered Framing)."""
+        request, ``caller_type`` is the chunk type the caller iterates (it needs an
+        entry in ``formats.CHUNK_ADAPTERS``; the plans' framing one in ``formats.FRAMINGS``)."""
         stream = ResilientStream(self._ctx, planner, caller_type, next(self._ids))
         self._ctx.streams.add(stream)
         return stream

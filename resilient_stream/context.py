@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 
-from .codec.framing import Decoder, framing
 from .config import StreamConfig
+from .formats import Decoder, framing
+from .formats.plan import AttemptPlan
 from .logging import EventLogger
 from .replicas import ReplicaSet
-from .resume.planner import AttemptPlan
 
 
 @dataclass(eq=False)

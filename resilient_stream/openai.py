@@ -24,7 +24,9 @@ from typing import Any
 import msgspec
 
 from .client import StreamClient
-from .codec.openai import (
+from .errors import InvalidRequestError
+from .formats.openai.planner import FLAVORS, Flavor, OpenAIPlanner
+from .formats.openai.types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
@@ -32,8 +34,6 @@ from .codec.openai import (
     CompletionRequest,
     Usage,
 )
-from .errors import InvalidRequestError
-from .resume.openai_planner import FLAVORS, Flavor, OpenAIPlanner
 from .stream import ResilientStream
 
 __all__ = [

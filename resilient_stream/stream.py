@@ -31,7 +31,6 @@ from . import failures
 from .attempts import Attempts
 from .buffering import IdleTimeoutPolicy
 from .codec.content_encoding import Inflater
-from .codec.framing import Decoder, Framer
 from .context import StreamContext
 from .errors import (
     MalformedChunkError,
@@ -40,9 +39,10 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
+from .formats import Decoder, Framer
+from .formats.plan import Planner
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
-from .resume.planner import Planner
 from .watchdog import StallWatchdog
 
 ChunkT = TypeVar("ChunkT")

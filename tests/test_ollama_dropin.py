@@ -21,8 +21,8 @@ import pytest
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.chaos import ChaosProxy
-from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message, ToolCall
-from resilient_stream.codec.chunks import ToolCallFunction as WireFunction
+from resilient_stream.formats.ollama.types import ChatChunk, GenerateChunk, Message, ToolCall
+from resilient_stream.formats.ollama.types import ToolCallFunction as WireFunction
 from resilient_stream.ollama import AsyncClient, ResponseStream
 from resilient_stream.ollama._native import ChatResponse as NativeChat
 from resilient_stream.ollama._native import GenerateResponse as NativeGenerate

@@ -11,22 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient_stream.codec.framing import framing
-from resilient_stream.codec.openai import (
-    MAX_HELD,
+from resilient_stream.errors import MalformedChunkError, ServerReportedError, TruncatedStreamError
+from resilient_stream.formats import adapter_for, framing
+from resilient_stream.formats.openai.framing import MAX_HELD, OpenAIDecoder, OpenAIFramer
+from resilient_stream.formats.openai.planner import OpenAIPlanner
+from resilient_stream.formats.openai.types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
     CompletionChunk,
     CompletionRequest,
-    OpenAIDecoder,
-    OpenAIFramer,
 )
-from resilient_stream.codec.sse import EventTooLargeError
-from resilient_stream.errors import MalformedChunkError, ServerReportedError, TruncatedStreamError
-from resilient_stream.resume.adapters import adapter_for
-from resilient_stream.resume.openai_planner import OpenAIPlanner
-from resilient_stream.resume.planner import AttemptPlan, Finished, NotResumable, Progress
+from resilient_stream.formats.plan import AttemptPlan, Finished, NotResumable, Progress
+from resilient_stream.formats.sse import EventTooLargeError
 
 
 def event(obj: dict[str, Any]) -> bytes:

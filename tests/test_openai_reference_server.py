@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from resilient_stream.codec.sse import SseParser
+from resilient_stream.formats.sse import SseParser
 from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(30)

@@ -14,10 +14,10 @@ import pytest
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.errors import HTTPStatusError, InvalidRequestError
+from resilient_stream.formats import adapter_for
 from resilient_stream.openai import ChatCompletionChunk, openai_chat, openai_completion
 from resilient_stream.refserver import Fault, ReferenceServer
 from resilient_stream.refserver.faults import FaultSchedule, RequestInfo
-from resilient_stream.resume.adapters import adapter_for
 
 pytestmark = pytest.mark.timeout(60)
 

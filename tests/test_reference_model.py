@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message
+from resilient_stream.formats.ollama.types import ChatChunk, GenerateChunk, Message
 from resilient_stream.refserver import (
     Fault,
     FaultSchedule,

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from resilient_stream.codec.chunks import ChatChunk, ChatRequest, GenerateRequest, Message
-from resilient_stream.resume.planner import (
-    Finished,
-    NotResumable,
-    Progress,
-    ResumePlanner,
-    chat_to_generate,
-)
+from resilient_stream.formats.ollama.planner import ResumePlanner, chat_to_generate
+from resilient_stream.formats.ollama.types import ChatChunk, ChatRequest, GenerateRequest, Message
+from resilient_stream.formats.plan import Finished, NotResumable, Progress
 
 
 def body(plan: object) -> dict:  # type: ignore[type-arg]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient_stream.codec.chunks import ChatChunk, GenerateChunk, Message
+from resilient_stream.formats.ollama.types import ChatChunk, GenerateChunk, Message
+from resilient_stream.formats.plan import AttemptPlan
 from resilient_stream.resume.assembler import StreamAssembler
-from resilient_stream.resume.planner import AttemptPlan
 from resilient_stream.resume.seam import SeamStitcher
 
 PLAN = AttemptPlan("/api/generate", b"", GenerateChunk)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilient_stream.codec.sse import EventTooLargeError, SseEvent, SseFramer, SseParser
 from resilient_stream.errors import LineTooLongError
+from resilient_stream.formats.sse import EventTooLargeError, SseEvent, SseFramer, SseParser
 
 
 def parse_all(

@@ -1,6 +1,14 @@
-"""NDJSON framing and Ollama chunk types (sans-I/O)."""
+"""Body decoding before framing (``content_encoding.py``: gzip, deflate, br, zstd), and
+the public names of the NDJSON codec and Ollama's chunk types.
 
-from .chunks import (
+Those names live in :mod:`resilient_stream.formats` (``formats/ndjson.py``,
+``formats/ollama/``) and are handed on here, where they have always been imported
+from.
+"""
+
+from ..formats.ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonFramer
+from ..formats.ollama.framing import ChunkDecoder
+from ..formats.ollama.types import (
     ChatChunk,
     ChatRequest,
     Chunk,
@@ -11,7 +19,6 @@ from .chunks import (
     ToolCall,
     ToolCallFunction,
 )
-from .ndjson import DEFAULT_MAX_LINE_BYTES, ChunkDecoder, NdjsonFramer
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

@@ -1,94 +1,21 @@
-"""Lightweight stand-ins for ollama-python's response and error types.
+"""What stands in for ollama-python's types when the ``ollama`` package is not installed.
 
-Used when the ``ollama`` package is not installed. They read like
-ollama's pydantic models: attribute access, ``obj["key"]``, ``"key" in obj``
-(true when the field is set, i.e. not ``None``) and ``obj.get(key, default)``.
+The responses are the wire chunks themselves (one declaration of Ollama's
+schema: :mod:`resilient_stream.formats.ollama.types`). They read like ollama's
+pydantic models: attribute access, ``obj["key"]``, ``"key" in obj`` (true when
+the field is set, i.e. not ``None``) and ``obj.get(key, default)``. The errors
+are look-alikes of ollama's.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
 
-import msgspec
+from ..formats.ollama.types import ChatChunk as ChatResponse
+from ..formats.ollama.types import GenerateChunk as GenerateResponse
+from ..formats.ollama.types import Message
 
-
-class Subscriptable:
-    """``obj["key"]`` / ``in`` / ``get`` over a Struct's fields, like ollama's models."""
-
-    __slots__ = ()
-    __struct_fields__: tuple[str, ...]
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.__struct_fields__:
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self.__struct_fields__:
-            raise KeyError(key)
-        setattr(self, key, value)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.__struct_fields__ and getattr(self, key) is not None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.__struct_fields__ else default
-
-
-class ToolCallFunction(Subscriptable, msgspec.Struct, omit_defaults=True):
-    name: str
-    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class ToolCall(Subscriptable, msgspec.Struct, omit_defaults=True):
-    function: ToolCallFunction
-
-
-class Message(Subscriptable, msgspec.Struct, omit_defaults=True, kw_only=True):
-    role: str
-    content: str | None = None
-    thinking: str | None = None
-    images: list[str] | None = None
-    tool_name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-
-
-class TokenLogprob(Subscriptable, msgspec.Struct, omit_defaults=True):
-    token: str
-    logprob: float
-
-
-class Logprob(Subscriptable, msgspec.Struct, omit_defaults=True, kw_only=True):
-    token: str
-    logprob: float
-    top_logprobs: list[TokenLogprob] | None = None
-
-
-class _BaseResponse(Subscriptable, msgspec.Struct, omit_defaults=True, kw_only=True):
-    model: str | None = None
-    created_at: str | None = None
-    done: bool | None = None
-    done_reason: str | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
-
-
-class GenerateResponse(_BaseResponse, kw_only=True):
-    response: str | None = None
-    thinking: str | None = None
-    context: Sequence[int] | None = None
-    logprobs: list[Logprob] | None = None
-
-
-class ChatResponse(_BaseResponse, kw_only=True):
-    message: Message
-    logprobs: list[Logprob] | None = None
+__all__ = ["ChatResponse", "GenerateResponse", "Message", "RequestError", "ResponseError"]
 
 
 class RequestError(Exception):

@@ -4,12 +4,14 @@ With the ``ollama`` package installed, callers get ollama's own pydantic
 ``GenerateResponse`` / ``ChatResponse`` and ``ollama.ResponseError`` /
 ``ollama.RequestError``, so ``isinstance`` checks and ``except
 ollama.ResponseError`` in existing code keep working. Without it they get the
-look-alikes from :mod:`._native`. Either way, a field is "set" (``"key" in
-obj``) exactly when the Ollama server would have sent it.
+wire chunks themselves and look-alike errors (:mod:`._native`). Either way, a
+field is "set" (``"key" in obj``) exactly when the Ollama server would have
+sent it.
 
 Per-chunk cost: pydantic v2's validation runs in Rust and is several times
 faster than ``model_construct`` (1.4 us vs 6 us for a generate part, measured
-with pydantic 2.14), so every part goes through plain validation.
+with pydantic 2.14), so every part goes through plain validation. Without
+``ollama``, a part costs nothing: it is the chunk.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, NoReturn
 import httpx
 import msgspec
 
-from ..codec.chunks import ChatChunk, GenerateChunk, Logprob, ToolCall
 from ..errors import HTTPStatusError, InvalidRequestError, ServerReportedError, StreamError
+from ..formats.ollama.types import ChatChunk, GenerateChunk, Logprob, ToolCall
 from . import _native
 
 #: Set RESILIENT_OLLAMA_NATIVE_TYPES=1 to use the look-alikes even with ollama installed.
@@ -98,26 +100,21 @@ def _metrics(chunk: GenerateChunk | ChatChunk, fields: dict[str, Any]) -> None:
 
 
 class ResponseFactory:
-    """Builds response objects of one family (ollama's pydantic models or the look-alikes)."""
+    """Builds response objects of one family: ollama's pydantic models, or (``native``)
+    the wire chunks themselves."""
 
     def __init__(self, native: bool = not USING_OLLAMA_TYPES) -> None:
         self.native = native
-        if native:
-            self.generate_type: Any = _native.GenerateResponse
-            self.chat_type: Any = _native.ChatResponse
-        else:
+        if not native:
             assert _ollama is not None
-            self.generate_type = _ollama.GenerateResponse
-            self.chat_type = _ollama.ChatResponse
-
-    def _build(self, tp: Any, fields: dict[str, Any]) -> Any:
-        if self.native:
-            return msgspec.convert(fields, tp)
-        return tp.model_validate(fields)
+            self.generate_type: Any = _ollama.GenerateResponse
+            self.chat_type: Any = _ollama.ChatResponse
 
     # --- generate --------------------------------------------------------------------
 
     def generate(self, chunk: GenerateChunk) -> Any:
+        if self.native:
+            return chunk
         fields: dict[str, Any] = {
             "model": chunk.model,
             "created_at": chunk.created_at,
@@ -131,12 +128,16 @@ class ResponseFactory:
         if chunk.logprobs is not None:
             fields["logprobs"] = _dump_logprobs(chunk.logprobs or [])
         _metrics(chunk, fields)
-        return self._build(self.generate_type, fields)
+        return self.generate_type.model_validate(fields)
 
     def generate_final(
         self, last: GenerateChunk, text: str, thinking: str, logprobs: list[Logprob]
     ) -> Any:
         """The single response of ``stream=False``: the whole text plus the final metrics."""
+        if self.native:
+            return msgspec.structs.replace(
+                last, response=text, thinking=thinking or None, logprobs=logprobs or None
+            )
         fields: dict[str, Any] = {
             "model": last.model,
             "created_at": last.created_at,
@@ -150,7 +151,7 @@ class ResponseFactory:
         if logprobs:
             fields["logprobs"] = _dump_logprobs(logprobs)
         _metrics(last, fields)
-        return self._build(self.generate_type, fields)
+        return self.generate_type.model_validate(fields)
 
     # --- chat ------------------------------------------------------------------------
 
@@ -166,6 +167,13 @@ class ResponseFactory:
 
     def chat(self, chunk: ChatChunk) -> Any:
         m = chunk.message
+        if self.native:
+            if m.role:
+                return chunk
+            # a final chunk made here (the budget ran out at a seam): Ollama names the role
+            return msgspec.structs.replace(
+                chunk, message=msgspec.structs.replace(m, role="assistant")
+            )
         msg = self._message(m.role, m.content, m.thinking, m.tool_calls)
         fields: dict[str, Any] = {
             "model": chunk.model,
@@ -176,7 +184,7 @@ class ResponseFactory:
             fields["logprobs"] = _dump_logprobs(chunk.logprobs)
         _metrics(chunk, fields)
         fields["message"] = msg
-        return self._build(self.chat_type, fields)
+        return self.chat_type.model_validate(fields)
 
     def chat_final(
         self,
@@ -186,6 +194,15 @@ class ResponseFactory:
         tool_calls: list[ToolCall],
         logprobs: list[Logprob],
     ) -> Any:
+        if self.native:
+            message = msgspec.structs.replace(
+                last.message,
+                role=last.message.role or "assistant",
+                content=text,
+                thinking=thinking or None,
+                tool_calls=tool_calls or None,
+            )
+            return msgspec.structs.replace(last, message=message, logprobs=logprobs or None)
         msg = self._message(last.message.role, text, thinking or None, tool_calls or None)
         fields: dict[str, Any] = {
             "model": last.model,
@@ -196,7 +213,7 @@ class ResponseFactory:
         if logprobs:
             fields["logprobs"] = _dump_logprobs(logprobs)
         _metrics(last, fields)
-        return self._build(self.chat_type, fields)
+        return self.chat_type.model_validate(fields)
 
 
 def raise_mapped(exc: BaseException) -> NoReturn:

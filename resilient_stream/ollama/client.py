@@ -18,8 +18,8 @@ import httpx
 
 from .. import __version__
 from ..client import StreamClient
-from ..codec.chunks import ChatChunk, Logprob, ToolCall
 from ..config import ENV_PREFIX, StreamConfig, _read_toml
+from ..formats.ollama.types import ChatChunk, Logprob, ToolCall
 from ..result import StreamResult
 from ..stream import ResilientStream
 from . import _request

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from resilient_stream.codec.chunks import ChatRequest, GenerateRequest, Message
+from resilient_stream.formats.ollama.types import ChatRequest, GenerateRequest, Message
 from resilient_stream.refserver import model, openai_api
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
 from resilient_stream.refserver.injection import ON_THE_BODY

@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from resilient_stream.codec.chunks import Message
+from resilient_stream.formats.ollama.types import Message
 
 # --- vocabulary ------------------------------------------------------------
 

@@ -31,8 +31,12 @@ from typing import Any
 
 import msgspec
 
-from resilient_stream.codec.chunks import Message
-from resilient_stream.codec.openai import ChatCompletionRequest, ChatMessage, CompletionRequest
+from resilient_stream.formats.ollama.types import Message
+from resilient_stream.formats.openai.types import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+)
 from resilient_stream.refserver import model
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault
 from resilient_stream.refserver.replies import (

@@ -1,15 +1,8 @@
-"""Resume planning and seam stitching (sans-I/O)."""
+"""Joining the attempts of one logical stream into one seamless stream (sans-I/O),
+for any wire format: the assembler reads chunks through the format's chunk adapter
+and plans through its planner (both in :mod:`resilient_stream.formats`)."""
 
 from .assembler import StreamAssembler
-from .planner import AttemptPlan, Finished, NotResumable, Progress, ResumePlanner
 from .seam import SeamStitcher
 
-__all__ = [
-    "AttemptPlan",
-    "Finished",
-    "NotResumable",
-    "Progress",
-    "ResumePlanner",
-    "SeamStitcher",
-    "StreamAssembler",
-]
+__all__ = ["SeamStitcher", "StreamAssembler"]

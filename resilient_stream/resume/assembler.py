@@ -16,9 +16,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from ..formats import ChunkAdapter, adapter_for
+from ..formats.plan import AttemptPlan, Progress
 from ..result import Seam
-from .adapters import ChunkAdapter, adapter_for
-from .planner import AttemptPlan, Progress
 from .seam import SeamStitcher
 
 ChunkT = TypeVar("ChunkT")

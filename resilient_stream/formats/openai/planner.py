@@ -1,4 +1,4 @@
-"""Resume planning for OpenAI-compatible servers (sans-I/O), and their chunk adapters.
+"""Resume planning for OpenAI-compatible servers (sans-I/O).
 
 * ``/v1/chat/completions``: the messages plus a trailing assistant message
   holding the partial output ("prefill"); a caller's own trailing assistant
@@ -29,19 +29,15 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from ..codec.openai import (
-    ChatChoice,
+from ..plan import AttemptPlan, Finished, NotResumable, Progress
+from .types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
-    CompletionChoice,
     CompletionChunk,
     CompletionRequest,
-    Delta,
     encode_request,
 )
-from .adapters import register_adapter
-from .planner import AttemptPlan, Finished, NotResumable, Progress
 
 Flavor = Literal["generic", "vllm", "llamacpp", "ollama", "openai"]
 FLAVORS: frozenset[str] = frozenset(get_args(Flavor))
@@ -170,92 +166,3 @@ def _remaining(limit: int | None, tokens: int) -> int | None:
     if limit is None or limit < 0:
         return limit
     return max(0, limit - tokens)
-
-
-# --- chunk adapters (how the assembler reads and rewrites these chunks) ---------------
-
-
-class ChatCompletionAdapter:
-    def texts(self, chunk: ChatCompletionChunk) -> tuple[str, str | None]:
-        if not chunk.choices:
-            return "", None
-        d = chunk.choices[0].delta
-        return d.content or "", d.reasoning_content or d.reasoning
-
-    def is_done(self, chunk: ChatCompletionChunk) -> bool:
-        return chunk.done
-
-    def has_payload(self, chunk: ChatCompletionChunk) -> bool:
-        return bool(chunk.choices) and bool(chunk.choices[0].delta.tool_calls)
-
-    def with_texts(
-        self, chunk: ChatCompletionChunk, text: str, thinking: str
-    ) -> ChatCompletionChunk:
-        choice = chunk.choices[0]
-        d = choice.delta
-        if d.reasoning is not None and d.reasoning_content is None:
-            delta = msgspec.structs.replace(d, content=text or None, reasoning=thinking or None)
-        else:
-            delta = msgspec.structs.replace(
-                d, content=text or None, reasoning_content=thinking or None
-            )
-        new_choice = msgspec.structs.replace(choice, delta=delta)
-        return msgspec.structs.replace(chunk, choices=[new_choice, *chunk.choices[1:]])
-
-    def finalize(self, chunk: ChatCompletionChunk, tokens: int) -> ChatCompletionChunk:
-        out: ChatCompletionChunk = _with_usage(chunk, tokens)
-        return out
-
-    def final_chunk(self, done_reason: str) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            choices=[ChatChoice(delta=Delta(), finish_reason=done_reason)], done=True
-        )
-
-    def done_reason(self, final: ChatCompletionChunk) -> str | None:
-        return final.choices[0].finish_reason if final.choices else None
-
-    def prompt_tokens(self, final: ChatCompletionChunk) -> int | None:
-        return final.usage.prompt_tokens if final.usage is not None else None
-
-
-class CompletionAdapter:
-    def texts(self, chunk: CompletionChunk) -> tuple[str, str | None]:
-        return (chunk.choices[0].text, None) if chunk.choices else ("", None)
-
-    def is_done(self, chunk: CompletionChunk) -> bool:
-        return chunk.done
-
-    def has_payload(self, chunk: CompletionChunk) -> bool:
-        return False
-
-    def with_texts(self, chunk: CompletionChunk, text: str, thinking: str) -> CompletionChunk:
-        choice = msgspec.structs.replace(chunk.choices[0], text=text)
-        return msgspec.structs.replace(chunk, choices=[choice, *chunk.choices[1:]])
-
-    def finalize(self, chunk: CompletionChunk, tokens: int) -> CompletionChunk:
-        out: CompletionChunk = _with_usage(chunk, tokens)
-        return out
-
-    def final_chunk(self, done_reason: str) -> CompletionChunk:
-        return CompletionChunk(choices=[CompletionChoice(finish_reason=done_reason)], done=True)
-
-    def done_reason(self, final: CompletionChunk) -> str | None:
-        return final.choices[0].finish_reason if final.choices else None
-
-    def prompt_tokens(self, final: CompletionChunk) -> int | None:
-        return final.usage.prompt_tokens if final.usage is not None else None
-
-
-def _with_usage(chunk: Any, tokens: int) -> Any:
-    """The final chunk's usage, counting the completion tokens of every attempt."""
-    usage = chunk.usage
-    if usage is None:
-        return chunk
-    usage = msgspec.structs.replace(
-        usage, completion_tokens=tokens, total_tokens=usage.prompt_tokens + tokens
-    )
-    return msgspec.structs.replace(chunk, usage=usage)
-
-
-register_adapter(ChatCompletionChunk, ChatCompletionAdapter())
-register_adapter(CompletionChunk, CompletionAdapter())

@@ -12,8 +12,8 @@ raised instead of growing memory.
 
 :class:`SseFramer` turns a body into each event's ``data`` as one record
 (``b"[DONE]"`` included; a decoder gives it meaning); events without ``data``
-(keep-alives, bare ``retry:``) give no record. The ``"sse"`` framing registered
-for OpenAI streams is ``OpenAIFramer`` (codec/openai.py), which adds holding
+(keep-alives, bare ``retry:``) give no record. The ``"sse"`` framing of OpenAI
+streams is ``OpenAIFramer`` (``formats/openai/framing.py``), which adds holding
 text-less chunks on top of the same :meth:`SseParser.feed_data`.
 
 The common OpenAI-style event is one ``data: {json}`` line; it takes a fast
@@ -25,6 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LineTooLongError
+
+#: The media type of an SSE body (what a request for one accepts).
+MEDIA_TYPE = "text/event-stream"
 
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 

@@ -1,12 +1,17 @@
 """msgspec Structs for Ollama's ``/api/generate`` and ``/api/chat`` wire format.
 
 Field names are Ollama's, so code written against Ollama reads our chunks
-unchanged. Unknown fields are ignored (servers add fields over time). All
-Structs are ``gc=False``: they hold no reference cycles, and skipping the
-garbage collector's bookkeeping is measurable on a token stream.
+unchanged: as attributes, and like ollama-python's models as ``chunk["key"]``,
+``"key" in chunk`` (the field is set: not ``None``) and ``chunk.get(key)``.
+Unknown fields are ignored (servers add fields over time). All Structs are
+``gc=False``: they hold no reference cycles, and skipping the garbage
+collector's bookkeeping is measurable on a token stream.
 
-The same types encode requests and decode responses; ``omit_defaults``
-keeps what we send minimal.
+The one declaration of the schema: the client decodes into these, the
+ollama drop-in hands them out when the ``ollama`` package is not installed,
+and the reference server answers with them (through ``encoder.py``). The same
+types encode requests and decode responses; ``omit_defaults`` keeps what we
+send minimal.
 """
 
 from __future__ import annotations
@@ -16,19 +21,43 @@ from typing import Any
 import msgspec
 
 
-class ToolCallFunction(msgspec.Struct, omit_defaults=True, gc=False):
+class Subscriptable:
+    """``obj["key"]`` / ``in`` / ``get`` over a Struct's fields, like ollama-python's
+    models (``"key" in obj``: the field is set, i.e. not ``None``)."""
+
+    __slots__ = ()
+    __struct_fields__: tuple[str, ...]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.__struct_fields__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.__struct_fields__:
+            raise KeyError(key)
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.__struct_fields__ and getattr(self, key) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.__struct_fields__ else default
+
+
+class ToolCallFunction(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False):
     name: str
     arguments: dict[str, Any] = msgspec.field(default_factory=dict)
     index: int | None = None
 
 
-class ToolCall(msgspec.Struct, omit_defaults=True, gc=False):
+class ToolCall(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False):
     function: ToolCallFunction
     id: str | None = None
     type: str | None = None
 
 
-class Message(msgspec.Struct, omit_defaults=True, gc=False):
+class Message(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False):
     """A chat message, as sent in ``messages`` and received in chat chunks."""
 
     role: str = ""
@@ -40,20 +69,20 @@ class Message(msgspec.Struct, omit_defaults=True, gc=False):
     tool_name: str | None = None
 
 
-class TopLogprob(msgspec.Struct, omit_defaults=True, gc=False):
+class TopLogprob(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False):
     token: str
     logprob: float
     bytes: list[int] | None = None
 
 
-class Logprob(msgspec.Struct, omit_defaults=True, gc=False):
+class Logprob(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False):
     token: str
     logprob: float
     bytes: list[int] | None = None
     top_logprobs: list[TopLogprob] | None = None
 
 
-class _Metrics(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+class _Metrics(Subscriptable, msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     """Fields of the final (``done: true``) chunk, shared by generate and chat."""
 
     model: str = ""

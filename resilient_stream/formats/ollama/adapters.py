@@ -1,45 +1,14 @@
-"""How the assembler reads and rewrites one wire format's chunks.
+"""How the resume machinery reads and rewrites Ollama chunks (the chunk adapters).
 
-The resume machinery is the same for every API (Ollama NDJSON, OpenAI SSE):
-only these few questions differ: where is the text, is this the last chunk,
-how to trim text off a chunk after a seam, how to stamp the total token
-count on the final chunk, and what a locally made final chunk looks like.
-A wire format registers one :class:`ChunkAdapter` per chunk type.
+See :class:`~resilient_stream.formats.ChunkAdapter`; the table in
+``formats/__init__.py`` lists one per chunk type.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 import msgspec
 
-from ..codec.chunks import ChatChunk, GenerateChunk
-
-
-class ChunkAdapter(Protocol):
-    def texts(self, chunk: Any) -> tuple[str, str | None]:
-        """(text, thinking) carried by the chunk."""
-        ...
-
-    def is_done(self, chunk: Any) -> bool: ...
-
-    def has_payload(self, chunk: Any) -> bool:
-        """Carries something besides text (tool calls...): kept even when its text is cut."""
-        ...
-
-    def with_texts(self, chunk: Any, text: str, thinking: str) -> Any: ...
-
-    def finalize(self, chunk: Any, tokens: int) -> Any:
-        """The final chunk, with the token count of the whole logical stream."""
-        ...
-
-    def final_chunk(self, done_reason: str) -> Any:
-        """A final chunk made locally (the token budget ran out at an interruption)."""
-        ...
-
-    def done_reason(self, final: Any) -> str | None: ...
-
-    def prompt_tokens(self, final: Any) -> int | None: ...
+from .types import ChatChunk, GenerateChunk
 
 
 class GenerateAdapter:
@@ -94,21 +63,3 @@ class ChatAdapter:
 
     def prompt_tokens(self, final: ChatChunk) -> int | None:
         return final.prompt_eval_count
-
-
-_ADAPTERS: dict[type[Any], ChunkAdapter] = {
-    GenerateChunk: GenerateAdapter(),
-    ChatChunk: ChatAdapter(),
-}
-
-
-def register_adapter(chunk_type: type[Any], adapter: ChunkAdapter) -> None:
-    """Teach the resume machinery a new chunk type (a new wire format)."""
-    _ADAPTERS[chunk_type] = adapter
-
-
-def adapter_for(chunk_type: type[Any]) -> ChunkAdapter:
-    try:
-        return _ADAPTERS[chunk_type]
-    except KeyError:
-        raise TypeError(f"no ChunkAdapter registered for {chunk_type.__name__}") from None

@@ -19,72 +19,16 @@ keep_alive and every other option are carried over unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 
-from ..codec.chunks import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
+from ..plan import AttemptPlan, Finished, NotResumable, Progress
+from .types import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
 
 Endpoint = Literal["generate", "chat"]
 
 _encode = msgspec.json.Encoder().encode
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptPlan:
-    """One HTTP request to make: where, what, and how to read its chunks."""
-
-    path: str
-    body: bytes
-    #: The type the response's chunks decode to.
-    chunk_type: type[Any]
-    #: Maps each decoded chunk to the caller's chunk type (None: already is).
-    convert: Callable[[Any], Any] | None = None
-    #: How the body is framed: "ndjson" (Ollama) or "sse" (OpenAI-compatible).
-    framing: str = "ndjson"
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """No request needed: the budget of tokens is already used up."""
-
-    done_reason: str = "length"
-
-
-@dataclass(frozen=True, slots=True)
-class NotResumable:
-    """Output started and the request cannot be continued faithfully."""
-
-    reason: str
-
-
-@dataclass(slots=True)
-class Progress:
-    """What the caller has been given so far (after seam cuts)."""
-
-    text: str = ""
-    thinking: str = ""
-    tokens: int = 0
-
-    @property
-    def started(self) -> bool:
-        """Anything received yet? (If not, the next attempt is a plain retry.)"""
-        return self.tokens > 0 or bool(self.text or self.thinking)
-
-
-class Planner(Protocol):
-    """What a stream needs from a wire format's planner (one per logical stream)."""
-
-    #: The most tokens the caller asked for (``num_predict``, ``max_tokens``); None: no limit.
-    token_limit: int | None
-
-    def initial(self) -> AttemptPlan: ...
-
-    def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
-        """The request that continues after ``progress`` (or restarts if nothing came)."""
-        ...
 
 
 class ResumePlanner:
