@@ -6,9 +6,11 @@ Sans-I/O: :class:`Handler` turns (method, path, body) into a
 :class:`NdjsonLines` (``/api/*``) or by ``openai_api``'s SSE format (``/v1/*``).
 The protocol edges only move bytes and keep time.
 
-Token lines are spliced from precomputed bytes (the model name and timestamp
+What goes on the wire is Ollama's schema as the client declares it
+(``formats/ollama/types.py``), written by its encoder (``formats/ollama/encoder.py``).
+Token lines are spliced from the encoder's affixes (the model name and timestamp
 encoded once per stream), so a line costs a few concatenations, no dict and no
-encoder call. The final line and whole-body replies are msgspec Structs.
+encoder call.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 
 import msgspec
 
-from resilient_stream.formats.ollama.types import ChatRequest, GenerateRequest, Message
+from resilient_stream.formats import ndjson
+from resilient_stream.formats.ollama import encoder
+from resilient_stream.formats.ollama.encoder import error_body
+from resilient_stream.formats.ollama.types import (
+    ChatChunk,
+    ChatRequest,
+    GenerateChunk,
+    GenerateRequest,
+    Message,
+)
 from resilient_stream.refserver import model, openai_api
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
 from resilient_stream.refserver.injection import ON_THE_BODY
@@ -37,49 +48,10 @@ from resilient_stream.refserver.replies import (
 )
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
-NDJSON = b"application/x-ndjson"
+NDJSON = ndjson.MEDIA_TYPE.encode()
 
 
-# --- wire structs for whole objects (field order = Ollama's) -------------------
-
-
-class _OutMessage(msgspec.Struct, omit_defaults=True, kw_only=True):
-    role: str
-    content: str
-    thinking: str | None = None
-
-
-class _GenerateFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
-    model: str
-    created_at: str
-    response: str
-    thinking: str | None = None
-    done: bool  # required: omit_defaults would drop a default of True
-    done_reason: str
-    total_duration: int
-    load_duration: int
-    prompt_eval_count: int
-    prompt_eval_duration: int
-    eval_count: int
-    eval_duration: int
-
-
-class _ChatFinal(msgspec.Struct, omit_defaults=True, kw_only=True):
-    model: str
-    created_at: str
-    message: _OutMessage
-    done: bool  # required: omit_defaults would drop a default of True
-    done_reason: str
-    total_duration: int
-    load_duration: int
-    prompt_eval_count: int
-    prompt_eval_duration: int
-    eval_count: int
-    eval_duration: int
-
-
-class _Error(msgspec.Struct):
-    error: str
+# --- wire structs of /api/tags and /api/show ------------------------------------
 
 
 class _ModelDetails(msgspec.Struct):
@@ -125,10 +97,6 @@ _show_decoder = msgspec.json.Decoder(_ShowRequest)
 _gen_decoder = msgspec.json.Decoder(GenerateRequest)
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
-
-
-def error_body(message: str) -> bytes:
-    return _encode(_Error(message))
 
 
 def model_key(name: str) -> tuple[str, str, str, str]:
@@ -179,15 +147,12 @@ class NdjsonLines:
         self.chat = chat
         self.model_name = model_name
         self.created_at = now_iso()
-        head = b'{"model":' + _encode(model_name) + b',"created_at":"' + self.created_at.encode()
-        if chat:
-            self.content_prefix = head + b'","message":{"role":"assistant","content":'
-            self.think_prefix = head + b'","message":{"role":"assistant","content":"","thinking":'
-            self.suffix = b'},"done":false}\n'
-        else:
-            self.content_prefix = head + b'","response":'
-            self.think_prefix = head + b'","response":"","thinking":'
-            self.suffix = b',"done":false}\n'
+        self.content_prefix, self.suffix = encoder.text_affixes(
+            model_name, self.created_at, chat=chat
+        )
+        self.think_prefix, _ = encoder.text_affixes(
+            model_name, self.created_at, chat=chat, thinking=True
+        )
         self.opening = b""
 
     def final_line(self, lines: LineStream, text: str) -> bytes:
@@ -206,14 +171,12 @@ class NdjsonLines:
             "eval_duration": now - first,
         }
         if self.chat:
-            return (
-                _encode(_ChatFinal(message=_OutMessage(role="assistant", content=text), **common))
-                + b"\n"
-            )
-        return _encode(_GenerateFinal(response=text, **common)) + b"\n"
+            message = Message(role="assistant", content=text)
+            return encoder.encode_line(ChatChunk(message=message, **common))
+        return encoder.encode_line(GenerateChunk(response=text, **common))
 
     def error_line(self, message: str) -> bytes:
-        return error_body(message) + b"\n"
+        return encoder.error_line(message)
 
 
 # --- the handler ----------------------------------------------------------------
@@ -381,19 +344,19 @@ class Handler:
         think_text = thinking or None
         lines.tokens = gen.count
         self.stats.tokens_generated += gen.count
-        final = msgspec.json.decode(lines.final_line())
+        final: ChatChunk | GenerateChunk
         if chat:
-            final["message"] = _OutMessage(role="assistant", content=text, thinking=think_text)
+            final = msgspec.json.decode(lines.final_line(), type=ChatChunk)
+            message = Message(role="assistant", content=text, thinking=think_text)
+            final = msgspec.structs.replace(final, message=message)
         else:
-            final["response"] = text
-            if think_text is not None:
-                final["thinking"] = think_text
+            final = msgspec.json.decode(lines.final_line(), type=GenerateChunk)
+            final = msgspec.structs.replace(final, response=text, thinking=think_text)
         st = self.settings
         delay = st.first_token_delay
         if st.tokens_per_second > 0:
             delay += gen.count / st.tokens_per_second
-        out = _ChatFinal(**final) if chat else _GenerateFinal(**final)
-        return Reply(200, JSON, _encode(out), delay=delay)
+        return Reply(200, JSON, encoder.encode_chunk(final), delay=delay)
 
     def _openai(self, path: str, body: bytes, fault: Fault | None) -> Reply:
         return openai_api.handle(
@@ -436,11 +399,15 @@ class Handler:
 
     def _load_reply(self, model_name: str, chat: bool) -> Reply:
         """Ollama answers an empty prompt/messages by loading the model: one done line."""
-        head: dict[str, Any] = {"model": model_name, "created_at": now_iso()}
+        head: dict[str, Any] = {
+            "model": model_name,
+            "created_at": now_iso(),
+            "done": True,
+            "done_reason": "load",
+        }
+        loaded: ChatChunk | GenerateChunk
         if chat:
-            head["message"] = {"role": "assistant", "content": ""}
+            loaded = ChatChunk(message=Message(role="assistant"), **head)
         else:
-            head["response"] = ""
-        head["done"] = True
-        head["done_reason"] = "load"
-        return Reply(200, JSON, _encode(head))
+            loaded = GenerateChunk(**head)
+        return Reply(200, JSON, encoder.encode_chunk(loaded))

@@ -31,11 +31,20 @@ from typing import Any
 
 import msgspec
 
+from resilient_stream.formats import sse
 from resilient_stream.formats.ollama.types import Message
+from resilient_stream.formats.openai import encoder
 from resilient_stream.formats.openai.types import (
+    ChatChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
+    CompletionChoice,
+    CompletionChunk,
     CompletionRequest,
+    Delta,
+    ErrorInfo,
+    Usage,
 )
 from resilient_stream.refserver import model
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault
@@ -52,7 +61,7 @@ from resilient_stream.refserver.replies import (
 )
 from resilient_stream.refserver.settings import ServerSettings, ServerStats
 
-SSE = b"text/event-stream"
+SSE = sse.MEDIA_TYPE.encode()
 CHAT_PATH = "/v1/chat/completions"
 COMPLETION_PATH = "/v1/completions"
 PATHS = frozenset({CHAT_PATH, COMPLETION_PATH})
@@ -61,35 +70,12 @@ _encode = msgspec.json.Encoder().encode
 _chat_decoder = msgspec.json.Decoder(ChatCompletionRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
 
-# --- wire structs of whole objects ------------------------------------------------
-
-
-class _ErrorInfo(msgspec.Struct):
-    message: str
-    type: str
-    param: None = None
-    code: int | None = None
-
-
-class _Error(msgspec.Struct):
-    error: _ErrorInfo
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class _OutMessage(msgspec.Struct, omit_defaults=True):
-    role: str
-    content: str
-    reasoning_content: str | None = None
+# --- wire structs of whole (``stream: false``) objects, which the client never reads --
 
 
 class _ChatChoice(msgspec.Struct):
     index: int
-    message: _OutMessage
+    message: ChatMessage
     finish_reason: str
     logprobs: None = None
 
@@ -107,7 +93,8 @@ class _Completion(msgspec.Struct):
     created: int
     model: str
     choices: list[_ChatChoice] | list[_TextChoice]
-    usage: _Usage
+    #: Written by the streams' encoder (``formats/openai/encoder.py``).
+    usage: msgspec.Raw
 
 
 class _Model(msgspec.Struct):
@@ -132,7 +119,7 @@ MODELS = models_body(["reference"])
 
 
 def openai_error(status: int, message: str, kind: str) -> bytes:
-    return _encode(_Error(_ErrorInfo(message=message, type=kind, code=status)))
+    return encoder.encode_error(ErrorInfo(message=message, type=kind, code=status))
 
 
 # --- the SSE token stream -----------------------------------------------------------
@@ -140,11 +127,14 @@ def openai_error(status: int, message: str, kind: str) -> bytes:
 
 class SseLines:
     """The SSE spelling of a stream's lines (a :class:`~.replies.LineFormat`): one
-    event per token, spliced from precomputed bytes like NDJSON lines."""
+    event per token, spliced from the encoder's affixes like NDJSON lines; the
+    other events are chunks the encoder writes."""
 
     __slots__ = (
-        "_head",
+        "_created",
+        "_id",
         "_include_usage",
+        "_model",
         "chat",
         "content_prefix",
         "opening",
@@ -154,49 +144,37 @@ class SseLines:
 
     def __init__(self, *, chat: bool, model_name: str, stream_id: str, include_usage: bool) -> None:
         self.chat = chat
-        obj = b"chat.completion.chunk" if chat else b"text_completion"
-        self._head = (
-            b'data: {"id":"'
-            + stream_id.encode()
-            + b'","object":"'
-            + obj
-            + b'","created":'
-            + str(int(time.time())).encode()
-            + b',"model":'
-            + _encode(model_name)
-            + b',"choices":[{"index":0,'
-        )
+        self._id, self._created, self._model = stream_id, int(time.time()), model_name
         self._include_usage = include_usage
-        if chat:
-            self.content_prefix = self._head + b'"delta":{"content":'
-            self.think_prefix = self._head + b'"delta":{"reasoning_content":'
-            self.suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
-            self.opening = (
-                self._head + b'"delta":{"role":"assistant","content":""},'
-                b'"logprobs":null,"finish_reason":null}]}\n\n'
-            )
-        else:
-            self.content_prefix = self.think_prefix = self._head + b'"text":'
-            self.suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
-            self.opening = b""
+        head = (stream_id, self._created, model_name)
+        self.content_prefix, self.suffix = encoder.text_affixes(*head, chat=chat)
+        self.think_prefix, _ = encoder.text_affixes(*head, chat=chat, thinking=True)
+        self.opening = b""
+        if chat:  # the role chunk
+            role = ChatChoice(delta=Delta(role="assistant", content=""))
+            self.opening = encoder.encode_event(self._chunk([role]))
+
+    def _chunk(self, choices: list[Any], usage: Usage | None = None) -> Any:
+        tp = ChatCompletionChunk if self.chat else CompletionChunk
+        return tp(
+            id=self._id, created=self._created, model=self._model, choices=choices, usage=usage
+        )
 
     def final_line(self, lines: LineStream, text: str) -> bytes:
-        reason = (lines.gen.done_reason or "stop").encode()
-        if not text:
-            body = b'"delta":{},' if self.chat else b'"text":"",'
-        elif self.chat:
-            body = b'"delta":{"content":' + _encode(text) + b"},"
+        reason = lines.gen.done_reason or "stop"
+        choice: ChatChoice | CompletionChoice
+        if self.chat:
+            choice = ChatChoice(delta=Delta(content=text or None), finish_reason=reason)
         else:
-            body = b'"text":' + _encode(text) + b","
-        out = self._head + body + b'"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
+            choice = CompletionChoice(text=text, finish_reason=reason)
+        out = encoder.encode_event(self._chunk([choice]))
         if lines.tokens == 0:
             out = self.opening + out
         if self._include_usage:
             prompt = lines.prompt_tokens
-            usage = _encode(_Usage(prompt, lines.tokens, prompt + lines.tokens))
-            head = self._head[: -len(b'{"index":0,')]  # '..."choices":['
-            out += head + b'],"usage":' + usage + b"}\n\n"
-        return out + b"data: [DONE]\n\n"
+            usage = Usage(prompt, lines.tokens, prompt + lines.tokens)
+            out += encoder.encode_event(self._chunk([], usage))
+        return out + encoder.DONE_EVENT
 
     def error_line(self, message: str) -> bytes:
         return b"data: " + openai_error(500, message, "server_error") + b"\n\n"
@@ -360,7 +338,7 @@ def _whole(
     reason = gen.done_reason or "stop"
     choices: list[_ChatChoice] | list[_TextChoice]
     if chat:
-        msg = _OutMessage(role="assistant", content=content, reasoning_content=thinking or None)
+        msg = ChatMessage(role="assistant", content=content, reasoning_content=thinking or None)
         choices = [_ChatChoice(index=0, message=msg, finish_reason=reason)]
     else:
         choices = [_TextChoice(index=0, text=content, finish_reason=reason)]
@@ -370,7 +348,9 @@ def _whole(
         created=int(time.time()),
         model=model_name,
         choices=choices,
-        usage=_Usage(prompt_tokens, gen.count, prompt_tokens + gen.count),
+        usage=msgspec.Raw(
+            encoder.encode_usage(Usage(prompt_tokens, gen.count, prompt_tokens + gen.count))
+        ),
     )
     return Reply(200, JSON, _encode(out))
 
