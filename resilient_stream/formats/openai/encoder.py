@@ -164,31 +164,26 @@ def _choice(index: int, body: bytes, logprobs: Any, finish_reason: str | None) -
     )
 
 
+def _keys(*names: str) -> tuple[tuple[bytes, str], ...]:
+    return tuple((b'"' + n.encode() + b'":', n) for n in names)
+
+
+#: Fields written only when set (a delta names only what it carries: ``{}`` at the end).
+_DELTA = _keys("role", "content", "refusal", "reasoning_content", "reasoning")
+_TOOL_CALL = _keys("id", "type", "function")
+
+
+def _set(obj: Any, keys: tuple[tuple[bytes, str], ...]) -> list[bytes]:
+    return [key + _enc(v) for key, name in keys if (v := getattr(obj, name)) is not None]
+
+
 def _delta(d: Delta) -> bytes:
-    """The delta's set fields (a delta names only what it carries: ``{}`` at the end)."""
-    out: list[bytes] = []
-    if d.role is not None:
-        out.append(b'"role":' + _enc(d.role))
-    if d.content is not None:
-        out.append(b'"content":' + _enc(d.content))
-    if d.reasoning_content is not None:
-        out.append(b'"reasoning_content":' + _enc(d.reasoning_content))
-    if d.reasoning is not None:
-        out.append(b'"reasoning":' + _enc(d.reasoning))
+    out = _set(d, _DELTA)
     if d.tool_calls is not None:
         out.append(b'"tool_calls":[' + b",".join(map(_tool_call, d.tool_calls)) + b"]")
-    if d.refusal is not None:
-        out.append(b'"refusal":' + _enc(d.refusal))
     return b"{" + b",".join(out) + b"}"
 
 
 def _tool_call(t: ToolCallDelta) -> bytes:
     """A tool call delta; ``index`` always (the SDKs require it), the rest when set."""
-    out = [b'"index":' + _enc(t.index)]
-    if t.id is not None:
-        out.append(b'"id":' + _enc(t.id))
-    if t.type is not None:
-        out.append(b'"type":' + _enc(t.type))
-    if t.function is not None:
-        out.append(b'"function":' + _enc(t.function))
-    return b"{" + b",".join(out) + b"}"
+    return b"{" + b",".join([b'"index":' + _enc(t.index), *_set(t, _TOOL_CALL)]) + b"}"
