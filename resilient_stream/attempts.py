@@ -23,10 +23,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from . import attempt, failures
 from .codec.content_encoding import Inflater
 from .context import StreamContext
-from .errors import StreamError
+from .errors import ResumeDivergedError, StreamError
 from .formats import Decoder, Framer, framing
 from .formats.plan import AttemptPlan, Finished, NotResumable, Planner
-from .logging import ATTEMPT, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
+from .logging import ATTEMPT, DIVERGED, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .policy import AttemptPolicy, GiveUp, Phase
 from .result import AttemptRecord
 from .resume.assembler import StreamAssembler
@@ -169,6 +169,7 @@ class Attempts(Generic[ChunkT]):
         if final is not None:
             self._give_up(final, exc)
         asm = self._asm
+        received = asm.tokens
         due = asm.interrupt(
             attempt=self.policy.attempts + 1,
             reason=reason,
@@ -190,7 +191,7 @@ class Attempts(Generic[ChunkT]):
                 RESUME,
                 stream=self._sid,
                 attempt=self.policy.attempts + 1,
-                tokens=asm.tokens,
+                tokens=received,
                 endpoint=self.policy.endpoint,
                 cause=reason,
                 **({"partial": asm.text} if self._cfg.log_content else {}),
@@ -207,6 +208,49 @@ class Attempts(Generic[ChunkT]):
         if verdict.delay:
             await asyncio.sleep(verdict.delay)
         return due, False
+
+    def diverged(self) -> tuple[list[ChunkT], bool]:
+        """The attempt after a seam did not regenerate the held-back overlap (it is
+        abandoned). ``on_divergence="raise"`` ends the stream; ``"flag"`` marks the seam
+        unverified and plans the next request from everything delivered. Returns
+        what :meth:`fail` returns."""
+        asm = self._asm
+        continuation = asm.diverged_continuation()
+        overlap = asm.seams[-1].overlap if asm.seams else 0
+        self.record("diverged: the continuation did not regenerate the held-back overlap")
+        self._ctx.log.info(
+            DIVERGED,
+            stream=self._sid,
+            attempt=self.policy.attempts,
+            endpoint=self.policy.endpoint,
+            overlap=overlap,
+            action=self._cfg.on_divergence,
+            **(
+                {"expected": asm.text[len(asm.text) - overlap :], "got": continuation}
+                if self._cfg.log_content
+                else {}
+            ),
+        )
+        if self._cfg.on_divergence == "raise":
+            self._give_up(
+                ResumeDivergedError(
+                    f"resumed attempt {self.policy.attempts} did not regenerate the last "
+                    f"{overlap} characters delivered: its continuation would not be the "
+                    "same answer (on_divergence='raise'; .delivered holds what was delivered)",
+                    delivered=asm.text,
+                    continuation=continuation,
+                ),
+                None,
+            )
+        asm.continue_unverified()
+        plan = self._planner.next(asm.progress())
+        if isinstance(plan, Finished):
+            return asm.finish_locally(plan.done_reason), True
+        if isinstance(plan, NotResumable):
+            error = StreamError(f"cannot continue after a diverged seam: {plan.reason}")
+            self._give_up(self.policy.give_up(error), None)
+        self.plan = plan
+        return [], False
 
     def _book(self, exc: BaseException, phase: Phase) -> BaseException | None:
         """Report a failure to the policy and log an ejection; returns the error to end

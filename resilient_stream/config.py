@@ -124,8 +124,16 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     retry_budget_ratio: float = 1.0
     """Tokens refunded per attempt that delivered chunks (1.0: retries stop when more
     attempts fail than succeed)."""
-    max_seam_overlap: int = 4096
-    """Characters compared when cutting text a server repeats at a resume seam."""
+    seam_overlap: int = 16
+    """Characters of delivered text held back at a resume seam (at least; the overlap
+    starts at a word boundary): the server must regenerate them byte for byte before
+    anything new is delivered (a verified seam). 0 disables verification."""
+    max_seam_overlap: int = 256
+    """Most characters held back at a seam (when no word starts earlier)."""
+    on_divergence: Literal["flag", "raise"] = "flag"
+    """A seam that does not verify: ``flag`` marks it (``Seam.verified`` False,
+    ``StreamResult.verified`` False, a ``stream.diverged`` event) and continues from
+    everything delivered; ``raise`` ends the stream with ResumeDivergedError."""
 
     # --- replicas ---
     replica_eject_after: int = 3

@@ -140,6 +140,20 @@ class OutputLimitError(ProtocolError):
     retryable = False
 
 
+class ResumeDivergedError(StreamError):
+    """A resumed attempt did not regenerate the held-back overlap (and
+    ``on_divergence="raise"``): its continuation would not be the same answer.
+
+    ``delivered`` is the text the caller already has (nothing after it was
+    delivered), ``continuation`` what the server sent instead of the overlap.
+    """
+
+    def __init__(self, message: str, *, delivered: str, continuation: str) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+        self.continuation = continuation
+
+
 class ServerReportedError(StreamError):
     """The server sent an ``{"error": "..."}`` line.
 

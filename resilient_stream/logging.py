@@ -18,6 +18,7 @@ import structlog
 ATTEMPT = "stream.attempt"
 RETRY_WAIT = "stream.retry_wait"
 RESUME = "stream.resume"
+DIVERGED = "stream.diverged"
 GIVE_UP = "stream.give_up"
 REPLICA_EJECTED = "replica.ejected"
 

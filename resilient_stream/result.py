@@ -19,9 +19,18 @@ class Seam(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     """Why the previous attempt broke (the error's type and message)."""
     cut: int = 0
-    """Characters the server repeated at the seam and that were cut."""
+    """Characters of the continuation dropped because the caller already had them (the
+    verified overlap, or the whole answer when the server restarted it)."""
     endpoint: str = ""
     """The replica the resumed attempt went to."""
+    verified: bool = False
+    """The resumed attempt regenerated the held-back overlap byte for byte (or the
+    whole answer, for a server that restarts it) before anything new was delivered."""
+    overlap: int = 0
+    """Characters held back and checked at this seam."""
+    superseded: bool = False
+    """The attempt after this seam broke before the seam was decided: nothing was
+    delivered after it, and the next seam (at the same point) decides instead."""
 
 
 class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +62,9 @@ class StreamResult(msgspec.Struct, kw_only=True):
     """Attempts that continued partial output."""
     seams: list[Seam] = msgspec.field(default_factory=list)
     history: list[AttemptRecord] = msgspec.field(default_factory=list)
+    verified: bool = True
+    """Every seam verified (True when there was none): the stream is the same answer
+    an unbroken run gives, as far as the server is deterministic."""
     time_to_first_token: float | None = None
     """Seconds from the first request to the first chunk with text."""
     total_time: float | None = None

@@ -65,7 +65,7 @@ class ResilientStream(Generic[ChunkT]):
         self._cfg = cfg
         self._planner = planner
         self._asm: StreamAssembler[ChunkT] = StreamAssembler(
-            caller_type, max_overlap=cfg.max_seam_overlap
+            caller_type, min_overlap=cfg.seam_overlap, max_overlap=cfg.max_seam_overlap
         )
         self._attempts = Attempts(ctx, planner, self._asm, sid)
         self._policy = self._attempts.policy
@@ -159,6 +159,7 @@ class ResilientStream(Generic[ChunkT]):
             retries=self._policy.retries,
             resumes=len(asm.seams),
             seams=list(asm.seams),
+            verified=asm.verified,
             history=list(self._attempts.history),
             time_to_first_token=(self._first_token_at - start)
             if start is not None and self._first_token_at is not None
@@ -235,6 +236,8 @@ class ResilientStream(Generic[ChunkT]):
             self._deliver(chunks)
             if self._asm.done:
                 await self._close_response()
+            elif self._asm.diverged:
+                await self._diverged()
             elif self._asm.tokens > self._token_cap:
                 await self._fail(
                     failures.output_limit_error(
@@ -317,7 +320,18 @@ class ResilientStream(Generic[ChunkT]):
         await self._close_response()
         if self._asm.done:
             return  # the stream completed; what broke afterwards does not matter
+        if self._asm.diverged:
+            return await self._diverged()  # abandoned anyway: its failure does not count
         due, finished = await self._attempts.fail(exc)
+        self._out.extend(due)
+        if finished:
+            self._finish()
+
+    async def _diverged(self) -> None:
+        """The continuation did not regenerate the held-back text: abandon this attempt
+        (RST_STREAM: the server stops) and flag the seam, or end (``on_divergence``)."""
+        await self._close_response()
+        due, finished = self._attempts.diverged()
         self._out.extend(due)
         if finished:
             self._finish()

@@ -54,7 +54,9 @@ async def test_slowloris_body_trips_the_idle_timeout() -> None:
         await reply.send(gen_line("b") + gen_line("", done=True, done_reason="stop"))
         await reply.end()
 
-    cfg = StreamConfig(http2=False, idle_timeout=0.5, backoff_initial=0.01, backoff_max=0.02)
+    cfg = StreamConfig(
+        http2=False, idle_timeout=0.5, backoff_initial=0.01, backoff_max=0.02, seam_overlap=0
+    )
     async with ScriptedServer(handler) as srv, StreamClient(srv.url, config=cfg) as client:
         result = await client.generate(model="m", prompt="p", raw=True).collect()
     assert result.text == "ab" and result.resumes == 1
@@ -83,7 +85,9 @@ async def test_early_stall_of_a_fast_stream_is_caught_by_the_warmup_timeout() ->
         await reply.send(gen_line("c") + gen_line("", done=True, done_reason="stop"))
         await reply.end()
 
-    cfg = StreamConfig(http2=False)  # the defaults, but for HTTP/1.1 to this server
+    # the defaults, but HTTP/1.1 to this scripted server, whose answer depends on the
+    # request's shape (so the request carries all of the partial output)
+    cfg = StreamConfig(http2=False, seam_overlap=0)
     async with ScriptedServer(handler) as srv, StreamClient(srv.url, config=cfg) as client:
         result = await client.generate(model="m", prompt="p", raw=True).collect()
     assert result.text == "abc" and result.resumes == 1

@@ -165,7 +165,9 @@ async def test_resume_asks_for_the_remaining_tokens_with_a_prefill(
     assert (result.text, result.thinking) == expected
     first, second = (s.body for s in seen)
     assert first["max_tokens"] == N and "continue_final_message" not in first
-    assert second["max_tokens"] == N - CUT
+    # The last tokens delivered are held back and regenerated (a verified seam): the
+    # request asks for everything after the text it carries, never more than was asked.
+    assert N - CUT < second["max_tokens"] <= N
     assert second["continue_final_message"] is True and second["add_generation_prompt"] is False
     assert second["messages"][-1]["role"] == "assistant"
     assert expected[0].startswith(second["messages"][-1]["content"])

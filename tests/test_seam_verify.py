@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient_stream.resume.verify import SeamCheck, choose_overlap
+
+TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def pieces(text: str) -> list[str]:
+    """Word tokens with their leading whitespace, as BPE models emit them."""
+    return TOKEN.findall(text)
+
+
+def overlap(text: str, *, min_chars: int, max_chars: int = 64, keep: int = 0) -> int:
+    return choose_overlap(text, pieces(text), min_chars=min_chars, max_chars=max_chars, keep=keep)
 
 
 def feed_all(check: SeamCheck, pieces: list[str]) -> str:
@@ -17,26 +30,35 @@ def feed_all(check: SeamCheck, pieces: list[str]) -> str:
 
 
 def test_a_short_answer_is_held_back_whole() -> None:
-    assert choose_overlap("Hi there", min_chars=16, max_chars=64) == 8
+    assert overlap("Hi there", min_chars=16) == 8
 
 
 def test_the_overlap_starts_where_a_word_starts() -> None:
     text = "The sky is blue because of Rayleigh scattering of sunlight"
-    h = choose_overlap(text, min_chars=16, max_chars=64)
-    tail = text[-h:]
-    assert h >= 16 and (tail[0].isspace() or text[-h - 1].isspace())
+    h = overlap(text, min_chars=16)
+    assert h >= 16 and text[-h].isspace()
+    assert text[-h:] == "".join(pieces(text)[-3:])  # whole chunks: " scattering of sunlight"
 
 
 def test_the_overlap_is_never_also_the_beginning_of_the_answer() -> None:
     text = "| - | - |\n" * 12  # periodic: most tails are also prefixes
-    h = choose_overlap(text, min_chars=16, max_chars=64)
+    h = overlap(text, min_chars=16)
     assert not text.startswith(text[-h:])
 
 
 def test_text_without_spaces_still_gets_an_overlap() -> None:
-    text = "世界和平" * 10 + "🚀"
-    h = choose_overlap(text, min_chars=16, max_chars=64)
-    assert 16 <= h <= 41
+    chunks = ["世界", "和平"] * 10 + ["🚀"]
+    text = "".join(chunks)
+    h = choose_overlap(text, chunks, min_chars=16, max_chars=64)
+    assert 16 <= h <= 41 and h % 2 == 1  # whole chunks: the emoji and pairs of CJK
+
+
+def test_a_request_after_a_seam_carries_more_than_the_one_before() -> None:
+    text = "Hello big world"
+    assert overlap(text, min_chars=16) == len(text)  # the first seam may hold all back
+    assert overlap(text, min_chars=16, keep=1) == len(" big world")  # then it must not
+    assert overlap(text, min_chars=16, keep=9) == len(" world")
+    assert overlap(text, min_chars=16, keep=15) == 0  # nothing left to hold back
 
 
 # --- checking a continuation ---------------------------------------------------------
@@ -59,7 +81,7 @@ def test_a_continuation_that_differs_in_the_overlap_diverges_and_cuts_nothing() 
 
 def test_a_restart_is_recognised_exactly_and_dropped_once() -> None:
     delivered = "The answer is 42 because"
-    check = SeamCheck(delivered, choose_overlap(delivered, min_chars=8, max_chars=64))
+    check = SeamCheck(delivered, overlap(delivered, min_chars=8))
     out = feed_all(check, ["The answer", " is 42 because", " of reasons"])
     assert out == " of reasons"
     assert check.verified and check.restart and check.cut == len(delivered)
@@ -99,7 +121,7 @@ def test_any_split_of_a_true_continuation_verifies_and_yields_exactly_the_new_te
     answer: str, new: str, min_chars: int, cuts: list[int]
 ) -> None:
     """Deterministic server: the continuation of answer[:-h] is answer[-h:] + new."""
-    h = choose_overlap(answer, min_chars=min_chars, max_chars=64)
+    h = choose_overlap(answer, list(answer), min_chars=min_chars, max_chars=64)
     continuation = answer[len(answer) - h :] + new
     pieces, i = [], 0
     for c in cuts:

@@ -23,6 +23,11 @@ class Report(msgspec.Struct, kw_only=True):
     streams: int
     completed: int
     identical: int
+    seams: int = 0
+    """Resume seams over all streams."""
+    seams_verified: int = 0
+    """Seams whose continuation regenerated the held-back overlap (or that the next seam
+    at the same point replaced)."""
     errors: dict[str, int]
     mismatches: list[str]
     resumes: int
@@ -44,9 +49,11 @@ class Report(msgspec.Struct, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        """Every stream complete and byte-identical, and nothing leaked."""
+        """Every stream complete and byte-identical, every seam verified, and nothing
+        leaked."""
         return (
             self.completed == self.identical == self.streams
+            and self.seams_verified == self.seams
             and self.open_streams == 0
             and self.server_streams_active == 0
             and self.leaked_tasks == 0
@@ -66,6 +73,7 @@ class Report(msgspec.Struct, kw_only=True):
             ("completed", str(self.completed)),
             ("byte-identical to baseline", str(self.identical)),
             ("resumes / retries / attempts", f"{self.resumes} / {self.retries} / {self.attempts}"),
+            ("seams verified", f"{self.seams_verified} / {self.seams}"),
             ("faults injected", f"{sum(self.faults.values())}: {faults}"),
             ("fault plan digest", self.fault_plan_digest),
             (

@@ -197,6 +197,8 @@ def _report(
         streams=len(expected),
         completed=completed,
         identical=identical,
+        seams=sum(len(r.seams) for r in results),
+        seams_verified=sum(s.verified or s.superseded for r in results for s in r.seams),
         errors=dict(errors),
         mismatches=mismatches,
         resumes=sum(r.resumes for r in results),

@@ -3,6 +3,6 @@ for any wire format: the assembler reads chunks through the format's chunk adapt
 and plans through its planner (both in :mod:`resilient_stream.formats`)."""
 
 from .assembler import StreamAssembler
-from .seam import SeamStitcher
+from .verify import SeamCheck, choose_overlap
 
-__all__ = ["SeamStitcher", "StreamAssembler"]
+__all__ = ["SeamCheck", "StreamAssembler", "choose_overlap"]

@@ -2,11 +2,19 @@
 
 The assembler sees every chunk of every attempt and hands the caller the
 chunks of one logical stream: chunks of another type are converted (chat
-chunks of a resumed non-raw generate become generate chunks), text a server
-repeats after a seam is cut (:class:`SeamStitcher`), and the final chunk's ``eval_count`` covers all
-attempts. It keeps the :class:`Progress` the planner needs for the next
-resume. On the steady-state path a chunk costs a few attribute reads and two
-list appends; holding and trimming happen only right after a seam.
+chunks of a resumed non-raw generate become generate chunks), the final
+chunk's ``eval_count`` covers all attempts, and every seam is verified
+(:mod:`.verify`): at an interruption the last characters delivered are held
+back from the next request, and the chunks of the next attempt are held until
+it has regenerated them byte for byte. Then the overlap is dropped from those
+chunks (the caller has it) and the rest is delivered. A continuation that does
+not reproduce it is never trimmed on a guess: :attr:`StreamAssembler.diverged`
+turns True and the stream decides (flag and continue from everything
+delivered, or raise).
+
+It keeps the :class:`Progress` the planner needs for the next request. On the
+steady-state path a chunk costs a few attribute reads and two list appends;
+holding and checking happen only right after a seam.
 """
 
 from __future__ import annotations
@@ -19,14 +27,33 @@ import msgspec
 from ..formats import ChunkAdapter, adapter_for
 from ..formats.plan import AttemptPlan, Progress
 from ..result import Seam
-from .seam import SeamStitcher
+from .verify import SeamCheck, choose_overlap
 
 ChunkT = TypeVar("ChunkT")
 
 
+class _PendingSeam:
+    """A seam whose continuation is being checked, and what to restore if it diverges."""
+
+    __slots__ = ("carried_before", "checks", "fallback", "tokens_before", "tokens_prefilled")
+
+    def __init__(
+        self,
+        checks: tuple[SeamCheck, SeamCheck],
+        tokens_before: int,
+        tokens_prefilled: int,
+        carried_before: int,
+    ) -> None:
+        self.checks = checks
+        self.carried_before = carried_before  # what the request before this seam carried
+        self.tokens_before = tokens_before  # the caller's token count at the break
+        self.tokens_prefilled = tokens_prefilled  # tokens of the text the request carries
+        self.fallback = False  # continuing from everything delivered: nothing to verify
+
+
 class StreamAssembler(Generic[ChunkT]):
     def __init__(
-        self, caller_type: type[ChunkT], *, min_overlap: int = 16, max_overlap: int = 4096
+        self, caller_type: type[ChunkT], *, min_overlap: int = 16, max_overlap: int = 256
     ) -> None:
         self._adapter = adapter_for(caller_type)
         self._convert: Callable[[Any], Any] | None = None
@@ -35,12 +62,14 @@ class StreamAssembler(Generic[ChunkT]):
         self._tokens = 0
         self._min_overlap = min_overlap
         self._max_overlap = max_overlap
-        # Seam state: stitchers for content and thinking, and the chunks held meanwhile.
-        self._stitch: tuple[SeamStitcher, SeamStitcher] | None = None
+        self._seam: _PendingSeam | None = None
         self._held: list[ChunkT] = []
         self.seams: list[Seam] = []
         self.final: ChunkT | None = None
         self.attempt_tokens = 0
+        #: The continuation after the last seam did not regenerate the held-back text.
+        self.diverged = False
+        self._carried = -1  # characters the last resumed request carried (-1: none yet)
 
     # --- state -------------------------------------------------------------
 
@@ -54,15 +83,21 @@ class StreamAssembler(Generic[ChunkT]):
 
     @property
     def text(self) -> str:
-        if len(self._text) > 1:
-            self._text = ["".join(self._text)]
-        return self._text[0] if self._text else ""
+        self._text = self._folded(self._text)
+        return "".join(self._text)
 
     @property
     def thinking(self) -> str:
-        if len(self._thinking) > 1:
-            self._thinking = ["".join(self._thinking)]
-        return self._thinking[0] if self._thinking else ""
+        self._thinking = self._folded(self._thinking)
+        return "".join(self._thinking)
+
+    def _folded(self, pieces: list[str]) -> list[str]:
+        """Join old pieces into one, keeping the last ones a piece per chunk: a seam
+        counts the chunks of its overlap (at most ``max_overlap`` characters)."""
+        keep = self._max_overlap + 1
+        if len(pieces) <= 2 * keep:
+            return pieces
+        return ["".join(pieces[:-keep]), *pieces[-keep:]]
 
     @property
     def adapter(self) -> ChunkAdapter:
@@ -70,10 +105,29 @@ class StreamAssembler(Generic[ChunkT]):
 
     @property
     def tokens(self) -> int:
-        return self._tokens
+        """Tokens the caller received (held chunks after a seam count once released)."""
+        seam = self._seam
+        return seam.tokens_before if seam is not None else self._tokens
+
+    @property
+    def verified(self) -> bool:
+        """Every seam so far verified (one superseded by the next seam at the same point
+        delivered nothing after it)."""
+        return all(seam.verified or seam.superseded for seam in self.seams)
 
     def progress(self) -> Progress:
-        return Progress(text=self.text, thinking=self.thinking, tokens=self._tokens)
+        """What the next request continues from: everything delivered, minus the
+        overlap held back at a pending seam (the server must regenerate it)."""
+        text, thinking = self.text, self.thinking
+        seam = self._seam
+        if seam is None or seam.fallback:
+            return Progress(text=text, thinking=thinking, tokens=self._tokens)
+        content, think = seam.checks
+        return Progress(
+            text=text[: len(text) - content.overlap_len],
+            thinking=thinking[: len(thinking) - think.overlap_len],
+            tokens=seam.tokens_prefilled,
+        )
 
     # --- events ------------------------------------------------------------
 
@@ -84,31 +138,87 @@ class StreamAssembler(Generic[ChunkT]):
     def interrupt(self, *, attempt: int, reason: str, endpoint: str) -> list[ChunkT]:
         """The current attempt broke; the next one continues after a seam.
 
-        Returns chunks that were held at an earlier seam and are now due.
-        """
-        released: list[ChunkT] = []
-        self._release_held(force=True, into=released)
+        Returns chunks that are due now (none: held chunks of an unverified
+        continuation are dropped, the next attempt regenerates them)."""
+        pending = self._seam
+        if pending is not None:
+            # Broke again before the last seam was decided: nothing after it was
+            # delivered, so the next attempt continues from the same point, and the
+            # next seam decides in its place.
+            self._held = []
+            self._tokens = pending.tokens_before
+            self._carried = pending.carried_before
+            if self.seams:
+                self.seams[-1] = msgspec.structs.replace(self.seams[-1], superseded=True)
         if not self.started:
-            return released
+            self._seam = None
+            return []
+        tokens_before = self._tokens
+        text, thinking = self.text, self.thinking
+        overlap = self._min_overlap > 0
+        # A request after a seam carries more than the one before it, so a server that
+        # breaks at the same place again cannot hold the stream at one point.
+        carried = carried_before = self._carried
+        h_text = h_think = 0
+        if overlap and text:
+            keep = max(0, carried + 1 - len(thinking)) if carried >= 0 else 0
+            h_text = self._choose(text, self._text, keep)
+        elif overlap and thinking:
+            keep = carried + 1 if carried >= 0 else 0
+            h_think = self._choose(thinking, self._thinking, keep)
+        self._carried = len(text) - h_text + len(thinking) - h_think
+        overlap_tokens = self._tokens_in_tail(h_text, h_think)
+        # A restart is recognised on a channel without an overlap only when the other
+        # channel's overlap can confirm it (see SeamCheck).
+        confirmable = bool(h_text or h_think)
+        self._seam = _PendingSeam(
+            (
+                SeamCheck(text, h_text, restarts=confirmable),
+                SeamCheck(thinking, h_think, restarts=confirmable),
+            ),
+            tokens_before,
+            max(0, tokens_before - overlap_tokens),
+            carried_before,
+        )
+        self._tokens = self._seam.tokens_prefilled
         self.seams.append(
             Seam(
-                offset=len(self.text),
-                thinking_offset=len(self.thinking),
-                tokens=self._tokens,
+                offset=len(text),
+                thinking_offset=len(thinking),
+                tokens=tokens_before,
                 attempt=attempt,
                 reason=reason,
                 endpoint=endpoint,
+                overlap=h_text + h_think,
             )
         )
-        self._stitch = (
-            SeamStitcher(self.text, min_overlap=self._min_overlap, max_overlap=self._max_overlap),
-            SeamStitcher(
-                self.thinking, min_overlap=self._min_overlap, max_overlap=self._max_overlap
-            ),
+        return []
+
+    def continue_unverified(self) -> None:
+        """After a divergence: the next request carries everything delivered; the seam
+        stays unverified (flagged) and only an exact restart is still recognised."""
+        pending = self._seam
+        assert pending is not None
+        self._held = []
+        self.diverged = False
+        self._tokens = pending.tokens_before
+        text, thinking = self.text, self.thinking
+        pending.checks = (
+            SeamCheck(text, 0, restarts=False),
+            SeamCheck(thinking, 0, restarts=False),
         )
-        if self._stitch[0].resolved and self._stitch[1].resolved:
-            self._stitch = None
-        return released
+        pending.fallback = True
+        pending.tokens_prefilled = pending.tokens_before
+        self._carried = len(text) + len(thinking)
+        if self.seams:
+            self.seams[-1] = msgspec.structs.replace(self.seams[-1], verified=False, overlap=0)
+
+    def diverged_continuation(self) -> str:
+        """What the server sent instead of the overlap (for the divergence error)."""
+        if self._seam is None:
+            return ""
+        content, think = self._seam.checks
+        return content.held or think.held
 
     def accept(self, chunks: list[Any]) -> list[ChunkT]:
         """Chunks of the current attempt in, chunks for the caller out."""
@@ -118,12 +228,16 @@ class StreamAssembler(Generic[ChunkT]):
         for raw in chunks:
             chunk: ChunkT = convert(raw) if convert is not None else raw
             if adapter.is_done(chunk):
-                out.append(self._finalize(self._last_text(chunk, out)))
+                final = self._final_text(chunk, out)
+                if final is None:
+                    return out  # the seam diverged at the very end
+                out.append(self._finalize(final))
                 return out
             self._tokens += 1
             self.attempt_tokens += 1
-            if self._stitch is not None:
-                self._hold(chunk, out)
+            if self._seam is not None:
+                if not self._hold(chunk, out):
+                    return out
                 continue
             text, thinking = adapter.texts(chunk)
             if text:
@@ -135,34 +249,45 @@ class StreamAssembler(Generic[ChunkT]):
 
     def finish_locally(self, done_reason: str) -> list[ChunkT]:
         """The token budget ran out exactly at an interruption: end without a request."""
-        out: list[ChunkT] = []
-        self._release_held(force=True, into=out)
-        out.append(self._finalize(self._adapter.final_chunk(done_reason)))
-        return out
+        self._held, self._seam = [], None
+        if self.seams:  # nothing follows the seam: there is nothing to regenerate
+            self.seams[-1] = msgspec.structs.replace(self.seams[-1], verified=True, overlap=0)
+        return [self._finalize(self._adapter.final_chunk(done_reason))]
 
     # --- internals ---------------------------------------------------------
 
-    def _last_text(self, final: ChunkT, out: list[ChunkT]) -> ChunkT:
+    def _choose(self, delivered: str, pieces: list[str], keep: int) -> int:
+        return choose_overlap(
+            delivered,
+            pieces,
+            min_chars=self._min_overlap,
+            max_chars=self._max_overlap,
+            keep=keep,
+        )
+
+    def _tokens_in_tail(self, h_text: int, h_think: int) -> int:
+        """Chunks that carried the last ``h`` characters (of text, or of thinking): what
+        the server generates again, so the request asks for that many more."""
+        pieces = self._text if h_text else self._thinking
+        need = h_text or h_think
+        count = 0
+        for piece in reversed(pieces):
+            if need <= 0:
+                break
+            need -= len(piece)
+            count += 1
+        return count + (1 if need > 0 else 0)
+
+    def _final_text(self, final: ChunkT, out: list[ChunkT]) -> ChunkT | None:
         """Count the text a final chunk carries (Ollama may put the last token there)
-        and, right after a seam, trim its share of the overlap like any held chunk."""
+        and, right after a seam, check it like any held chunk. None: it diverged."""
         adapter = self._adapter
         text, thinking = adapter.texts(final)
-        if not text and not thinking:
-            self._release_held(force=True, into=out)
-            return final
-        self._tokens += 1
-        self.attempt_tokens += 1
-        if self._stitch is not None:
-            self._held.append(final)
-            text_st, think_st = self._stitch
-            if text:
-                text_st.feed(text)
-            if thinking:
-                think_st.feed(thinking)
-            released: list[ChunkT] = []
-            self._release_held(force=True, into=released, keep_last=True)
-            out.extend(released[:-1])
-            return released[-1]
+        if text or thinking:
+            self._tokens += 1
+            self.attempt_tokens += 1
+        if self._seam is not None:
+            return self._release(final, out)
         if text:
             self._text.append(text)
         if thinking:
@@ -174,35 +299,61 @@ class StreamAssembler(Generic[ChunkT]):
         self.final = final
         return final
 
-    def _hold(self, chunk: ChunkT, out: list[ChunkT]) -> None:
-        assert self._stitch is not None
-        text_st, think_st = self._stitch
+    def _hold(self, chunk: ChunkT, out: list[ChunkT]) -> bool:
+        """Hold a chunk after a seam; release the held ones once the seam is decided.
+        False when the continuation diverged (nothing more is accepted)."""
+        assert self._seam is not None
+        content, think = self._seam.checks
         text, thinking = self._adapter.texts(chunk)
         self._held.append(chunk)
         if text:
-            text_st.feed(text)
+            content.feed(text)
         if thinking:
-            think_st.feed(thinking)
-        if text_st.resolved and think_st.resolved:
-            self._release_held(force=False, into=out)
+            think.feed(thinking)
+        if content.diverged or think.diverged:
+            return self._diverge()
+        # A channel with nothing held back waits only to see a restart coming; once
+        # the other channel is decided without one, it has nothing to repeat.
+        if content.resolved and not content.restart:
+            think.settle()
+        if think.resolved and not think.restart:
+            content.settle()
+        if content.resolved and think.resolved:
+            self._release(None, out)
+        return True
 
-    def _release_held(
-        self, *, force: bool, into: list[ChunkT] | None = None, keep_last: bool = False
-    ) -> None:
-        """Trim the cut overlap from the held chunks and deliver the rest (``keep_last``:
-        the last held chunk is delivered even when all its text was cut: a final chunk)."""
-        if self._stitch is None:
-            return
-        text_st, think_st = self._stitch
-        if force:
-            text_st.flush()
-            think_st.flush()
-        cut_text, cut_think = text_st.cut, think_st.cut
-        if self.seams and (cut_text or cut_think):
-            self.seams[-1] = msgspec.structs.replace(self.seams[-1], cut=cut_text + cut_think)
-        held, self._held, self._stitch = self._held, [], None
-        adapter = self._adapter
+    def _release(self, final: ChunkT | None, out: list[ChunkT]) -> ChunkT | None:
+        """Decide the seam (at the end of the attempt for ``final``), drop the repeated
+        text from the held chunks and deliver the rest. With ``final``, returns it
+        trimmed (None if the seam diverged)."""
+        pending = self._seam
+        assert pending is not None
+        content, think = pending.checks
+        if final is not None:
+            text, thinking = self._adapter.texts(final)
+            if text:
+                content.feed(text)
+            if thinking:
+                think.feed(thinking)
+            content.flush()
+            think.flush()
+            if content.diverged or think.diverged:
+                self._diverge()
+                return None
+        cut_text, cut_think = content.cut, think.cut
+        if self.seams:
+            checked = content.overlap_len + think.overlap_len > 0 or content.restart
+            self.seams[-1] = msgspec.structs.replace(
+                self.seams[-1],
+                cut=cut_text + cut_think,
+                verified=checked and not pending.fallback,
+            )
+        held, self._held, self._seam = self._held, [], None
+        if final is not None:
+            held.append(final)
         last = len(held) - 1
+        adapter = self._adapter
+        trimmed_final: ChunkT | None = None
         for i, chunk in enumerate(held):
             text, thinking = adapter.texts(chunk)
             thinking = thinking or ""
@@ -211,18 +362,21 @@ class StreamAssembler(Generic[ChunkT]):
             cut_text -= drop_t
             cut_think -= drop_k
             text, thinking = text[drop_t:], thinking[drop_k:]
+            is_final = final is not None and i == last
             if drop_t or drop_k:
-                if (
-                    not text
-                    and not thinking
-                    and not adapter.has_payload(chunk)
-                    and not (keep_last and i == last)
-                ):
+                if not text and not thinking and not adapter.has_payload(chunk) and not is_final:
                     continue
                 chunk = adapter.with_texts(chunk, text, thinking)
             if text:
                 self._text.append(text)
             if thinking:
                 self._thinking.append(thinking)
-            if into is not None:
-                into.append(chunk)
+            if is_final:
+                trimmed_final = chunk
+            else:
+                out.append(chunk)
+        return trimmed_final
+
+    def _diverge(self) -> bool:
+        self.diverged = True
+        return False

@@ -21,28 +21,46 @@ characters even on periodic text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
-def choose_overlap(delivered: str, *, min_chars: int, max_chars: int) -> int:
+
+def choose_overlap(
+    delivered: str,
+    pieces: Sequence[str],
+    *,
+    min_chars: int,
+    max_chars: int,
+    keep: int = 0,
+) -> int:
     """How many trailing characters of ``delivered`` to hold back at a seam.
 
-    All of it when it is short; else the shortest tail of at least ``min_chars``
-    (and at most ``max_chars``) that starts a word and is not also a prefix of
-    ``delivered``; failing a word start, the shortest such tail at all.
+    ``pieces`` are the texts of the last chunks, in order: the overlap is a whole
+    number of them, so the request ends where the server's own tokens ended (a
+    chunk never splits a token), which is what heals the tokenization at the seam.
+    Of the candidates that leave at least ``keep`` characters in the request (the
+    request must carry more than the one before it, or a server that breaks at the
+    same place would never get further) and are not also a prefix of ``delivered``
+    (a "border"), the shortest of at least ``min_chars`` that starts with
+    whitespace wins; else the shortest of at least ``min_chars``; else the longest
+    shorter one. ``max_chars`` bounds the search. 0: nothing can be held back.
     """
     n = len(delivered)
-    if n <= min_chars:
-        return n
-    top = min(max_chars, n)
-    fallback = 0
-    for h in range(max(1, min_chars), top + 1):
-        tail_start = n - h
-        if delivered.startswith(delivered[tail_start:]):
+    best_short = plain = 0
+    h = 0
+    for piece in reversed(pieces):
+        h += len(piece)
+        if h > n - keep or (h > max(max_chars, min_chars) and (plain or best_short)):
+            break
+        if h < n and delivered.startswith(delivered[n - h :]):
             continue  # a border: the overlap would also be the answer's beginning
-        if delivered[tail_start].isspace() or (tail_start and delivered[tail_start - 1].isspace()):
+        if h < min_chars:
+            best_short = h
+            continue
+        if delivered[n - h].isspace():
             return h
-        if not fallback:
-            fallback = h
-    return fallback or min(max(1, min_chars), n)
+        if not plain:
+            plain = h
+    return plain or best_short
 
 
 class SeamCheck:
@@ -52,10 +70,24 @@ class SeamCheck:
     then how much of the continuation repeated what the caller already had.
     """
 
-    __slots__ = ("_delivered", "_held", "_overlap", "cut", "diverged", "resolved", "restart")
+    __slots__ = (
+        "_delivered",
+        "_held",
+        "_overlap",
+        "_restarts",
+        "cut",
+        "diverged",
+        "resolved",
+        "restart",
+    )
 
-    def __init__(self, delivered: str, overlap: int) -> None:
+    def __init__(self, delivered: str, overlap: int, *, restarts: bool = True) -> None:
+        """``restarts``: also recognise a continuation that reproduces all of
+        ``delivered``. Exact only with an overlap that is not a border; with none,
+        new text that happens to begin like the answer would be taken for a restart,
+        so the caller asks for it only where another channel's overlap confirms."""
         self._delivered = delivered
+        self._restarts = restarts and bool(delivered)
         self._overlap = delivered[len(delivered) - overlap :] if overlap else ""
         self._held = ""
         #: The check is decided (verified, restart or diverged).
@@ -76,6 +108,17 @@ class SeamCheck:
     def verified(self) -> bool:
         return self.resolved and not self.diverged
 
+    @property
+    def overlap_len(self) -> int:
+        """Characters of the delivered text held back (the request leaves them out)."""
+        return len(self._overlap)
+
+    def settle(self) -> None:
+        """Nothing held back and nothing arrived on this channel: decided, nothing cut
+        (the other channel showed the continuation is not a restart)."""
+        if not self.resolved and not self._overlap and not self._held:
+            self.resolved = True
+
     def feed(self, text: str) -> str:
         if self.resolved:
             if self.diverged:
@@ -84,9 +127,10 @@ class SeamCheck:
             return text
         held = self._held = self._held + text
         whole, overlap = self._delivered, self._overlap
-        if held.startswith(whole):
-            return self._decide(len(whole), restart=len(overlap) < len(whole))
-        restart_alive = whole.startswith(held)
+        restarts = self._restarts and len(overlap) < len(whole)
+        if restarts and held.startswith(whole):
+            return self._decide(len(whole), restart=True)
+        restart_alive = restarts and whole.startswith(held)
         if held.startswith(overlap):
             if not restart_alive:
                 return self._decide(len(overlap))
