@@ -25,7 +25,7 @@ from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 
-APP_PATH = Path(__file__).parents[1] / "examples" / "fastapi_chat" / "app.py"
+APP_PATH = Path(__file__).parents[2] / "examples" / "fastapi_chat" / "app.py"
 FAST = StreamConfig(idle_timeout=0.5, backoff_initial=0.01, backoff_max=0.05)
 MSGS = [{"role": "user", "content": "Why is the sky blue?"}]
 

@@ -33,7 +33,7 @@ from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer, Re
 
 pytestmark = pytest.mark.timeout(60)
 
-EXAMPLES = Path(__file__).parent / "data" / "ollama_examples"
+EXAMPLES = Path(__file__).parents[1] / "data" / "ollama_examples"
 FAST = StreamConfig(
     idle_timeout=0.5, first_token_timeout=3.0, backoff_initial=0.01, backoff_max=0.05
 )

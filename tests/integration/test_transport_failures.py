@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 import pytest
-from test_transport_support import draining_h2_server
+from support.transport_servers import draining_h2_server
 
 from resilient_stream import errors
 from resilient_stream.refserver.faults import Fault, RequestInfo

@@ -7,7 +7,7 @@ from pathlib import Path
 from resilient_stream.config import StreamConfig
 from resilient_stream.config_reference import field_docs, render
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_every_config_knob_is_documented() -> None:

@@ -7,8 +7,7 @@ import time
 
 import httpx
 import pytest
-from test_transport_hypercorn import count_lines
-from test_transport_support import hypercorn_server
+from support.transport_servers import count_lines, hypercorn_server
 
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.transport import MultiplexedTransport

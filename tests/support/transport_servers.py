@@ -25,6 +25,7 @@ import h2.errors
 import h2.events
 import h2.settings
 import h11
+import httpx
 import hyperframe.frame
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -363,3 +364,13 @@ async def draining_h2_server(
             task.cancel()
         server.close()
         await server.wait_closed()
+
+
+async def count_lines(client: httpx.AsyncClient, url: str, **body: object) -> int:
+    async with client.stream("POST", url + "/gen", json=body) as response:
+        assert response.status_code == 200
+        assert response.http_version == "HTTP/2"
+        lines = 0
+        async for data in response.aiter_raw():
+            lines += data.count(b"\n")
+        return lines

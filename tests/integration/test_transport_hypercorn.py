@@ -11,20 +11,10 @@ import time
 
 import httpx
 import pytest
-from test_transport_support import hypercorn_server
+from support.transport_servers import count_lines, hypercorn_server
 
 from resilient_stream import errors
 from resilient_stream.transport import MultiplexedTransport, TransportStats
-
-
-async def count_lines(client: httpx.AsyncClient, url: str, **body: object) -> int:
-    async with client.stream("POST", url + "/gen", json=body) as response:
-        assert response.status_code == 200
-        assert response.http_version == "HTTP/2"
-        lines = 0
-        async for data in response.aiter_raw():
-            lines += data.count(b"\n")
-        return lines
 
 
 @pytest.mark.timeout(30)

@@ -16,7 +16,7 @@ from typing import Any
 import h2.connection
 import h2.errors
 import pytest
-from test_transport_hostile import (
+from support.hostile_h2 import (
     STORM_CAP,
     Seen,
     _serve,

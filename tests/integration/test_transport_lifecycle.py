@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 from structlog.testing import capture_logs
-from test_transport_support import h1_only_server, hypercorn_server, silent_h2_server
+from support.transport_servers import h1_only_server, hypercorn_server, silent_h2_server
 
 from resilient_stream import errors
 from resilient_stream.refserver.faults import Fault, RequestInfo
