@@ -1,0 +1,320 @@
+"""ResilientTransport under the official SDKs (ollama, openai) over real sockets.
+
+The SDKs are used as their users use them, with one transport line added; the
+reference server injects faults (and the chaos proxy breaks the network), and the
+text the SDK yields equals an unbroken run byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from resilient_stream import StreamConfig
+from resilient_stream.chaos import ChaosProxy
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
+from resilient_stream.sdk import ResilientTransport
+from resilient_stream.transport import MultiplexedTransport
+
+pytestmark = pytest.mark.timeout(60)
+
+N = 40
+FAST: dict[str, Any] = dict(
+    idle_timeout=0.5,
+    first_token_timeout=3.0,
+    total_timeout=20.0,
+    backoff_initial=0.01,
+    backoff_max=0.05,
+)
+MESSAGES = [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"}]
+PROMPT = "Tell me a story"
+
+
+def transport(http2: bool = True, **inner: Any) -> ResilientTransport:
+    config = StreamConfig(http2=http2, **FAST)
+    return ResilientTransport(config=config, **inner)
+
+
+# --- what the SDKs yield -------------------------------------------------------------
+
+
+async def ollama_text(url: str, kind: str, t: httpx.AsyncBaseTransport | None) -> str:
+    client = ollama.AsyncClient(host=url, transport=t) if t else ollama.AsyncClient(host=url)
+    options = {"num_predict": N, "temperature": 0}
+    out: list[str] = []
+    try:
+        if kind == "chat":
+            parts = await client.chat(model="ref", messages=MESSAGES, stream=True, options=options)
+            async for part in parts:
+                out.append(part.message.content or "")
+            assert part.done and part.eval_count == N
+        else:
+            gen = await client.generate(model="ref", prompt=PROMPT, stream=True, options=options)
+            async for g in gen:
+                out.append(g.response)
+            assert g.done and g.eval_count == N
+    finally:
+        await client._client.aclose()
+    return "".join(out)
+
+
+def openai_client(url: str, t: httpx.AsyncBaseTransport | None) -> openai.AsyncOpenAI:
+    http = httpx.AsyncClient(transport=t) if t else httpx.AsyncClient()
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", http_client=http, max_retries=0)
+
+
+async def openai_text(url: str, kind: str, t: httpx.AsyncBaseTransport | None) -> str:
+    client = openai_client(url, t)
+    out: list[str] = []
+    usage: Any = None
+    try:
+        if kind == "chat":
+            chat = await client.chat.completions.create(
+                model="ref",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=N,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            ids, roles, finishes = set(), 0, 0
+            async for c in chat:
+                ids.add(c.id)
+                usage = c.usage or usage
+                for choice in c.choices:
+                    roles += choice.delta.role is not None
+                    finishes += choice.finish_reason is not None
+                    out.append(choice.delta.content or "")
+            assert len(ids) == 1 and roles == 1 and finishes == 1
+        else:
+            comp = await client.completions.create(
+                model="ref",
+                prompt=PROMPT,
+                max_tokens=N,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for k in comp:
+                usage = k.usage or usage
+                out.extend(choice.text for choice in k.choices)
+    finally:
+        await client.close()
+    assert usage is not None and usage.completion_tokens == N
+    return "".join(out)
+
+
+SDKS = {"ollama": ollama_text, "openai": openai_text}
+CASES = [
+    (sdk, kind)
+    for sdk in SDKS
+    for kind in ("chat", "generate" if sdk == "ollama" else "completions")
+]
+
+
+@pytest.fixture
+async def baseline() -> AsyncIterator[ReferenceServer]:
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        yield srv
+
+
+async def unbroken(srv: ReferenceServer, sdk: str, kind: str) -> str:
+    return await SDKS[sdk](srv.url, kind, None)  # the SDK on stock httpx
+
+
+# --- resume under the SDK --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["drop_connection", "reset_stream", "truncate_line", "stall"])
+@pytest.mark.parametrize(("sdk", "kind"), CASES)
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "h1"])
+async def test_sdk_stream_resumes_byte_identical_after_server_fault(
+    baseline: ReferenceServer, sdk: str, kind: str, fault: str, http2: bool
+) -> None:
+    expected = await unbroken(baseline, sdk, kind)
+    plan = FaultSchedule({0: Fault(fault, after_tokens=5)})  # type: ignore[arg-type]
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport(http2) as t:
+            text = await SDKS[sdk](srv.url, kind, t)
+        assert srv.stats.requests == 2
+    assert text == expected
+
+
+@pytest.mark.parametrize(("sdk", "kind"), CASES)
+async def test_sdk_stream_through_chaos_proxy_is_byte_identical(
+    baseline: ReferenceServer, sdk: str, kind: str
+) -> None:
+    expected = await unbroken(baseline, sdk, kind)
+    toxics = [
+        "reset_stream:probability=1.0,min_bytes=300,max_bytes=1500,max_streams=1",
+        "slicer:average_size=40,size_variation=30",
+    ]
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        async with ChaosProxy(upstream=f"127.0.0.1:{srv.port}", toxics=toxics, seed=7) as proxy:
+            async with transport() as t:
+                text = await SDKS[sdk](proxy.url, kind, t)
+            kinds = {f.kind for f in proxy.faults}
+        assert srv.stats.requests == 2
+    assert "reset_stream" in kinds
+    assert text == expected
+
+
+async def test_retry_before_output_is_invisible_to_the_sdk(baseline: ReferenceServer) -> None:
+    expected = await unbroken(baseline, "openai", "chat")
+    plan = FaultSchedule({0: Fault("status", status=503, retry_after=0.05)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport() as t:
+            text = await openai_text(srv.url, "chat", t)
+        assert srv.stats.requests == 2
+    assert text == expected
+
+
+# --- pass-through ------------------------------------------------------------------------
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Records every response body as it came from the network."""
+
+    def __init__(self) -> None:
+        self.inner = MultiplexedTransport(StreamConfig(**FAST))
+        self.bodies: list[bytearray] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        body = bytearray()
+        self.bodies.append(body)
+        inner = response.stream
+        assert isinstance(inner, httpx.AsyncByteStream)
+
+        class Copy(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                async for data in inner:
+                    body.extend(data)
+                    yield data
+
+            async def aclose(self) -> None:
+                await inner.aclose()
+
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=Copy(),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {"model": "ref", "messages": MESSAGES, "options": {"num_predict": N}}),
+        ("/api/generate", {"model": "ref", "prompt": PROMPT, "options": {"num_predict": N}}),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "ref",
+                "messages": MESSAGES,
+                "max_tokens": N,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ),
+        ("/v1/completions", {"model": "ref", "prompt": PROMPT, "max_tokens": N, "stream": True}),
+    ],
+)
+async def test_unbroken_stream_passes_the_servers_bytes_untouched(
+    baseline: ReferenceServer, path: str, body: dict[str, Any]
+) -> None:
+    recording = Recording()
+    async with ResilientTransport(recording, config=StreamConfig(**FAST)) as t:
+        async with httpx.AsyncClient(transport=t) as http:
+            async with http.stream("POST", baseline.url + path, json=body) as response:
+                assert response.status_code == 200
+                got = b"".join([data async for data in response.aiter_raw()])
+    (upstream,) = recording.bodies
+    assert got == bytes(upstream)
+    assert got.count(b"\n") > N // 2
+
+
+async def test_unrecognised_requests_pass_through(baseline: ReferenceServer) -> None:
+    async with transport() as t:
+        client = ollama.AsyncClient(host=baseline.url, transport=t)
+        listed = await client.list()
+        assert listed.models is not None
+        # not streaming: passes through (upgrading it is not done yet)
+        answer = await client.generate(model="ref", prompt=PROMPT, options={"num_predict": 5})
+        assert answer.done and answer.eval_count == 5
+        await client._client.aclose()
+    assert baseline.stats.requests == 2
+
+
+# --- errors and closing ------------------------------------------------------------------
+
+
+async def test_missing_model_is_the_sdks_usual_error(baseline: ReferenceServer) -> None:
+    async with transport() as t:
+        client = ollama.AsyncClient(host=baseline.url, transport=t)
+        with pytest.raises(ollama.ResponseError) as info:
+            async for _ in await client.chat(model="missing-x", messages=MESSAGES, stream=True):
+                pass
+        assert info.value.status_code == 404
+        assert "not found" in info.value.error
+        await client._client.aclose()  # closes the transport too (httpx clients own theirs)
+    async with transport() as t:
+        oa = openai_client(baseline.url, t)
+        with pytest.raises(openai.NotFoundError):
+            await oa.chat.completions.create(
+                model="missing-x",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+            )
+        await oa.close()
+
+
+async def test_unreachable_server_raises_a_transport_error() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = StreamConfig(**{**FAST, "max_attempts": 2})
+    async with ResilientTransport(config=config) as t:
+        oa = openai_client(f"http://127.0.0.1:{port}", t)
+        with pytest.raises(openai.APIConnectionError):
+            await oa.chat.completions.create(
+                model="ref",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+            )
+        await oa.close()
+
+
+@pytest.mark.reference_server(tokens_per_second=50, stop_probability=0.0)
+async def test_closing_the_sdk_stream_early_cancels_upstream(
+    reference_server: ReferenceServer,
+) -> None:
+    srv = reference_server
+    async with transport() as t:
+        client = ollama.AsyncClient(host=srv.url, transport=t)
+        parts = await client.generate(
+            model="ref", prompt=PROMPT, stream=True, options={"num_predict": 1000}
+        )
+        got = 0
+        async for _ in parts:
+            got += 1
+            if got == 3:
+                break
+        await parts.aclose()  # type: ignore[attr-defined]
+        while srv.stats.streams_cancelled_by_client < 1:  # noqa: ASYNC110 (a counter)
+            await asyncio.sleep(0.01)
+        await client._client.aclose()
+    assert srv.stats.streams_completed == 0
+    assert srv.stats.tokens_generated < 1000
