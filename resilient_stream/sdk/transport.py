@@ -251,6 +251,14 @@ class _Sse(_Format):
     def flushable(self, raw: bytearray) -> int:
         # up to the last event with text (what the framer hands over at once; the
         # text-less ones before it go with it), never past a finish, an error or [DONE]
+        if b"[DONE]" not in raw and b'"error"' not in raw and not _SSE_FINISH.search(raw):
+            # no event can stop it (the steady state): the last event with text wins
+            ends = [m.end() for m in _SSE_END.finditer(raw)]
+            for i in range(len(ends) - 1, -1, -1):
+                data = _sse_data(bytes(raw[ends[i - 1] if i else 0 : ends[i]]).rstrip(b"\r\n"))
+                if data is not None and not _sse_record_held(data):
+                    return ends[i]
+            return 0
         end, start = 0, 0
         for m in _SSE_END.finditer(raw):
             data = _sse_data(bytes(raw[start : m.start()]))
@@ -317,6 +325,7 @@ class _SplicedBody(httpx.AsyncByteStream):
         self._first = first
         self._adapter = adapter_for(caller_type)
         self._passing = True
+        self._scanned = -1  # len(session.raw) after the last scan
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         pending, self._first = self._first, None
@@ -351,9 +360,12 @@ class _SplicedBody(httpx.AsyncByteStream):
                     return out
                 # a final chunk made locally (the token budget ran out): encode it
             else:
+                if len(raw) == self._scanned:
+                    return b""  # no new bytes since the last scan (several chunks per read)
                 end = fmt.flushable(raw)
                 out = bytes(raw[:end])
                 del raw[:end]
+                self._scanned = len(raw)
                 return out
         self._passing = False
         return fmt.encode(chunk)
