@@ -47,7 +47,7 @@ from ..formats.ollama import encoder as ollama_encoder
 from ..formats.ollama.planner import ResumePlanner
 from ..formats.ollama.types import ChatRequest, GenerateRequest, Message
 from ..formats.openai import encoder as openai_encoder
-from ..formats.openai.framing import _held_back as _sse_record_held
+from ..formats.openai.framing import held_back as _sse_record_held
 from ..formats.openai.planner import CHAT_PATH, COMPLETION_PATH, FLAVORS, Flavor, OpenAIPlanner
 from ..formats.openai.types import (
     ChatCompletionChunk,

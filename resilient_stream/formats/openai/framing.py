@@ -85,11 +85,11 @@ class OpenAIFramer:
         if not records:
             return records
         held = self._held
-        if not held and len(records) == 1 and not _held_back(records[0]):
+        if not held and len(records) == 1 and not held_back(records[0]):
             return records  # the steady state: one token per read
         out: list[bytes] = []
         for record in records:
-            if _held_back(record):
+            if held_back(record):
                 held.append(record)
                 if len(held) > MAX_HELD:
                     out.extend(held)
@@ -108,8 +108,10 @@ class OpenAIFramer:
         return self._parser.close()
 
 
-def _held_back(record: bytes) -> bool:
-    """A chunk without text (role-only, finish, usage) or one that finishes the choice.
+def held_back(record: bytes) -> bool:
+    """A chunk without text (role-only, finish, usage) or one that finishes the choice:
+    held until text or ``[DONE]`` follows (the framer here, and the SDK transport's
+    pass-through, which must flush records at the same points).
     Anything else (text, errors, ``[DONE]``, garbage) goes through at once."""
     if record.endswith(b'"finish_reason":null}]}') or b'"finish_reason":null' in record:
         # Compact JSON, as vLLM, llama.cpp, Ollama and OpenAI send it: two scans at most.
