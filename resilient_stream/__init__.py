@@ -15,6 +15,7 @@ from .config import StreamConfig
 from .errors import StreamError
 from .formats.ollama.types import ChatChunk, GenerateChunk, Message
 from .result import Seam, StreamResult
+from .sdk import ResilientSyncTransport, ResilientTransport
 from .stream import ResilientStream
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "GenerateChunk",
     "Message",
     "ResilientStream",
+    "ResilientSyncTransport",
+    "ResilientTransport",
     "Seam",
     "StreamClient",
     "StreamConfig",
