@@ -25,6 +25,8 @@ import msgspec
 
 from .client import StreamClient
 from .errors import InvalidRequestError
+from .formats.llamacpp.planner import LlamaServerPlanner
+from .formats.llamacpp.template import ChatTemplate, Render, TemplateChatPlanner
 from .formats.openai.planner import FLAVORS, Flavor, OpenAIPlanner
 from .formats.openai.types import (
     ChatCompletionChunk,
@@ -41,6 +43,7 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatMessage",
+    "ChatTemplate",
     "CompletionChunk",
     "CompletionRequest",
     "Flavor",
@@ -58,6 +61,7 @@ def openai_chat(
     messages: Sequence[ChatMessage | Mapping[str, Any]],
     flavor: Flavor = "generic",
     path: str | None = None,
+    chat_template: ChatTemplate | str | Render | None = None,
     **fields: Any,
 ) -> ResilientStream[ChatCompletionChunk]:
     """Stream ``/v1/chat/completions``; resumes by assistant prefill.
@@ -66,12 +70,22 @@ def openai_chat(
     ``tools``, ``response_format``, ``stream_options``, ``seed``...);
     fields we do not model (vLLM's ``top_k``...) are sent unchanged. ``flavor`` says how the server
     continues a trailing assistant message (docs/openai.md); ``path``
-    overrides ``/v1/chat/completions``.
+    overrides ``/v1/chat/completions``. ``chat_template`` (the model's Jinja
+    template, or a callable ``messages -> prompt``): resume through the rendered
+    conversation on the completion endpoint instead of by prefill, for servers
+    that close the assistant turn (llama-cpp-python); with ``flavor="llama-server"``
+    every attempt goes token-exact through ``/completion`` (docs/realmodel.md).
     """
     msgs = [m if isinstance(m, ChatMessage) else _build(ChatMessage, dict(m)) for m in messages]
     request = _build(ChatCompletionRequest, dict(fields, model=model, messages=msgs))
     _check(request)
-    planner = OpenAIPlanner(request, flavor=_flavor(flavor), path=path)
+    chosen = _flavor(flavor)
+    if chat_template is not None:
+        templated = TemplateChatPlanner(
+            request, ChatTemplate.of(chat_template), flavor=chosen, path=path
+        )
+        return client.open_stream(templated, ChatCompletionChunk)
+    planner = OpenAIPlanner(request, flavor=chosen, path=path)
     return client.open_stream(planner, ChatCompletionChunk)
 
 
@@ -84,12 +98,20 @@ def openai_completion(
     path: str | None = None,
     **fields: Any,
 ) -> ResilientStream[CompletionChunk]:
-    """Stream ``/v1/completions``; resumes with ``prompt + partial``."""
+    """Stream ``/v1/completions``; resumes with ``prompt + partial``.
+
+    With ``flavor="llama-server"`` every attempt is llama-server's native
+    ``/completion`` with token ids, and a resume re-prompts with the exact ids
+    generated so far (chunks are still OpenAI completion chunks).
+    """
     request = _build(CompletionRequest, dict(fields, model=model, prompt=prompt))
     _check(request)
     if request.best_of is not None and request.best_of > 1:
         raise InvalidRequestError("best_of > 1 cannot be streamed or resumed; leave it unset")
-    planner = OpenAIPlanner(request, flavor=_flavor(flavor), path=path)
+    chosen = _flavor(flavor)
+    if chosen == "llama-server":
+        return client.open_stream(LlamaServerPlanner(request, path=path), CompletionChunk)
+    planner = OpenAIPlanner(request, flavor=chosen, path=path)
     return client.open_stream(planner, CompletionChunk)
 
 

@@ -1,6 +1,7 @@
 """The wire formats a stream can speak, in one explicit table (sans-I/O).
 
-A wire format is one folder: ``ollama/`` (NDJSON) and ``openai/`` (SSE), each
+A wire format is one folder: ``ollama/`` (NDJSON), ``openai/`` (SSE) and
+``llamacpp/`` (llama-server's native ``/completion`` SSE, with token ids), each
 with its types, its decoder (``framing.py``), its planner, its chunk adapters
 and an encoder back to wire bytes. What they share stands beside them:
 ``ndjson.py`` and ``sse.py`` (body bytes into records), ``records.py`` (records
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import ndjson, sse
+from .llamacpp.framing import NativeDecoder
 from .ollama.adapters import ChatAdapter, GenerateAdapter
 from .ollama.framing import ChunkDecoder
 from .ollama.types import ChatChunk, GenerateChunk
@@ -98,6 +100,9 @@ class ChunkAdapter(Protocol):
 FRAMINGS: dict[str, Framing] = {
     "ndjson": Framing(ndjson.MEDIA_TYPE, ndjson.NdjsonFramer, ChunkDecoder),
     "sse": Framing(sse.MEDIA_TYPE, OpenAIFramer, OpenAIDecoder),
+    # llama-server's /completion: plain SSE, no [DONE]; its chunks are always converted
+    # to the caller's OpenAI chunks (plan.convert), so it needs no chunk adapter.
+    "llamacpp": Framing(sse.MEDIA_TYPE, sse.SseFramer, NativeDecoder),
 }
 
 CHUNK_ADAPTERS: dict[type[Any], ChunkAdapter] = {

@@ -11,6 +11,10 @@
   - ``"vllm"``: adds ``continue_final_message: true`` and
     ``add_generation_prompt: false`` (vLLM otherwise closes the turn and
     starts a new answer).
+  - ``"llama-server"``: llama.cpp's own server with its capabilities:
+    completions go token-exact through its native ``/completion``
+    (``formats/llamacpp/``, chosen in ``openai.py``); chats prefill as
+    ``"generic"``, or go through a chat template when the caller gives one.
   - ``"openai"``: api.openai.com does not continue an assistant message, so
     a stream that broke after output started is not resumed (it fails with
     the cause); failures before the first token are still retried.
@@ -39,7 +43,7 @@ from .types import (
     encode_request,
 )
 
-Flavor = Literal["generic", "vllm", "llamacpp", "ollama", "openai"]
+Flavor = Literal["generic", "vllm", "llamacpp", "llama-server", "ollama", "openai"]
 FLAVORS: frozenset[str] = frozenset(get_args(Flavor))
 
 CHAT_PATH = "/v1/chat/completions"
@@ -50,6 +54,7 @@ _REASONING_FIELD: dict[str, str] = {
     "generic": "reasoning_content",
     "vllm": "reasoning_content",
     "llamacpp": "reasoning_content",
+    "llama-server": "reasoning_content",
     "ollama": "reasoning",
     "openai": "reasoning_content",
 }
