@@ -22,7 +22,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -42,6 +42,7 @@ from .errors import (
 from .formats import Decoder, Framer
 from .formats.plan import Planner
 from .result import StreamResult
+from .transport.response import BODY_EXTENSION, H2ResponseStream
 from .resume.assembler import StreamAssembler
 from .watchdog import StallWatchdog
 
@@ -72,7 +73,7 @@ class ResilientStream(Generic[ChunkT]):
         self._out: collections.deque[ChunkT] = collections.deque()
         # the current attempt
         self._response: httpx.Response | None = None
-        self._body: AsyncIterator[bytes] | None = None
+        self._read: Callable[[], Awaitable[bytes]] | None = None  # the body's next piece
         self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
         self._framer: Framer | None = None
         self._decoder: Decoder | None = None
@@ -174,7 +175,7 @@ class ResilientStream(Generic[ChunkT]):
         if self._started_at is None:
             self._started_at = time.monotonic()
             self._attempts.start(self._started_at)
-        if self._body is None:
+        if self._read is None:
             await self._open()
             return
         now = time.monotonic()
@@ -190,7 +191,7 @@ class ResilientStream(Generic[ChunkT]):
         watchdog.arm(until - now)
         failure: BaseException | None = None
         try:
-            data = await self._body.__anext__()
+            data = await self._read()
             if self._inflate is not None:
                 data = self._inflate.decompress(data)
             self._body_bytes += len(data)
@@ -310,7 +311,7 @@ class ResilientStream(Generic[ChunkT]):
         opened = await self._attempts.open()
         self._response, self._inflate = opened.response, opened.inflate
         self._framer, self._decoder = opened.framer, opened.decoder
-        self._body = opened.response.stream.__aiter__()  # type: ignore[union-attr]
+        self._read = _body_reader(opened.response)
         self._attempt_first_chunk = True
         self._idle.reset()
         self._waiting_since = None
@@ -346,7 +347,7 @@ class ResilientStream(Generic[ChunkT]):
         self._ctx.streams.discard(self)
 
     async def _close_response(self) -> None:
-        response, self._response, self._body = self._response, None, None
+        response, self._response, self._read = self._response, None, None
         if response is not None:
             with contextlib.suppress(Exception):
                 await response.aclose()
@@ -366,3 +367,18 @@ class ResilientStream(Generic[ChunkT]):
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
             self._ctx.spawn(self._close_response())
+
+
+def _body_reader(response: httpx.Response) -> Callable[[], Awaitable[bytes]]:
+    """How to read the body's next piece (``StopAsyncIteration`` at the end).
+
+    On our transport, straight from its response stream: each httpx layer is an async
+    generator that only forwards, and costs its resumption on every chunk. Only when
+    that stream is what the response reads (a wrapping transport may put another body
+    under the same extensions); otherwise, through httpx.
+    """
+    direct = response.extensions.get(BODY_EXTENSION)
+    stream = response.stream
+    if isinstance(direct, H2ResponseStream) and getattr(stream, "_stream", stream) is direct:
+        return direct.read
+    return stream.__aiter__().__anext__  # type: ignore[union-attr]

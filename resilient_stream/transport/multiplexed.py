@@ -58,7 +58,7 @@ from ..retry import (
 from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
 from .headers import request_headers
 from .pool import OriginPool, UseHttp1
-from .response import H2ResponseStream
+from .response import BODY_EXTENSION, H2ResponseStream
 from .timeouts import request_timeouts
 
 #: Resends of one request that the server never processed (RST_STREAM(REFUSED_STREAM), a
@@ -218,7 +218,11 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                     status_code=s.status,
                     headers=s.headers,
                     stream=response,
-                    extensions={"http_version": b"HTTP/2", "stream_id": s.stream_id},
+                    extensions={
+                        "http_version": b"HTTP/2",
+                        "stream_id": s.stream_id,
+                        BODY_EXTENSION: response,
+                    },
                 )
             error = s.error
             response.close()

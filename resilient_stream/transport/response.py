@@ -24,6 +24,10 @@ from ..errors import StallError
 from .connection import H2ClientConnection
 from .stream import H2Stream
 
+#: The ``httpx.Response.extensions`` key under which the transport hands out the
+#: :class:`H2ResponseStream` itself, so a reader can skip httpx's forwarding layers.
+BODY_EXTENSION = "resilient_stream.body"
+
 
 class H2ResponseStream(httpx.AsyncByteStream):
     """The response body. ``aclose()`` before the end sends RST_STREAM(CANCEL)."""
@@ -97,35 +101,54 @@ class H2ResponseStream(httpx.AsyncByteStream):
             self._timer.cancel()
             self._timer = None
 
+    def _take(self) -> bytes:
+        """What is buffered (all of it, or one DATA frame without coalescing); credits
+        the stream's window for it. Only call with ``stream.chunks`` non-empty."""
+        s = self._stream
+        chunks = s.chunks
+        self._timeout = self._idle  # first data seen: the idle bound applies
+        n = s.unacked
+        if self._coalesce or len(chunks) == 1:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            if n:
+                s.unacked = 0
+                self._conn.stream_data_consumed(s, n)
+            return data
+        data = chunks.pop(0)  # one DATA frame per read (coalesce_reads=False)
+        n = min(len(data), n) if chunks else n
+        if n:
+            s.unacked -= n
+            self._conn.stream_data_consumed(s, n)
+        return data
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         s = self._stream
         chunks = s.chunks
-        conn = self._conn
-        coalesce = self._coalesce
         while True:
             if chunks:
-                self._timeout = self._idle  # first data seen: the idle bound applies
-                n = s.unacked
-                if coalesce or len(chunks) == 1:
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    chunks.clear()
-                    if n:
-                        s.unacked = 0
-                        conn.stream_data_consumed(s, n)
-                    yield data
-                else:  # one DATA frame per read (coalesce_reads=False)
-                    data = chunks.pop(0)
-                    n = min(len(data), n) if chunks else n
-                    if n:
-                        s.unacked -= n
-                        conn.stream_data_consumed(s, n)
-                    yield data
+                yield self._take()
             elif s.error is not None:
                 raise s.error
             elif s.ended:
                 return
             else:
                 await self.wait()
+
+    async def read(self) -> bytes:
+        """The next piece of the body, like ``__aiter__`` without an async generator:
+        raises ``StopAsyncIteration`` at the end. For readers that pay per layer per
+        chunk (``ResilientStream`` finds it through :data:`BODY_EXTENSION`)."""
+        s = self._stream
+        chunks = s.chunks
+        while True:
+            if chunks:
+                return self._take()
+            if s.error is not None:
+                raise s.error
+            if s.ended:
+                raise StopAsyncIteration
+            await self.wait()
 
     async def aclose(self) -> None:
         if not self._closed:
