@@ -59,7 +59,7 @@ def serve(rate: float, port_file: str) -> None:
 
 
 def _rss() -> int:
-    with open("/proc/self/statm") as f:  # noqa: PTH123
+    with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -193,7 +193,7 @@ def client(mode: str, url: str, streams: int, tokens: int) -> None:
     import aiohttp  # noqa: F401
     import httpx  # noqa: F401
 
-    import resilient_stream  # noqa: F401
+    import resilient_stream
     import resilient_stream.transport  # noqa: F401
 
     fn = {"bare": _bare, "client": _client, "aiohttp": _aiohttp}[mode]
@@ -326,7 +326,7 @@ def main() -> None:
         server.wait()
     report(results, modes, sizes, lengths)
     if args.json:
-        with open(args.json, "a") as f:  # noqa: PTH123
+        with open(args.json, "a") as f:
             for (mode, n, t), rs in results.items():
                 f.write(json.dumps({"mode": mode, "streams": n, "tokens": t, "runs": rs}) + "\n")
 

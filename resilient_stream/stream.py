@@ -42,8 +42,8 @@ from .errors import (
 from .formats import Decoder, Framer
 from .formats.plan import Planner
 from .result import StreamResult
-from .transport.response import BODY_EXTENSION, H2ResponseStream
 from .resume.assembler import StreamAssembler
+from .transport.response import BODY_EXTENSION, H2ResponseStream
 from .watchdog import StallWatchdog
 
 ChunkT = TypeVar("ChunkT")
