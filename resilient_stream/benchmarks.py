@@ -29,12 +29,18 @@ BENCHMARKS = {
     "proxy": ("bench_proxy.py", "chaos proxy added latency and throughput"),
     "openai": ("bench_openai_stream.py", "SSE vs NDJSON codec and stream cost"),
     "ollama": ("bench_ollama_dropin.py", "ollama drop-in vs the official client"),
+    "e2e": (
+        "bench_e2e.py",
+        "every user-facing path, 300-10,000 streams, CPU/RSS/TTFT ratios (~15 min)",
+    ),
     "realmodel": (
         "bench_realmodel.py",
         "resume on real llama.cpp servers (opt-in: scripts/realmodel-setup first)",
     ),
 }
-QUICK = {"transport", "server", "realmodel"}  # scripts that take --quick
+QUICK = {"transport", "server", "realmodel", "e2e"}  # scripts that take --quick
+#: Scripts that take ``--sizes`` / ``--lengths`` (passed on when given).
+SIZED = {"e2e"}
 #: Not run by a bare ``resilient-stream bench``: they need a set-up cache (name them).
 OPT_IN = {"realmodel"}
 
@@ -55,6 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--quick", action="store_true", help="small runs where supported")
     p.add_argument("--dir", default="bench", help="benchmark folder (%(default)s)")
+    p.add_argument("--sizes", default=None, help="e2e: concurrent streams per cell, e.g. 300,1000")
+    p.add_argument("--lengths", default=None, help="e2e: short (40 tokens), long (400), or both")
     p.set_defaults(func=main)
 
 
@@ -79,6 +87,11 @@ def main(args: argparse.Namespace) -> int:
             failed.append(name)
             continue
         cmd = [sys.executable, str(script)] + (["--quick"] if args.quick and name in QUICK else [])
+        if name in SIZED:
+            for flag in ("sizes", "lengths"):
+                value = getattr(args, flag, None)
+                if value:
+                    cmd += [f"--{flag}", value]
         print(f"[{i}/{len(names)}] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         started = time.monotonic()
         code = subprocess.call(cmd)
