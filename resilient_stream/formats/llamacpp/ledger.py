@@ -11,11 +11,17 @@ verified seam then checks what the server makes of it).
 
 At a resume the ledger is asked for the prompt that continues after the text
 the caller keeps (everything delivered minus the held-back overlap): the
-caller's prompt, then each piece's ids (or its text), as one mixed array,
-which llama-server tokenizes element by element (``tokenize_mixed``: only the
-first element, the caller's prompt, gets the BOS). Text and ids line up only
-at the end of a piece that carries text (a piece without text may hold bytes
-that a later piece sends: stop-word look-ahead), so a prompt ends there.
+caller's prompt, then each piece's ids, as one mixed array, which llama-server
+tokenizes element by element (``tokenize_mixed``: only the first element, the
+caller's prompt, gets the BOS). Text and ids line up only at the end of a
+piece that carries text (a piece without text may hold bytes that a later
+piece sends: stop-word look-ahead), so a prompt ends there.
+
+A piece without its ids is where exactness would end. With ``cut_back`` the
+prompt stops before it, and the rest of the kept text is to be *replayed*:
+the server regenerates it from exact ids (the planner checks it byte for byte
+and drops it before the caller's seam check sees the overlap). Without, that
+piece goes back as text (the fallback, after a replay did not reproduce).
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class Continuation:
     #: Characters of the kept text that no piece covered (sent as text).
     uncovered: int
     pieces: tuple[Piece, ...] = field(default=(), repr=False)
+    #: Kept text the server is to regenerate after the elements (cut back before a
+    #: piece without ids): checked and dropped by the planner.
+    replay: str = ""
 
     @property
     def exact(self) -> bool:
@@ -80,9 +89,10 @@ class AttemptLedger:
         """Tokens generated for the caller by this chain of attempts (carried + streamed)."""
         return sum(p.tokens for p in self.carried) + sum(p.tokens for p in self.recorded)
 
-    def continuation(self, kept: str) -> Continuation:
+    def continuation(self, kept: str, *, cut_back: bool = False) -> Continuation:
         """The prompt elements that continue after ``kept`` (the caller's text minus the
-        overlap held back at the seam)."""
+        overlap held back at the seam); ``cut_back``: stop before a piece without ids
+        and leave the rest of ``kept`` to be replayed."""
         pieces = [*self.carried, *self.recorded]
         used: list[Piece] = []
         covered = 0
@@ -90,6 +100,8 @@ class AttemptLedger:
         for piece in pieces:
             end = covered + len(piece.text)
             if end > len(kept) or not kept.startswith(piece.text, covered):
+                break
+            if cut_back and piece.ids is None:
                 break
             used.append(piece)
             covered = end
@@ -107,6 +119,15 @@ class AttemptLedger:
                 elements.append(piece.text)
                 text_pieces += 1
         rest = kept[covered:]
+        if cut_back and rest:
+            return Continuation(
+                elements=tuple(elements),
+                tokens=tokens,
+                text_pieces=0,
+                uncovered=0,
+                pieces=tuple(used),
+                replay=rest,
+            )
         if rest:
             elements.append(rest)
             tokens += len(rest.encode("utf-8"))

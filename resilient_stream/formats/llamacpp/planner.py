@@ -7,8 +7,12 @@ token count. A resume re-prompts with ``[prompt, *ids generated so far]``
 (a mixed prompt: the caller's prompt is tokenized exactly as the first time),
 so nothing is re-tokenized at the seam and, with the prompt cache on (the
 server's default), the server continues from the very state it was in. Where
-the stream left ids out (a multi-byte character, see ``ledger.py``) that piece
-goes back as text, and the verified seam checks the result as on any server.
+the stream left ids out (a multi-byte character, see ``ledger.py``) the prompt
+stops before that piece and the server regenerates the rest of the kept text
+from exact ids: :class:`_Replay` checks it byte for byte and drops it, so the
+caller's seam check sees only the held-back overlap. If a replay ever differs,
+the stream falls back to sending such pieces as text (the verified seam then
+checks the result as on any server).
 
 Counting is exact: what the server reported per chunk, so a resumed request
 asks for ``max_tokens`` minus what the kept text took, and the final chunk's
@@ -58,6 +62,8 @@ class LlamaServerPlanner:
         self._prompt_tokens: int | None = None
         #: The continuation the last resumed request carried (None: none yet).
         self.last: Continuation | None = None
+        #: A replay did not reproduce the kept text: send id-less pieces as text instead.
+        self.replay_failed = False
 
     @property
     def caller_chunk_type(self) -> type[CompletionChunk]:
@@ -71,7 +77,7 @@ class LlamaServerPlanner:
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
         if not progress.started:
             return self.initial()
-        cont = self._ledger.continuation(progress.text)
+        cont = self._ledger.continuation(progress.text, cut_back=not self.replay_failed)
         budget = None
         if self.token_limit is not None:
             budget = self.token_limit - cont.tokens
@@ -79,18 +85,23 @@ class LlamaServerPlanner:
                 return Finished("length")
         self.last = cont
         self._ledger = AttemptLedger(cont.pieces)
-        return self._plan([self.request.prompt, *cont.elements], budget, self._ledger)
+        replay = _Replay(cont.replay) if cont.replay else None
+        return self._plan([self.request.prompt, *cont.elements], budget, self._ledger, replay)
 
     # --- internals ----------------------------------------------------------------
 
     def _plan(
-        self, prompt: str | list[int | str], budget: int | None, ledger: AttemptLedger
+        self,
+        prompt: str | list[int | str],
+        budget: int | None,
+        ledger: AttemptLedger,
+        replay: _Replay | None = None,
     ) -> AttemptPlan:
         return AttemptPlan(
             path=self.path,
             body=_encoder.encode(self._body(prompt, budget)),
             chunk_type=NativeChunk,
-            convert=lambda chunk: self._convert(chunk, ledger),
+            convert=lambda chunk: self._convert(chunk, ledger, replay),
             framing="llamacpp",
         )
 
@@ -112,16 +123,21 @@ class LlamaServerPlanner:
         body["return_tokens"] = True
         return body
 
-    def _convert(self, chunk: NativeChunk, ledger: AttemptLedger) -> CompletionChunk:
+    def _convert(
+        self, chunk: NativeChunk, ledger: AttemptLedger, replay: _Replay | None
+    ) -> CompletionChunk:
         """A native chunk as the caller's completion chunk; records its ids."""
         if self._prompt_tokens is None and chunk.tokens_evaluated and not ledger.carried:
             self._prompt_tokens = chunk.tokens_evaluated
         if chunk.content or chunk.tokens:
             ledger.record(chunk.content, chunk.tokens, chunk.tokens_predicted)
+        text = chunk.content
+        if replay is not None and not replay.done:
+            text = replay.feed(text, chunk.stop)
+            if replay.failed:
+                self.replay_failed = True
         if not chunk.stop:
-            return CompletionChunk(
-                model=chunk.model, choices=[CompletionChoice(text=chunk.content)]
-            )
+            return CompletionChunk(model=chunk.model, choices=[CompletionChoice(text=text)])
         finish = FINISH_REASON.get(chunk.stop_type or "", "stop")
         usage = None
         if self._usage:
@@ -130,7 +146,36 @@ class LlamaServerPlanner:
             usage = Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
         return CompletionChunk(
             model=chunk.model,
-            choices=[CompletionChoice(text=chunk.content, finish_reason=finish)],
+            choices=[CompletionChoice(text=text, finish_reason=finish)],
             usage=usage,
             done=True,
         )
+
+
+class _Replay:
+    """Kept text the server regenerates first (from exact ids): checked and dropped.
+
+    ``feed`` returns what to hand on: "" while the text matches, then the rest after
+    the replayed text. On the first difference it hands on everything held (so the
+    caller's seam check sees a continuation that does not start with its overlap,
+    and flags it) and sets ``failed``.
+    """
+
+    __slots__ = ("done", "expected", "failed", "held")
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        self.held = ""
+        self.done = False
+        self.failed = False
+
+    def feed(self, text: str, end: bool) -> str:
+        held = self.held + text
+        if held.startswith(self.expected):
+            self.done = True
+            return held[len(self.expected) :]
+        if self.expected.startswith(held) and not end:
+            self.held = held
+            return ""
+        self.done = self.failed = True
+        return held
