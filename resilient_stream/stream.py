@@ -22,7 +22,6 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -43,8 +42,8 @@ from .formats import Decoder, Framer
 from .formats.plan import Planner
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
-from .transport.response import BODY_EXTENSION, H2ResponseStream
-from .watchdog import StallWatchdog
+from .transport.response import ReadDeadline
+from .watchdog import BodyReader, WatchedBody, body_reader
 
 ChunkT = TypeVar("ChunkT")
 
@@ -73,7 +72,8 @@ class ResilientStream(Generic[ChunkT]):
         self._out: collections.deque[ChunkT] = collections.deque()
         # the current attempt
         self._response: httpx.Response | None = None
-        self._read: Callable[[], Awaitable[bytes]] | None = None  # the body's next piece
+        self._read: BodyReader | None = None  # the body's next piece, within a deadline
+        self._watched: WatchedBody | None = None  # its watchdog (bodies not of our transport)
         self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
         self._framer: Framer | None = None
         self._decoder: Decoder | None = None
@@ -86,7 +86,6 @@ class ResilientStream(Generic[ChunkT]):
             enabled=cfg.adaptive_idle_timeout,
             warmup_timeout=cfg.idle_timeout_warmup,
         )
-        self._watchdog = StallWatchdog()
         self._last_read = 0.0
         self._waiting_since: float | None = None  # None: not waiting for a record
         # limits against servers that do not stop
@@ -187,11 +186,9 @@ class ResilientStream(Generic[ChunkT]):
             since = self._waiting_since = now
         limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
         until = min(since + limit, self._policy.deadline)
-        watchdog = self._watchdog
-        watchdog.arm(until - now)
         failure: BaseException | None = None
         try:
-            data = await self._read()
+            data = await self._read(until - now)
             if self._inflate is not None:
                 data = self._inflate.decompress(data)
             self._body_bytes += len(data)
@@ -205,14 +202,10 @@ class ResilientStream(Generic[ChunkT]):
             failure = self._end_of_body()
             if failure is None:
                 return
-        except asyncio.CancelledError:
-            if not watchdog.expired():
-                raise
+        except ReadDeadline:
             failure = self._silence_error(since, until, limit)
         except (httpx.TransportError, StreamError, OSError) as exc:
             failure = exc
-        finally:
-            watchdog.disarm()
         if failure is not None:
             await self._fail(failure)
             return
@@ -249,7 +242,7 @@ class ResilientStream(Generic[ChunkT]):
                 )
 
     def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
-        """The watchdog fired: a stall (resumed) or the total deadline (given up)."""
+        """The read's deadline passed: a stall (resumed) or the total deadline (given up)."""
         if until >= self._policy.deadline:
             return self._policy.deadline_error(None)
         return failures.stall_error(
@@ -311,7 +304,7 @@ class ResilientStream(Generic[ChunkT]):
         opened = await self._attempts.open()
         self._response, self._inflate = opened.response, opened.inflate
         self._framer, self._decoder = opened.framer, opened.decoder
-        self._read = _body_reader(opened.response)
+        self._read, self._watched = body_reader(opened.response)
         self._attempt_first_chunk = True
         self._idle.reset()
         self._waiting_since = None
@@ -342,12 +335,16 @@ class ResilientStream(Generic[ChunkT]):
     def _finish(self) -> None:
         """Mark the end; the caller of ``_deliver`` closes the response."""
         self._closed = True
-        self._watchdog.close()
+        if self._watched is not None:
+            self._watched.close()
         self._ended_at = time.monotonic()
         self._ctx.streams.discard(self)
 
     async def _close_response(self) -> None:
         response, self._response, self._read = self._response, None, None
+        watched, self._watched = self._watched, None
+        if watched is not None:
+            watched.close()
         if response is not None:
             with contextlib.suppress(Exception):
                 await response.aclose()
@@ -359,7 +356,6 @@ class ResilientStream(Generic[ChunkT]):
         if self._ended_at is None:
             self._ended_at = time.monotonic()
         await self._close_response()
-        self._watchdog.close()
         self._ctx.streams.discard(self)
 
     def __del__(self) -> None:
@@ -367,18 +363,3 @@ class ResilientStream(Generic[ChunkT]):
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
             self._ctx.spawn(self._close_response())
-
-
-def _body_reader(response: httpx.Response) -> Callable[[], Awaitable[bytes]]:
-    """How to read the body's next piece (``StopAsyncIteration`` at the end).
-
-    On our transport, straight from its response stream: each httpx layer is an async
-    generator that only forwards, and costs its resumption on every chunk. Only when
-    that stream is what the response reads (a wrapping transport may put another body
-    under the same extensions); otherwise, through httpx.
-    """
-    direct = response.extensions.get(BODY_EXTENSION)
-    stream = response.stream
-    if isinstance(direct, H2ResponseStream) and getattr(stream, "_stream", stream) is direct:
-        return direct.read
-    return stream.__aiter__().__anext__  # type: ignore[union-attr]

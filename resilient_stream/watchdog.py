@@ -1,4 +1,14 @@
-"""One lazily re-armed timer per stream, instead of a timeout context per read.
+"""Reading a response body under a deadline, without a timer per read.
+
+On our transport the body's own reader takes the deadline
+(:meth:`~resilient_stream.transport.response.H2ResponseStream.read` with
+``within``: its idle timer, one per stream, re-armed lazily). Any other httpx
+body is read under a :class:`StallWatchdog` (:class:`WatchedBody`).
+:func:`body_reader` picks; either raises
+:class:`~resilient_stream.transport.response.ReadDeadline` when the deadline
+passes, and ``StopAsyncIteration`` at the end of the body.
+
+The watchdog: one lazily re-armed timer per stream, instead of a timeout context per read.
 
 ``asyncio.timeout()`` around every read costs a timer handle and two heap
 operations per chunk; on a paced token stream that is a fifth of the client's
@@ -12,6 +22,14 @@ cancels the waiting task, and the waiter turns that cancellation into a stall
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+
+from .transport.response import BODY_EXTENSION, H2ResponseStream, ReadDeadline
+
+#: Reads a body's next piece within the given seconds (see the module docstring).
+BodyReader = Callable[[float], Awaitable[bytes]]
 
 
 class StallWatchdog:
@@ -66,3 +84,45 @@ class StallWatchdog:
         self._fired = True
         self._deadline = None
         task.cancel()
+
+
+class WatchedBody:
+    """Any httpx body, read under a :class:`StallWatchdog` (made here: only such
+    bodies need one)."""
+
+    __slots__ = ("_next", "_watchdog")
+
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self._next = body.__anext__
+        self._watchdog = StallWatchdog()
+
+    async def read(self, within: float) -> bytes:
+        watchdog = self._watchdog
+        watchdog.arm(within)
+        try:
+            return await self._next()
+        except asyncio.CancelledError:
+            if watchdog.expired():
+                raise ReadDeadline from None
+            raise
+        finally:
+            watchdog.disarm()
+
+    def close(self) -> None:
+        self._watchdog.close()
+
+
+def body_reader(response: httpx.Response) -> tuple[BodyReader, WatchedBody | None]:
+    """How to read ``response``'s body, and the watchdog to close with it (None: none).
+
+    On our transport, straight from its response stream: each httpx layer is an
+    async generator that only forwards, and costs its resumption on every chunk.
+    Only when that stream is what the response reads (a wrapping transport may put
+    another body under the same extensions); otherwise through httpx, watched.
+    """
+    direct = response.extensions.get(BODY_EXTENSION)
+    stream = response.stream
+    if isinstance(direct, H2ResponseStream) and getattr(stream, "_stream", stream) is direct:
+        return direct.read, None
+    watched = WatchedBody(stream.__aiter__())  # type: ignore[union-attr]
+    return watched.read, watched

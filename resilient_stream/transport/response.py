@@ -29,6 +29,10 @@ from .stream import H2Stream
 BODY_EXTENSION = "resilient_stream.body"
 
 
+class ReadDeadline(Exception):
+    """:meth:`H2ResponseStream.read` waited past the deadline its caller gave it."""
+
+
 class H2ResponseStream(httpx.AsyncByteStream):
     """The response body. ``aclose()`` before the end sends RST_STREAM(CANCEL)."""
 
@@ -48,22 +52,28 @@ class H2ResponseStream(httpx.AsyncByteStream):
         self._coalesce = coalesce
         self._closed = False
         self._idle_since = 0.0
+        self._until = 0.0  # loop time: the deadline a caller of read() gave (0.0: none)
         self._timer: asyncio.TimerHandle | None = None
 
     @property
     def stream(self) -> H2Stream:
         return self._stream
 
-    async def wait(self) -> None:
-        """Wait for any news (headers, data, end, error), bounded by the idle timer."""
+    async def wait(self, until: float = 0.0) -> None:
+        """Wait for any news (headers, data, end, error), bounded by the idle timer and,
+        if given, by ``until`` (loop time; past it, :class:`ReadDeadline`)."""
         loop = self._conn.loop
         waiter = loop.create_future()
         s = self._stream
         s.waiter = waiter
         timeout = self._timeout
-        if timeout is not None:
-            now = self._idle_since = loop.time()
-            deadline = now + timeout
+        if timeout is not None or until:
+            deadline = until
+            if timeout is not None:
+                now = self._idle_since = loop.time()
+                if not until or now + timeout < until:
+                    deadline = now + timeout
+            self._until = until
             timer = self._timer
             if timer is None or timer.when() > deadline:  # none yet, or set for a longer bound
                 if timer is not None:
@@ -73,17 +83,25 @@ class H2ResponseStream(httpx.AsyncByteStream):
             await waiter
         finally:
             s.waiter = None
+            self._until = 0.0
 
     def _on_timer(self) -> None:
         self._timer = None
         s = self._stream
         waiter = s.waiter
         timeout = self._timeout
-        if waiter is None or waiter.done() or timeout is None:
+        until = self._until
+        if waiter is None or waiter.done() or (timeout is None and not until):
             return  # not waiting now; the next wait() re-arms
         loop = self._conn.loop
-        deadline = self._idle_since + timeout
-        if loop.time() < deadline:
+        now = loop.time()
+        if until and until <= now:
+            waiter.set_exception(ReadDeadline())
+            return
+        deadline = self._idle_since + timeout if timeout is not None else until
+        if until and until < deadline:
+            deadline = until
+        if now < deadline:
             self._timer = loop.call_at(deadline, self._on_timer)
             return
         what = "response headers" if not s.status else "data"
@@ -91,7 +109,7 @@ class H2ResponseStream(httpx.AsyncByteStream):
             StallError(
                 f"no {what} on HTTP/2 stream {s.stream_id} for {timeout:.3g}s "
                 "(per-stream idle timeout; other streams do not reset it)",
-                waited=timeout,
+                waited=timeout or 0.0,
                 endpoint=self._conn.endpoint,
             )
         )
@@ -135,12 +153,16 @@ class H2ResponseStream(httpx.AsyncByteStream):
             else:
                 await self.wait()
 
-    async def read(self) -> bytes:
+    async def read(self, within: float | None = None) -> bytes:
         """The next piece of the body, like ``__aiter__`` without an async generator:
         raises ``StopAsyncIteration`` at the end. For readers that pay per layer per
-        chunk (``ResilientStream`` finds it through :data:`BODY_EXTENSION`)."""
+        chunk (``ResilientStream`` finds it through :data:`BODY_EXTENSION`).
+
+        ``within``: seconds this read may wait for news before :class:`ReadDeadline`
+        (on the same lazily re-armed timer as the idle bound: no timer per read)."""
         s = self._stream
         chunks = s.chunks
+        until = 0.0
         while True:
             if chunks:
                 return self._take()
@@ -148,7 +170,9 @@ class H2ResponseStream(httpx.AsyncByteStream):
                 raise s.error
             if s.ended:
                 raise StopAsyncIteration
-            await self.wait()
+            if within is not None and not until:
+                until = self._conn.loop.time() + max(within, 1e-9)
+            await self.wait(until)
 
     async def aclose(self) -> None:
         if not self._closed:
