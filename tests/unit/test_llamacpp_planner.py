@@ -120,7 +120,8 @@ def test_resume_sends_the_prompt_then_the_ids_and_asks_for_exactly_what_is_left(
     nxt.convert(chunk("b", [9], 1, tokens_evaluated=3))
     final = nxt.convert(NativeChunk(stop=True, stop_type="limit", tokens_predicted=8))
     assert final.done and final.choices[0].finish_reason == "length"
-    assert final.usage is not None and final.usage.completion_tokens == 3
+    # as a server reports it: this request's tokens (the assembler adds attempts up)
+    assert final.usage is not None and final.usage.completion_tokens == 8
 
 
 def test_budget_counts_tokens_the_server_reported_not_chunks() -> None:
@@ -251,6 +252,9 @@ def test_a_piece_without_ids_is_replayed_from_exact_ids_and_dropped() -> None:
     assert nxt.convert(chunk("c", [3], 4)).choices[0].text == ""
     assert nxt.convert(chunk("dXY", [4], 5)).choices[0].text == "XY"
     assert not p.replay_failed
+    final = nxt.convert(NativeChunk(stop=True, stop_type="eos", tokens_predicted=6))
+    assert final.choices[0].finish_reason == "stop"
+    assert final.usage is None  # not asked for (stream_options.include_usage)
 
 
 def test_a_replay_that_differs_is_handed_on_and_later_resumes_send_text() -> None:

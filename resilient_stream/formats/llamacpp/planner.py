@@ -133,7 +133,7 @@ class LlamaServerPlanner:
             ledger.record(chunk.content, chunk.tokens, chunk.tokens_predicted)
         text = chunk.content
         if replay is not None and not replay.done:
-            text = replay.feed(text, chunk.stop)
+            text = replay.feed(text, chunk.stop, chunk.tokens_predicted)
             if replay.failed:
                 self.replay_failed = True
         if not chunk.stop:
@@ -141,8 +141,10 @@ class LlamaServerPlanner:
         finish = FINISH_REASON.get(chunk.stop_type or "", "stop")
         usage = None
         if self._usage:
+            # As a server reports it: this request's tokens (the assembler adds the
+            # attempts up), less the replayed ones, which the caller already had.
             prompt = self._prompt_tokens or 0
-            done = ledger.generated
+            done = max(0, chunk.tokens_predicted - (replay.tokens if replay else 0))
             usage = Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
         return CompletionChunk(
             model=chunk.model,
@@ -161,19 +163,24 @@ class _Replay:
     and flags it) and sets ``failed``.
     """
 
-    __slots__ = ("done", "expected", "failed", "held")
+    __slots__ = ("done", "expected", "failed", "held", "tokens")
 
     def __init__(self, expected: str) -> None:
         self.expected = expected
         self.held = ""
         self.done = False
         self.failed = False
+        #: Tokens the replay took (the server's count when it completed; a chunk that
+        #: also brings new text is taken as one new token).
+        self.tokens = 0
 
-    def feed(self, text: str, end: bool) -> str:
+    def feed(self, text: str, end: bool, predicted: int = 0) -> str:
         held = self.held + text
         if held.startswith(self.expected):
             self.done = True
-            return held[len(self.expected) :]
+            rest = held[len(self.expected) :]
+            self.tokens = max(0, predicted - (1 if rest else 0))
+            return rest
         if self.expected.startswith(held) and not end:
             self.held = held
             return ""
