@@ -13,7 +13,7 @@ class Seam(msgspec.Struct, frozen=True, kw_only=True):
     thinking_offset: int
     """Characters of ``thinking`` delivered before the seam."""
     tokens: int
-    """Tokens (chunks) received before the seam."""
+    """Tokens delivered before the seam (the server's count, or an upper bound)."""
     attempt: int
     """The attempt number that continued the stream (2 = the first resume)."""
     reason: str
@@ -52,7 +52,11 @@ class StreamResult(msgspec.Struct, kw_only=True):
     done: bool = False
     done_reason: str | None = None
     eval_count: int = 0
-    """Tokens generated over all attempts (what the caller received)."""
+    """Tokens generated for what the caller received, over all attempts (a held-back
+    overlap counted once): the servers' counts where they reported them, else an upper
+    bound (``tokens_exact`` False; see docs/resume.md)."""
+    tokens_exact: bool = True
+    """``eval_count`` is the servers' count, not an upper bound of it."""
     prompt_eval_count: int | None = None
     attempts: int = 0
     """HTTP requests that counted as attempts (transparent retries excluded)."""

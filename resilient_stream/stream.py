@@ -91,8 +91,8 @@ class ResilientStream(Generic[ChunkT]):
         # limits against servers that do not stop
         self._body_bytes = 0
         self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
-        # A server that sends more than twice what was asked (plus slack for servers
-        # whose chunk count differs from their token count) ignores the limit.
+        # An attempt that sends more than twice what the whole stream may have (counted
+        # by a lower bound: a chunk holds at least one token) ignores the limit.
         limit = planner.token_limit
         self._token_cap = 2 * limit + 16 if limit is not None else _NO_LIMIT
         # the stream's life
@@ -154,6 +154,7 @@ class ResilientStream(Generic[ChunkT]):
             done=final is not None,
             done_reason=asm.adapter.done_reason(final) if final is not None else None,
             eval_count=asm.tokens,
+            tokens_exact=asm.tokens_exact,
             prompt_eval_count=asm.adapter.prompt_tokens(final) if final is not None else None,
             attempts=self._policy.attempts,
             retries=self._policy.retries,
@@ -232,10 +233,10 @@ class ResilientStream(Generic[ChunkT]):
                 await self._close_response()
             elif self._asm.diverged:
                 await self._diverged()
-            elif self._asm.tokens > self._token_cap:
+            elif self._asm.attempt_floor > self._token_cap:
                 await self._fail(
                     failures.output_limit_error(
-                        f"{self._asm.tokens} chunks received for a limit of "
+                        f"{self._asm.attempt_floor} tokens or more received for a limit of "
                         f"{self._planner.token_limit} tokens: the server ignores the limit",
                         self._policy.endpoint,
                     )

@@ -96,6 +96,15 @@ class ChunkAdapter(Protocol):
 
     def prompt_tokens(self, final: Any) -> int | None: ...
 
+    def running_tokens(self, chunk: Any) -> int:
+        """The server's count of the tokens its request generated so far, if the chunk
+        carries one (llama-server's ``timings``, vLLM's per-chunk ``usage``); else -1."""
+        ...
+
+    def attempt_tokens(self, final: Any) -> int | None:
+        """What the final chunk says its request generated (``eval_count``, ``usage``)."""
+        ...
+
 
 FRAMINGS: dict[str, Framing] = {
     "ndjson": Framing(ndjson.MEDIA_TYPE, ndjson.NdjsonFramer, ChunkDecoder),

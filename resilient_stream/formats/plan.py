@@ -29,6 +29,17 @@ class AttemptPlan:
     #: How the body is framed: a key of ``formats.FRAMINGS`` ("ndjson": Ollama,
     #: "sse": OpenAI-compatible).
     framing: str = "ndjson"
+    #: The most tokens the caller asked for over the whole stream (None: no limit, or a
+    #: planner that keeps its own ledger): with it, a resume whose delivered tokens are
+    #: only bounded and leave nothing certain to ask for starts over (see ``resume/``).
+    token_limit: int | None = None
+    #: How the tokens of a chunk the server did not count are bounded (``resume/
+    #: accounting.py``): "bytes" (any byte-level tokenizer) or "utf8" (servers that put
+    #: several tokens in one chunk only to complete a UTF-8 character).
+    token_bound: str = "bytes"
+    #: The chunks' counts (running and final) are of the whole logical stream, not of
+    #: this request (a planner that keeps its own ledger and converts the chunks).
+    stream_counts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +62,10 @@ class Progress:
 
     text: str = ""
     thinking: str = ""
+    #: Tokens that ``text`` and ``thinking`` took: the server's count where it reported
+    #: one, else an upper bound (``exact`` False), never less than the truth.
     tokens: int = 0
+    exact: bool = True
 
     @property
     def started(self) -> bool:

@@ -134,8 +134,10 @@ class NdjsonLines:
     per line, the ``done: true`` line with its metrics last."""
 
     __slots__ = (
+        "_counted",
         "chat",
         "content_prefix",
+        "counts",
         "created_at",
         "model_name",
         "opening",
@@ -143,8 +145,9 @@ class NdjsonLines:
         "think_prefix",
     )
 
-    def __init__(self, *, chat: bool, model_name: str) -> None:
+    def __init__(self, *, chat: bool, model_name: str, counts: bool = False) -> None:
         self.chat = chat
+        self.counts = counts
         self.model_name = model_name
         self.created_at = now_iso()
         self.content_prefix, self.suffix = encoder.text_affixes(
@@ -154,6 +157,11 @@ class NdjsonLines:
             model_name, self.created_at, chat=chat, thinking=True
         )
         self.opening = b""
+        #: The token line's end with a running ``eval_count`` (``report_tokens``).
+        self._counted = b'},"done":false,"eval_count":' if chat else b',"done":false,"eval_count":'
+
+    def counted_suffix(self, tokens: int) -> bytes:
+        return self._counted + str(tokens).encode() + b"}\n" if self.counts else b""
 
     def final_line(self, lines: LineStream, text: str) -> bytes:
         now = time.perf_counter_ns()
@@ -324,9 +332,12 @@ class Handler:
             if isinstance(structured, str):
                 return Reply(400, JSON, error_body(structured))
             gen = structured
-        lines = stream_class(self.settings.final_chunk_text)(
+        counts = self.settings.report_tokens
+        lines = stream_class(
+            self.settings.final_chunk_text, self.settings.tokens_per_chunk, counts
+        )(
             gen,
-            NdjsonLines(chat=chat, model_name=req.model),
+            NdjsonLines(chat=chat, model_name=req.model, counts=counts),
             prompt_tokens=model.estimate_tokens(context),
             start_ns=start_ns,
             stats=self.stats,

@@ -131,10 +131,12 @@ class SseLines:
     other events are chunks the encoder writes."""
 
     __slots__ = (
+        "_counted",
         "_created",
         "_id",
         "_include_usage",
         "_model",
+        "_prompt_tokens",
         "chat",
         "content_prefix",
         "opening",
@@ -142,8 +144,22 @@ class SseLines:
         "think_prefix",
     )
 
-    def __init__(self, *, chat: bool, model_name: str, stream_id: str, include_usage: bool) -> None:
+    def __init__(
+        self,
+        *,
+        chat: bool,
+        model_name: str,
+        stream_id: str,
+        include_usage: bool,
+        counts: str = "",
+        prompt_tokens: int = 0,
+    ) -> None:
+        """``counts``: what every token event says of the running count: "usage" (vLLM's
+        ``continuous_usage_stats``), "timings" (llama-server's ``timings_per_token``),
+        or "" (nothing)."""
         self.chat = chat
+        self._counted = counts
+        self._prompt_tokens = prompt_tokens
         self._id, self._created, self._model = stream_id, int(time.time()), model_name
         self._include_usage = include_usage
         head = (stream_id, self._created, model_name)
@@ -178,6 +194,19 @@ class SseLines:
 
     def error_line(self, message: str) -> bytes:
         return b"data: " + openai_error(500, message, "server_error") + b"\n\n"
+
+    def counted_suffix(self, tokens: int) -> bytes:
+        kind = self._counted
+        if not kind:
+            return b""
+        end = b"}" if self.chat else b""
+        end += b',"logprobs":null,"finish_reason":null}]'
+        if kind == "usage":
+            p = self._prompt_tokens
+            end += b',"usage":' + encoder.encode_usage(Usage(p, tokens, p + tokens))
+        else:
+            end += b',"timings":{"predicted_n":' + str(tokens).encode() + b"}"
+        return end + b"}\n\n"
 
 
 # --- request handling ------------------------------------------------------------------
@@ -249,13 +278,20 @@ def handle(
             reply.delay += gen.count / settings.tokens_per_second
         return reply
     opts = req.stream_options
+    counts = ""
+    if b'"timings_per_token":true' in body.replace(b" ", b""):
+        counts = "timings"
+    elif settings.report_tokens or (opts is not None and opts.continuous_usage_stats):
+        counts = "usage"
     line_format = SseLines(
         chat=chat,
         model_name=req.model,
         stream_id=stream_id,
         include_usage=bool(opts is not None and opts.include_usage),
+        counts=counts,
+        prompt_tokens=prompt_tokens,
     )
-    lines = stream_class(settings.final_chunk_text)(
+    lines = stream_class(settings.final_chunk_text, settings.tokens_per_chunk, bool(counts))(
         gen,
         line_format,
         prompt_tokens=prompt_tokens,

@@ -117,6 +117,11 @@ class LineFormat(Protocol):
         """A line that reports ``message`` as an error (the ``error_line`` fault)."""
         ...
 
+    def counted_suffix(self, tokens: int) -> bytes:
+        """The end of a token line that also says the stream's running count (b"": the
+        format does not, then ``suffix`` is used)."""
+        ...
+
 
 class LineStream:
     """The lines of one streaming generation (sans-I/O).
@@ -228,6 +233,67 @@ class FinalTextLineStream(LineStream):
         return self._opening + line if first else line
 
 
-def stream_class(final_chunk_text: bool) -> type[LineStream]:
-    """The :class:`LineStream` class for the server's ``final_chunk_text`` setting."""
-    return FinalTextLineStream if final_chunk_text else LineStream
+class CountingLineStream(LineStream):
+    """A :class:`LineStream` whose token lines carry several tokens (``tokens_per_chunk``)
+    and/or the running token count (``report_tokens``). A class of its own, so that the
+    plain one-token lines pay nothing for it."""
+
+    __slots__ = ()
+
+    #: Set by the subclass :func:`stream_class` makes for a ``tokens_per_chunk``.
+    per_chunk: int = 1
+
+    def next_line(self) -> bytes:
+        gen = self.gen
+        tok = gen.step()
+        if tok < 0:
+            self.finished = True
+            return self.final_line()
+        first = self.tokens == 0
+        if first:
+            self.first_token_ns = time.perf_counter_ns()
+        thinking = gen.thinking
+        vocab = gen.vocab.tokens
+        n = 1
+        text = vocab[tok]
+        # A line stops where a planned fault is due (it must not step over it).
+        stop = self.fault_after - self.tokens if self.fault_after > self.tokens else self.per_chunk
+        while n < min(self.per_chunk, stop) and not gen.peek_done():
+            nxt = getattr(gen, "next_is_thinking", None)
+            if (nxt() if nxt is not None else thinking) != thinking:
+                break  # one phase per chunk
+            text += vocab[gen.step()]
+            n += 1
+        self.tokens += n
+        self.stats.tokens_generated += n
+        prefix = self._think_prefix if thinking else self._content_prefix
+        body = self._json[tok] if n == 1 else msgspec.json.encode(text)
+        suffix = self.format.counted_suffix(self.tokens) or self._suffix
+        line = prefix + body + suffix
+        return self._opening + line if first else line
+
+
+def stream_class(
+    final_chunk_text: bool, tokens_per_chunk: int = 1, counts: bool = False
+) -> type[LineStream]:
+    """The :class:`LineStream` class for the server's settings (``counts``: the format
+    writes running counts for this stream)."""
+    if final_chunk_text:
+        return FinalTextLineStream
+    if tokens_per_chunk > 1 or counts:
+        return _counting(tokens_per_chunk)
+    return LineStream
+
+
+def _counting(per_chunk: int) -> type[LineStream]:
+    cls = _COUNTING.get(per_chunk)
+    if cls is None:
+        cls = _COUNTING[per_chunk] = type(
+            f"CountingLineStream{per_chunk}",
+            (CountingLineStream,),
+            {"__slots__": (), "per_chunk": per_chunk},
+        )
+    return cls
+
+
+_COUNTING: dict[int, type[LineStream]] = {}

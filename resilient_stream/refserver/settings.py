@@ -46,6 +46,16 @@ class ServerSettings:
     #: of a line of its own, as some servers do. The text is the same either way; a last
     #: token that is thinking keeps its own line (the final line carries content only).
     final_chunk_text: bool = False
+    #: Tokens per streamed chunk (of one phase, thinking or content): > 1 is how llama.cpp
+    #: streams multi-byte text, several tokens in one chunk. Not with ``final_chunk_text``.
+    tokens_per_chunk: int = 1
+    #: Put the stream's running token count on every chunk: ``eval_count`` on ``/api/*``
+    #: lines (Ollama sends it only on the final line), ``usage`` on ``/v1/*`` chunks
+    #: (vLLM's ``continuous_usage_stats``). So a resume asks for exactly what is left.
+    #: False: like Ollama and OpenAI, counts come only at the end (``/v1/*`` still sends
+    #: them per chunk when the request asks: ``stream_options.continuous_usage_stats``,
+    #: or llama-server's ``timings_per_token``).
+    report_tokens: bool = True
     #: Version string returned by ``GET /api/version``.
     version: str = "0.12.0-reference"
     #: Model names the server has. None: any name is served (except names starting with
@@ -69,6 +79,8 @@ class ServerSettings:
             raise ValueError("tls_cert and tls_key go together")
         if not (self.http1 or self.http2):
             raise ValueError("enable at least one of http1, http2")
+        if self.tokens_per_chunk < 1:
+            raise ValueError("tokens_per_chunk must be >= 1")
         if self.models is not None:
             if isinstance(self.models, str):
                 raise ValueError("models is a sequence of names, not one string")

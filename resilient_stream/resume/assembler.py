@@ -12,13 +12,19 @@ not reproduce it is never trimmed on a guess: :attr:`StreamAssembler.diverged`
 turns True and the stream decides (flag and continue from everything
 delivered, or raise).
 
-It keeps the :class:`Progress` the planner needs for the next request. On the
-steady-state path a chunk costs a few attribute reads and two list appends;
+It keeps the :class:`Progress` the planner needs for the next request,
+including the tokens delivered text took (:mod:`.accounting`): the server's
+running count where a chunk carries one, else an upper bound, kept per chunk
+beside its text so that a held-back overlap's tokens are subtracted exactly
+(it is regenerated, and counted once, by the next attempt). The final chunk's
+count of its own attempt replaces the bounds of that attempt. On the
+steady-state path a chunk costs a few attribute reads and a few list appends;
 holding and checking happen only right after a seam.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +33,7 @@ import msgspec
 from ..formats import ChunkAdapter, adapter_for
 from ..formats.plan import AttemptPlan, Progress
 from ..result import Seam
+from .accounting import Bound, bound_for, bytes_bound
 from .verify import SeamCheck, choose_overlap
 
 ChunkT = TypeVar("ChunkT")
@@ -35,7 +42,14 @@ ChunkT = TypeVar("ChunkT")
 class _PendingSeam:
     """A seam whose continuation is being checked, and what to restore if it diverges."""
 
-    __slots__ = ("carried_before", "checks", "fallback", "tokens_before", "tokens_prefilled")
+    __slots__ = (
+        "carried_before",
+        "checks",
+        "fallback",
+        "held_n",
+        "tokens_before",
+        "tokens_prefilled",
+    )
 
     def __init__(
         self,
@@ -49,6 +63,7 @@ class _PendingSeam:
         self.tokens_before = tokens_before  # the caller's token count at the break
         self.tokens_prefilled = tokens_prefilled  # tokens of the text the request carries
         self.fallback = False  # continuing from everything delivered: nothing to verify
+        self.held_n: list[int] = []  # the signed token count of each held chunk
 
 
 class StreamAssembler(Generic[ChunkT]):
@@ -59,7 +74,18 @@ class StreamAssembler(Generic[ChunkT]):
         self._convert: Callable[[Any], Any] | None = None
         self._text: list[str] = []
         self._thinking: list[str] = []
-        self._tokens = 0
+        # Tokens of each piece, signed: >= 0 the server's count, < 0 an upper bound.
+        self._text_n: list[int] = []
+        self._think_n: list[int] = []
+        self._orphan = 0  # signed tokens of text-less chunks since the last piece
+        self._tokens = 0  # the caller's tokens: _base + attempt_tokens
+        self._base = 0  # tokens of the text the current attempt's request carried
+        self._running = 0  # the server's running count in this attempt (0: none yet)
+        self._bound: Bound = bytes_bound
+        self._limit: int | None = None
+        self._base_exact = True  # the carried text's count is the server's
+        self._stream_counts = False  # the plan's chunks count the whole stream
+        self._final_exact: bool | None = None  # set by a final chunk that says its count
         self._min_overlap = min_overlap
         self._max_overlap = max_overlap
         self._seam: _PendingSeam | None = None
@@ -67,6 +93,7 @@ class StreamAssembler(Generic[ChunkT]):
         self.seams: list[Seam] = []
         self.final: ChunkT | None = None
         self.attempt_tokens = 0
+        self.attempt_floor = 0
         #: The continuation after the last seam did not regenerate the held-back text.
         self.diverged = False
         self._carried = -1  # characters the last resumed request carried (-1: none yet)
@@ -83,21 +110,25 @@ class StreamAssembler(Generic[ChunkT]):
 
     @property
     def text(self) -> str:
-        self._text = self._folded(self._text)
+        self._text, self._text_n = self._folded(self._text, self._text_n)
         return "".join(self._text)
 
     @property
     def thinking(self) -> str:
-        self._thinking = self._folded(self._thinking)
+        self._thinking, self._think_n = self._folded(self._thinking, self._think_n)
         return "".join(self._thinking)
 
-    def _folded(self, pieces: list[str]) -> list[str]:
-        """Join old pieces into one, keeping the last ones a piece per chunk: a seam
-        counts the chunks of its overlap (at most ``max_overlap`` characters)."""
+    def _folded(self, pieces: list[str], counts: list[int]) -> tuple[list[str], list[int]]:
+        """Join old pieces (and their token counts) into one, keeping the last ones a
+        piece per chunk: a seam holds back whole chunks (at most ``max_overlap``
+        characters) and subtracts their counts."""
         keep = self._max_overlap + 1
         if len(pieces) <= 2 * keep:
-            return pieces
-        return ["".join(pieces[:-keep]), *pieces[-keep:]]
+            return pieces, counts
+        old = counts[:-keep]
+        total = sum(abs(c) for c in old)
+        folded = -total if any(c < 0 for c in old) else total
+        return ["".join(pieces[:-keep]), *pieces[-keep:]], [folded, *counts[-keep:]]
 
     @property
     def adapter(self) -> ChunkAdapter:
@@ -108,6 +139,13 @@ class StreamAssembler(Generic[ChunkT]):
         """Tokens the caller received (held chunks after a seam count once released)."""
         seam = self._seam
         return seam.tokens_before if seam is not None else self._tokens
+
+    @property
+    def tokens_exact(self) -> bool:
+        """``tokens`` is the servers' count, not an upper bound."""
+        if self._final_exact is not None:
+            return self._final_exact
+        return self._orphan >= 0 and _exact(self._text_n) and _exact(self._think_n)
 
     @property
     def verified(self) -> bool:
@@ -121,19 +159,35 @@ class StreamAssembler(Generic[ChunkT]):
         text, thinking = self.text, self.thinking
         seam = self._seam
         if seam is None or seam.fallback:
-            return Progress(text=text, thinking=thinking, tokens=self._tokens)
+            return Progress(
+                text=text, thinking=thinking, tokens=self._tokens, exact=self.tokens_exact
+            )
         content, think = seam.checks
+        t_keep, k_keep = len(text) - content.overlap_len, len(thinking) - think.overlap_len
+        t_n, k_n = self._text_n, self._think_n
+        exact = _exact(_head(self._text, t_n, t_keep)) and _exact(
+            _head(self._thinking, k_n, k_keep)
+        )
         return Progress(
-            text=text[: len(text) - content.overlap_len],
-            thinking=thinking[: len(thinking) - think.overlap_len],
+            text=text[:t_keep],
+            thinking=thinking[:k_keep],
             tokens=seam.tokens_prefilled,
+            exact=exact,
         )
 
     # --- events ------------------------------------------------------------
 
     def begin_attempt(self, plan: AttemptPlan) -> None:
         self._convert = plan.convert
+        self._bound = bound_for(plan.token_bound)
+        self._limit = plan.token_limit
+        self._stream_counts = plan.stream_counts
         self.attempt_tokens = 0
+        #: At least this many tokens came in this attempt (a chunk holds one or more).
+        self.attempt_floor = 0
+        self._running = 0
+        self._base = self._tokens
+        self._base_exact = self.progress().exact
 
     def interrupt(self, *, attempt: int, reason: str, endpoint: str) -> list[ChunkT]:
         """The current attempt broke; the next one continues after a seam.
@@ -148,6 +202,7 @@ class StreamAssembler(Generic[ChunkT]):
             self._held = []
             self._tokens = pending.tokens_before
             self._carried = pending.carried_before
+            self._orphan = 0
             if self.seams:
                 self.seams[-1] = msgspec.structs.replace(self.seams[-1], superseded=True)
         if not self.started:
@@ -166,6 +221,17 @@ class StreamAssembler(Generic[ChunkT]):
         elif overlap and thinking:
             keep = carried + 1 if carried >= 0 else 0
             h_think = self._choose(thinking, self._thinking, keep)
+        if self._limit is not None and h_text + h_think < len(text) + len(thinking):
+            # Nothing certain is left to ask for after the text the request would carry,
+            # because its tokens are only bounded: start over (exactly counted by the
+            # server), holding back everything, which the server must then regenerate.
+            tail = self._tokens_in_tail(h_text, h_think)
+            carried_exact = _exact(_head(self._text, self._text_n, len(text) - h_text))
+            carried_exact = carried_exact and _exact(
+                _head(self._thinking, self._think_n, len(thinking) - h_think)
+            )
+            if not carried_exact and tokens_before - tail >= self._limit:
+                h_text, h_think = len(text), len(thinking)
         self._carried = len(text) - h_text + len(thinking) - h_think
         overlap_tokens = self._tokens_in_tail(h_text, h_think)
         # A restart is recognised on a channel without an overlap only when the other
@@ -181,6 +247,7 @@ class StreamAssembler(Generic[ChunkT]):
             carried_before,
         )
         self._tokens = self._seam.tokens_prefilled
+        self._orphan = 0
         self.seams.append(
             Seam(
                 offset=len(text),
@@ -209,7 +276,9 @@ class StreamAssembler(Generic[ChunkT]):
         )
         pending.fallback = True
         pending.tokens_prefilled = pending.tokens_before
+        pending.held_n = []
         self._carried = len(text) + len(thinking)
+        self._orphan = 0
         if self.seams:
             self.seams[-1] = msgspec.structs.replace(self.seams[-1], verified=False, overlap=0)
 
@@ -233,22 +302,55 @@ class StreamAssembler(Generic[ChunkT]):
                     return out  # the seam diverged at the very end
                 out.append(self._finalize(final))
                 return out
-            self._tokens += 1
-            self.attempt_tokens += 1
+            text, thinking = adapter.texts(chunk)
+            n = self._count(chunk, text, thinking)
             if self._seam is not None:
+                self._seam.held_n.append(n)
                 if not self._hold(chunk, out):
                     return out
                 continue
-            text, thinking = adapter.texts(chunk)
-            if text:
-                self._text.append(text)
-            if thinking:
-                self._thinking.append(thinking)
+            self._add_pieces(text, thinking, n)
             out.append(chunk)
         return out
 
+    def _count(self, chunk: Any, text: str, thinking: str | None) -> int:
+        """The chunk's tokens, signed (< 0: an upper bound), added to the counts."""
+        running = self._adapter.running_tokens(chunk)
+        if running >= 0:
+            n = running - self._running if running > self._running else 0
+            self._running = running
+            signed = n
+        else:
+            n = self._bound(text, thinking or "")
+            if self._adapter.has_payload(chunk):
+                n += len(msgspec.json.encode(chunk))
+            signed = -n
+        self._tokens += n
+        self.attempt_tokens += n
+        self.attempt_floor += n if signed >= 0 else 1
+        return signed
+
+    def _add_pieces(self, text: str, thinking: str | None, n: int) -> None:
+        """Keep a delivered chunk's texts; its count goes with its thinking if it has
+        some (an overlap in the text then never takes it: the thinking is carried)."""
+        if self._orphan:
+            n = _add(n, self._orphan)
+            self._orphan = 0
+        if thinking:
+            self._thinking.append(thinking)
+            self._think_n.append(n)
+            n = 0
+        if text:
+            self._text.append(text)
+            self._text_n.append(n)
+        elif not thinking:
+            self._orphan = n
+
     def finish_locally(self, done_reason: str) -> list[ChunkT]:
         """The token budget ran out exactly at an interruption: end without a request."""
+        pending = self._seam
+        if pending is not None:  # the overlap is delivered already: its tokens count
+            self._tokens = pending.tokens_before
         self._held, self._seam = [], None
         if self.seams:  # nothing follows the seam: there is nothing to regenerate
             self.seams[-1] = msgspec.structs.replace(self.seams[-1], verified=True, overlap=0)
@@ -266,35 +368,43 @@ class StreamAssembler(Generic[ChunkT]):
         )
 
     def _tokens_in_tail(self, h_text: int, h_think: int) -> int:
-        """Chunks that carried the last ``h`` characters (of text, or of thinking): what
-        the server generates again, so the request asks for that many more."""
-        pieces = self._text if h_text else self._thinking
-        need = h_text or h_think
-        count = 0
-        for piece in reversed(pieces):
-            if need <= 0:
-                break
-            need -= len(piece)
-            count += 1
-        return count + (1 if need > 0 else 0)
+        """Tokens of the chunks that carried the last ``h_text`` characters of text and
+        the last ``h_think`` of thinking (and of text-less chunks after them): what the
+        server generates again, so the request asks for that many more. Whole chunks,
+        so this is exactly what the counts of the rest leave out."""
+        count = abs(self._orphan)
+        for pieces, counts, need in (
+            (self._text, self._text_n, h_text),
+            (self._thinking, self._think_n, h_think),
+        ):
+            i = len(pieces)
+            while need > 0 and i > 0:
+                i -= 1
+                need -= len(pieces[i])
+                count += abs(counts[i])
+        return count
 
     def _final_text(self, final: ChunkT, out: list[ChunkT]) -> ChunkT | None:
         """Count the text a final chunk carries (Ollama may put the last token there)
         and, right after a seam, check it like any held chunk. None: it diverged."""
         adapter = self._adapter
         text, thinking = adapter.texts(final)
-        if text or thinking:
-            self._tokens += 1
-            self.attempt_tokens += 1
+        n = self._count(final, text, thinking) if text or thinking else 0
         if self._seam is not None:
+            self._seam.held_n.append(n)
             return self._release(final, out)
-        if text:
-            self._text.append(text)
-        if thinking:
-            self._thinking.append(thinking)
+        self._add_pieces(text, thinking, n)
         return final
 
     def _finalize(self, chunk: ChunkT) -> ChunkT:
+        """Stamp the stream's count on the final chunk: the carried text's, plus what the
+        server says this attempt generated (it regenerated the overlap: counted once)."""
+        reported = self._adapter.attempt_tokens(chunk)
+        if reported is not None and reported >= 0:
+            self.attempt_tokens = reported
+            self._tokens = reported if self._stream_counts else self._base + reported
+            self._orphan = 0
+            self._final_exact = self._base_exact
         final: ChunkT = self._adapter.finalize(chunk, self._tokens)
         self.final = final
         return final
@@ -351,10 +461,20 @@ class StreamAssembler(Generic[ChunkT]):
         held, self._held, self._seam = self._held, [], None
         if final is not None:
             held.append(final)
+        restart = content.restart or think.restart
+        if restart:  # the attempt regenerated everything: only its own count holds
+            self._tokens -= self._base
+            self._base, self._base_exact = 0, True
+        # The tokens that regenerated delivered text replace the counts of what they
+        # regenerated (the overlap, or all of it): each chunk's on the piece where its
+        # text starts. Exact when the chunks fall on the old pieces' borders; otherwise
+        # a later overlap inside that run subtracts too little, never too much.
+        regions = self._regions(content, think, restart)
         last = len(held) - 1
         adapter = self._adapter
         trimmed_final: ChunkT | None = None
         for i, chunk in enumerate(held):
+            n = pending.held_n[i] if i < len(pending.held_n) else 0
             text, thinking = adapter.texts(chunk)
             thinking = thinking or ""
             drop_t = min(cut_text, len(text))
@@ -364,19 +484,104 @@ class StreamAssembler(Generic[ChunkT]):
             text, thinking = text[drop_t:], thinking[drop_k:]
             is_final = final is not None and i == last
             if drop_t or drop_k:
+                regions.assign(drop_t, drop_k, n)
+                n = 0
                 if not text and not thinking and not adapter.has_payload(chunk) and not is_final:
                     continue
                 chunk = adapter.with_texts(chunk, text, thinking)
-            if text:
-                self._text.append(text)
-            if thinking:
-                self._thinking.append(thinking)
+            self._add_pieces(text, thinking or None, n)
             if is_final:
                 trimmed_final = chunk
             else:
                 out.append(chunk)
+        if regions.lost:
+            self._orphan = _add(self._orphan, regions.lost)
         return trimmed_final
+
+    def _regions(self, content: SeamCheck, think: SeamCheck, restart: bool) -> _Regions:
+        """The delivered pieces a seam's continuation regenerated, their counts zeroed."""
+        self._text, self._text_n = self._folded(self._text, self._text_n)
+        self._thinking, self._think_n = self._folded(self._thinking, self._think_n)
+        return _Regions(
+            _Region(self._text, self._text_n, _total(self._text) if restart else content.cut),
+            _Region(
+                self._thinking, self._think_n, _total(self._thinking) if restart else think.cut
+            ),
+        )
 
     def _diverge(self) -> bool:
         self.diverged = True
         return False
+
+
+def _exact(counts: list[int]) -> bool:
+    return all(c >= 0 for c in counts)
+
+
+def _head(pieces: list[str], counts: list[int], chars: int) -> list[int]:
+    """The counts of the pieces that make up the first ``chars`` characters."""
+    total, i = sum(map(len, pieces)), len(pieces)
+    while i > 0 and total > chars:
+        i -= 1
+        total -= len(pieces[i])
+    return counts[:i]
+
+
+def _add(a: int, b: int) -> int:
+    """The sum of two signed counts (< 0: an upper bound, if either is one)."""
+    n = abs(a) + abs(b)
+    return -n if a < 0 or b < 0 else n
+
+
+def _total(pieces: list[str]) -> int:
+    return sum(map(len, pieces))
+
+
+class _Region:
+    """The last ``chars`` characters of one channel's pieces, regenerated after a seam."""
+
+    __slots__ = ("counts", "first", "pos", "starts")
+
+    def __init__(self, pieces: list[str], counts: list[int], chars: int) -> None:
+        self.counts = counts
+        self.starts: list[int] = []  # where each piece of the region starts in it
+        i, need = len(pieces), chars
+        while need > 0 and i > 0:
+            i -= 1
+            need -= len(pieces[i])
+            counts[i] = 0
+        self.first = i
+        offset = need  # <= 0: the first piece may begin before the region
+        for piece in pieces[i:]:
+            self.starts.append(offset)
+            offset += len(piece)
+        self.pos = 0
+
+    def assign(self, chars: int, n: int) -> bool:
+        """A chunk regenerated the next ``chars`` of the region: its count goes to the
+        piece where that text starts. False: the region has no pieces."""
+        if not self.starts:
+            return False
+        at = bisect.bisect_right(self.starts, self.pos) - 1
+        self.pos += chars
+        i = self.first + max(at, 0)
+        self.counts[i] = _add(self.counts[i], n)
+        return True
+
+
+class _Regions:
+    __slots__ = ("lost", "text", "thinking")
+
+    def __init__(self, text: _Region, thinking: _Region) -> None:
+        self.text, self.thinking = text, thinking
+        self.lost = 0  # counts that found no piece (kept as text-less tokens)
+
+    def assign(self, drop_text: int, drop_think: int, n: int) -> None:
+        if drop_think:
+            placed = self.thinking.assign(drop_think, n)
+            if drop_text:
+                self.text.pos += drop_text
+        else:
+            placed = self.text.assign(drop_text, n)
+        if not placed:
+            self.lost = _add(self.lost, n)

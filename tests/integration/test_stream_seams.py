@@ -99,12 +99,13 @@ async def test_a_consistent_continuation_verifies_and_asks_only_for_what_is_left
         bodies.append(body)
         carried = str(body["prompt"])[1:]
         await reply.start()
-        text = ""
+        text, sent = "", 0
         for t in answer:
             text += t
             if len(text) <= len(carried):
                 continue
-            await reply.send(line({"response": t}))
+            sent += 1  # the running count, as the reference server reports it
+            await reply.send(line({"response": t, "eval_count": sent}))
             if len(bodies) == 1 and text == "".join(FIRST):
                 reply.drop()
                 return

@@ -20,7 +20,9 @@ DONE = GenerateChunk(done=True, done_reason="stop")
 
 
 def gen(*texts: str) -> list[GenerateChunk]:
-    return [GenerateChunk(response=t) for t in texts]
+    """One token per chunk, each chunk with the request's running ``eval_count`` (as the
+    reference server sends it), so the assembler's counts are the server's."""
+    return [GenerateChunk(response=t, eval_count=i) for i, t in enumerate(texts, 1)]
 
 
 def resume(asm: StreamAssembler[GenerateChunk], answer: list[str]) -> list[GenerateChunk]:
@@ -167,15 +169,20 @@ def test_chat_thinking_is_held_back_while_no_content_came_yet() -> None:
     asm: StreamAssembler[ChatChunk] = StreamAssembler(ChatChunk, min_overlap=4)
     plan = AttemptPlan("/api/chat", b"", ChatChunk)
     asm.begin_attempt(plan)
-    asm.accept([ChatChunk(message=Message(thinking=t)) for t in ("let", " me", " think")])
+    asm.accept(
+        [
+            ChatChunk(message=Message(thinking=t), eval_count=i)
+            for i, t in enumerate(("let", " me", " think"), 1)
+        ]
+    )
     asm.interrupt(attempt=2, reason="r", endpoint="e")
     assert asm.progress().thinking == "let me" and asm.progress().text == ""
     asm.begin_attempt(plan)
     out = asm.accept(
         [
-            ChatChunk(message=Message(thinking=" think")),
-            ChatChunk(message=Message(thinking=" more")),
-            ChatChunk(message=Message(content="Answer")),
+            ChatChunk(message=Message(thinking=" think"), eval_count=1),
+            ChatChunk(message=Message(thinking=" more"), eval_count=2),
+            ChatChunk(message=Message(content="Answer"), eval_count=3),
             ChatChunk(done=True),
         ]
     )

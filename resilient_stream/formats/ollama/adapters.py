@@ -36,6 +36,15 @@ class GenerateAdapter:
     def prompt_tokens(self, final: GenerateChunk) -> int | None:
         return final.prompt_eval_count
 
+    def running_tokens(self, chunk: GenerateChunk) -> int:
+        """Ollama counts only in the final chunk; a server that sends ``eval_count`` on
+        every chunk (the reference server) gives a running count."""
+        n = chunk.eval_count
+        return n if n is not None else -1
+
+    def attempt_tokens(self, final: GenerateChunk) -> int | None:
+        return final.eval_count
+
 
 class ChatAdapter:
     def texts(self, chunk: ChatChunk) -> tuple[str, str | None]:
@@ -63,3 +72,12 @@ class ChatAdapter:
 
     def prompt_tokens(self, final: ChatChunk) -> int | None:
         return final.prompt_eval_count
+
+    def running_tokens(self, chunk: ChatChunk) -> int:
+        """Ollama counts only in the final chunk; a server that sends ``eval_count`` on
+        every chunk (the reference server) gives a running count."""
+        n = chunk.eval_count
+        return n if n is not None else -1
+
+    def attempt_tokens(self, final: ChatChunk) -> int | None:
+        return final.eval_count

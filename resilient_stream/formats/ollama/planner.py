@@ -12,7 +12,8 @@ planner builds the request of the next attempt:
   ``[system?, user: prompt, assistant: partial]`` and its chunks are mapped
   back to generate chunks; the caller never sees the switch.
 
-``options.num_predict`` shrinks by the tokens already received, so the whole
+``options.num_predict`` shrinks by the tokens the carried text took (the
+server's count, or an upper bound: ``resume/accounting.py``), so the whole
 stream never exceeds what was asked. Images, tools, format, think,
 keep_alive and every other option are carried over unchanged.
 """
@@ -50,6 +51,7 @@ class ResumePlanner:
             path=f"/api/{self.endpoint}",
             body=_encode(self.request),
             chunk_type=self.caller_chunk_type,
+            token_limit=self.token_limit,
         )
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
@@ -69,6 +71,7 @@ class ResumePlanner:
                     )
                 ),
                 ChatChunk,
+                token_limit=self.token_limit,
             )
         if req.template is not None or req.suffix is not None or req.context is not None:
             return NotResumable(
@@ -82,6 +85,7 @@ class ResumePlanner:
                     msgspec.structs.replace(req, prompt=req.prompt + progress.text, options=options)
                 ),
                 GenerateChunk,
+                token_limit=self.token_limit,
             )
         messages = []
         if req.system is not None:
@@ -97,7 +101,13 @@ class ResumePlanner:
             logprobs=req.logprobs,
             top_logprobs=req.top_logprobs,
         )
-        return AttemptPlan("/api/chat", _encode(chat), ChatChunk, convert=chat_to_generate)
+        return AttemptPlan(
+            "/api/chat",
+            _encode(chat),
+            ChatChunk,
+            convert=chat_to_generate,
+            token_limit=self.token_limit,
+        )
 
     def _remaining_options(self, tokens: int) -> dict[str, Any] | None:
         options = dict(self.request.options or {})

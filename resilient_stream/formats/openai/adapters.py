@@ -55,6 +55,12 @@ class ChatCompletionAdapter:
     def prompt_tokens(self, final: ChatCompletionChunk) -> int | None:
         return final.usage.prompt_tokens if final.usage is not None else None
 
+    def running_tokens(self, chunk: ChatCompletionChunk) -> int:
+        return _running(chunk)
+
+    def attempt_tokens(self, final: ChatCompletionChunk) -> int | None:
+        return final.usage.completion_tokens if final.usage is not None else None
+
 
 class CompletionAdapter:
     def texts(self, chunk: CompletionChunk) -> tuple[str, str | None]:
@@ -82,6 +88,23 @@ class CompletionAdapter:
 
     def prompt_tokens(self, final: CompletionChunk) -> int | None:
         return final.usage.prompt_tokens if final.usage is not None else None
+
+    def running_tokens(self, chunk: CompletionChunk) -> int:
+        return _running(chunk)
+
+    def attempt_tokens(self, final: CompletionChunk) -> int | None:
+        return final.usage.completion_tokens if final.usage is not None else None
+
+
+def _running(chunk: Any) -> int:
+    """llama-server's ``timings.predicted_n``, else a per-chunk ``usage`` (vLLM's
+    ``continuous_usage_stats``): the request's tokens so far; -1 if neither."""
+    timings = chunk.timings
+    if timings is not None and timings.predicted_n is not None:
+        n: int = timings.predicted_n
+        return n
+    usage = chunk.usage
+    return usage.completion_tokens if usage is not None else -1
 
 
 def _with_usage(chunk: Any, tokens: int) -> Any:

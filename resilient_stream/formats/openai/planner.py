@@ -40,6 +40,7 @@ from .types import (
     ChatMessage,
     CompletionChunk,
     CompletionRequest,
+    StreamOptions,
     encode_request,
 )
 
@@ -72,7 +73,7 @@ class OpenAIPlanner:
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {flavor!r}; one of {sorted(FLAVORS)}")
-        self.request = msgspec.structs.replace(request, stream=True)
+        self.request = _counted(msgspec.structs.replace(request, stream=True), flavor)
         self.flavor = flavor
         self.chat = isinstance(request, ChatCompletionRequest)
         self.path = path or (CHAT_PATH if self.chat else COMPLETION_PATH)
@@ -93,6 +94,7 @@ class OpenAIPlanner:
             body=encode_request(self.request),
             chunk_type=self.caller_chunk_type,
             framing="sse",
+            token_limit=self.token_limit,
         )
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
@@ -131,6 +133,7 @@ class OpenAIPlanner:
             chunk_type=self.caller_chunk_type,
             convert=_strip_role if self.chat else None,
             framing="sse",
+            token_limit=self.token_limit,
         )
 
     def _prefill(self, messages: list[ChatMessage], progress: Progress) -> list[ChatMessage]:
@@ -153,6 +156,20 @@ class OpenAIPlanner:
         if progress.thinking:
             prefill = msgspec.structs.replace(prefill, **{reasoning_field: progress.thinking})
         return [*messages, prefill]
+
+
+def _counted(request: Any, flavor: str) -> Any:
+    """Ask the server for its running token count on every chunk where it can give one
+    (``resume/accounting.py``): llama-server's ``timings_per_token``, vLLM's
+    ``continuous_usage_stats`` (with ``include_usage``). Others count only at the end."""
+    if flavor == "llamacpp":
+        extra = {"timings_per_token": True, **(request.extra_body or {})}
+        return msgspec.structs.replace(request, extra_body=extra)
+    if flavor == "vllm":
+        opts = request.stream_options or StreamOptions()
+        opts = msgspec.structs.replace(opts, include_usage=True, continuous_usage_stats=True)
+        return msgspec.structs.replace(request, stream_options=opts)
+    return request
 
 
 def _strip_role(chunk: ChatCompletionChunk) -> ChatCompletionChunk:

@@ -61,6 +61,14 @@ class Usage(msgspec.Struct, omit_defaults=True, gc=False):
     completion_tokens_details: Any = None
 
 
+class Timings(msgspec.Struct, omit_defaults=True, gc=False):
+    """llama-server's ``timings`` (on every chunk with ``timings_per_token: true``)."""
+
+    #: Tokens generated so far for this request (a running count).
+    predicted_n: int | None = None
+    prompt_n: int | None = None
+
+
 class ErrorInfo(msgspec.Struct, omit_defaults=True, gc=False):
     message: str = ""
     type: str | None = None
@@ -74,6 +82,8 @@ class _ChunkBase(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     model: str = ""
     system_fingerprint: str | None = None
     usage: Usage | None = None
+    #: llama-server's per-chunk counts (``timings_per_token``).
+    timings: Timings | None = None
     #: ``{"error": {...}}`` (or a bare string): raised by the decoder, never delivered.
     error: ErrorInfo | str | None = None
     #: vLLM's older error records: ``{"object": "error", "message": ...}``.
