@@ -85,6 +85,8 @@ class Result:
     server_wait_s: float = 0.0
     client_wait_s: float = 0.0
     error: str = ""
+    #: The commit measured (cells of one file can come from --merge runs).
+    commit: str = ""
 
     @property
     def us_per_chunk(self) -> float:
@@ -94,8 +96,8 @@ class Result:
     def setup_us(self) -> float:
         """Set-up CPU per stream: the CPU until every stream had its first chunk, less
         the chunks decoded by then at the steady per-chunk cost of the rest of the run."""
-        if not self.setup_cpu_s or self.chunks <= self.setup_chunks:
-            return math.nan
+        if not self.setup_cpu_s or self.setup_chunks * 2 > self.chunks:
+            return math.nan  # streams queued (a pool limit): set-up is not a phase of its own
         steady = (self.cpu_s - self.setup_cpu_s) / (self.chunks - self.setup_chunks)
         return (self.setup_cpu_s - self.setup_chunks * steady) / self.streams * 1e6
 
@@ -243,21 +245,42 @@ def skip_reason(path: str, cell: Cell, done: list[Result], budget: float) -> str
         )
     same = [r for r in done if r.path == path and r.length == cell.length]
     lost = [r for r in same if r.streams < cell.streams and not r.error.startswith("skipped")]
-    lost = [r for r in lost if r.error or r.wall_s > budget]
+    lost = [r for r in lost if r.error]
     if lost:
         r = lost[-1]
-        why = r.error[:80] if r.error else f"took {r.wall_s:.0f} s"
-        return f"at {r.streams:,} x {r.length} it {why}; more streams would not fit the budget"
-    prior = [r for r in done if r.path == path and r.chunks and not r.error]
-    if prior:
-        last = prior[-1]
-        cpu = last.us_per_chunk * 1e-6 * cell.streams * (cell.tokens + 1)
-        if cpu > budget:
-            return (
-                f"~{cpu:.0f} s of CPU at {last.us_per_chunk:.0f} us/chunk "
-                f"(measured at {last.streams:,} x {last.length}) > budget {budget:.0f} s"
-            )
+        return f"at {r.streams:,} x {r.length}: {r.error[:80]}; more streams would not fit"
+    cpu, last = predicted_cpu(path, cell, done)
+    if last is not None and cpu > budget:
+        return (
+            f"~{cpu:.0f} s of CPU at {last.us_per_chunk:.0f} us/chunk "
+            f"(measured at {last.streams:,} x {last.length}) > budget {budget:.0f} s"
+        )
     return ""
+
+
+def predicted_cpu(path: str, cell: Cell, done: list[Result]) -> tuple[float, Result | None]:
+    """The cell's CPU at the per-chunk cost of the path's last finished cell."""
+    prior = [r for r in done if r.path == path and r.chunks and not r.error]
+    if not prior:
+        return 0.0, None
+    last = prior[-1]
+    return last.us_per_chunk * 1e-6 * cell.streams * (cell.tokens + 1), last
+
+
+def timeout_for(path: str, cell: Cell, done: list[Result]) -> float:
+    """Generous (a shared machine can stretch a run 3-5x): the run is killed only
+    when it is far off what its ideal and its predicted CPU say."""
+    from bench_e2e_paths import POOL_LIMITS
+
+    waves = math.ceil(cell.streams / POOL_LIMITS.get(path, cell.streams))
+    return max(120.0, 4 * cell.ideal * waves, 4 * predicted_cpu(path, cell, done)[0])
+
+
+def save(out: Path, meta: dict[str, object], results: list[Result]) -> None:
+    """Write the results (after every cell, so a stopped run keeps what it measured)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(r) | {"us_per_chunk": r.us_per_chunk, "setup_us": r.setup_us} for r in results]
+    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1, default=str) + "\n")
 
 
 def git_commit() -> str:
@@ -346,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = Result(path, cell.streams, cell.length, cell.tps, cell.ideal)
                     r.error = "skipped: " + reason
                 else:
-                    timeout = max(60.0, 3 * cell.ideal, 2 * args.budget)
-                    r = run_child(path, url, cell, server.pid, timeout)
+                    r = run_child(path, url, cell, server.pid, timeout_for(path, cell, results))
+                    r.commit = str(meta["commit"])
                 results.append(r)
                 print(
                     f"{cell.key:14} {cell.tps:5.1f} tok/s {path:12} {r.us_per_chunk:7.1f} us/chunk "
@@ -357,18 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"server {r.server_share * 100:3.0f}%  {r.error}",
                     flush=True,
                 )
+            save(out, meta | {"merged": args.merge, "partial": True}, results)
         finally:
             server.kill()
             server.wait()
         time.sleep(1.0)  # let the server's sockets go before the next cell
     if not args.from_json:
-        if args.merge:
-            meta["merged"] = True
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rows = [
-            asdict(r) | {"us_per_chunk": r.us_per_chunk, "setup_us": r.setup_us} for r in results
-        ]
-        out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1, default=str) + "\n")
+        save(out, meta | {"merged": args.merge}, results)
     md = render(results, meta)
     print(md)
     if not (args.quick or args.no_docs):

@@ -174,8 +174,10 @@ def detail(results: list[Any]) -> str:
 
 
 def render(results: list[Any], meta: dict[str, Any]) -> str:
+    commits = sorted({r.commit for r in results if getattr(r, "commit", "")})
+    at = ", ".join(f"`{c}`" for c in commits) or f"`{meta.get('commit', '?')}`"
     return (
-        f"Measured at commit `{meta.get('commit', '?')}` on {meta.get('cpus', '?')} cores, "
+        f"Measured at commit {at} on {meta.get('cpus', '?')} cores, "
         f"`bench_e2e.py {' '.join(meta.get('argv', []))}`.\n\n"
         "Goals of issue 14 (ratios from this one run):\n\n"
         + goals(results)
@@ -207,11 +209,14 @@ def plot(results: list[Any], path: Path) -> None:
             if pts:
                 width = 2.5 if name in ("streamclient", "bare", "aiohttp") else 1.2
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label, linewidth=width)
+        sizes = sorted({r.streams for r in results})
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("concurrent streams")
         ax.set_title(title, fontsize=10)
-        ax.set_ylim(bottom=0)
-        ax.grid(True, alpha=0.3)
+        ax.set_yscale("log")  # the SSE paths cost 5-10x: a log axis keeps the rest readable
+        ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("End to end, per client path (lower is better)")
     fig.tight_layout()
