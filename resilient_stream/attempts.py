@@ -78,7 +78,18 @@ class Attempts(Generic[ChunkT]):
     # --- opening -------------------------------------------------------------------
 
     async def open(self) -> Opened:
-        """Open the next attempt, retrying the request/headers phase with tenacity."""
+        """Open the next attempt, retrying the request/headers phase with tenacity.
+
+        The first try runs on its own: most succeed, and tenacity's machinery costs
+        more than the request's own set-up. A failure is handed to ``AsyncRetrying``
+        as its first outcome, so from there on tenacity decides exactly as if it had
+        run that try itself."""
+        try:
+            return await self._start()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as first:
+            failed: BaseException | None = first
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
             wait=self._wait,
@@ -88,6 +99,9 @@ class Attempts(Generic[ChunkT]):
         try:
             async for try_ in retrying:
                 with try_:
+                    if failed is not None:
+                        outcome, failed = failed, None
+                        raise outcome  # the first try's, for tenacity to judge
                     return await self._start()
         except _GiveUp as give_up:
             self._give_up(give_up.error, give_up.error.__cause__)
