@@ -79,6 +79,7 @@ class StreamClient:
             log=library_logger(self.config.log_level),
             rng=random.Random(seed),
             timeout=timeout,
+            transport=transport,
         )
         self._ids = itertools.count(1)
 

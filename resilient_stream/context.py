@@ -34,8 +34,13 @@ class StreamContext:
     rng: random.Random
     #: The timeouts every attempt's request carries (the stream watches stalls itself).
     timeout: httpx.Timeout
+    #: The client's transport, for requests sent without ``AsyncClient.send`` (attempt.py;
+    #: None: always through ``send``).
+    transport: httpx.AsyncBaseTransport | None = None
     #: Open streams, for ``StreamClient.aclose()`` and ``open_streams``.
     streams: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    #: Request prototypes by URL (attempt.py).
+    prototypes: dict[str, Any] = field(default_factory=dict)
     _decoders: dict[tuple[str, type[Any]], Decoder] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
