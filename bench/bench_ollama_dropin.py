@@ -4,8 +4,8 @@ Runs the reference server in a separate process and, each in a fresh child proce
 (so CPU is measured alone), the same concurrent /api/generate streams through:
 
 * ``ollama``: the official ``ollama.AsyncClient`` (httpx, HTTP/1.1, pydantic per chunk);
-* ``dropin``: ``resilient_stream.ollama.AsyncClient`` (StreamClient over HTTP/2, then
-  ollama's pydantic ``GenerateResponse`` per chunk via ``model_construct``);
+* ``dropin``: ``resilient_stream.ollama.AsyncClient``: the official class on
+  ``ResilientTransport`` (HTTP/2 underneath; ollama's own line parsing and pydantic);
 * ``dropin_h1``: the same with ``http2=False`` (what talking to a bare Ollama costs);
 * ``streamclient``: ``StreamClient`` itself (msgspec chunks, no pydantic).
 
