@@ -767,6 +767,13 @@ async def resumed(
     if len(attempts) > 1:
         carried = text[: shared_tail(await carried_text(http, server, requests[-1]), text)]
     tokens_carried = await tokenize(http, server, carried)
+    last_prompt = requests[-1].get("prompt") if len(attempts) > 1 else None
+    if isinstance(last_prompt, list) and last_prompt and isinstance(last_prompt[0], str):
+        # The token path: [the caller's prompt, *generated ids (or text)]: counted exactly.
+        tokens_carried = 0
+        for element in last_prompt[1:]:
+            is_id = isinstance(element, int)
+            tokens_carried += 1 if is_id else await tokenize(http, server, str(element))
     last_max = attempts[-1].max_tokens if attempts else None
     requested = tokens_carried + (last_max if last_max is not None else max_tokens)
     generated = sum(a.tokens for a in attempts)

@@ -58,6 +58,8 @@ async def test_token_exact_resume_is_identical_and_sends_the_generated_ids(cuts:
         result = await run_completion(srv, "llama-server")
     assert result.text == want
     assert result.verified and result.resumes == len(cuts)
+    # counted from the server's counts (tokens_predicted), each token once
+    assert result.eval_count == MAX and result.tokens_exact
     assert set(srv.paths) == {"/completion"}
     first, *resumed = srv.bodies
     assert first["prompt"] == PROMPT and first["return_tokens"] is True
@@ -104,6 +106,7 @@ async def test_pieces_whose_ids_the_stream_left_out_are_regenerated_from_exact_i
         async with LlamaServerLike(model=model, cuts=[cut]) as srv:
             result = await run_completion(srv, "llama-server")
         assert result.text == want and result.verified
+        assert result.eval_count == MAX  # the replayed tokens are not counted twice
         prompt = srv.bodies[1]["prompt"]
         assert isinstance(prompt, list) and all(isinstance(t, int) for t in prompt[1:])
         carried = b"".join(token_bytes(t) for t in prompt[1:]).decode()
@@ -141,6 +144,7 @@ async def test_chat_through_the_template_is_token_exact_on_llama_server() -> Non
             result = stream.result
     assert caps.server == "llama-server" and caps.chat_template == CHAT_TEMPLATE
     assert result.text == want and result.verified and result.resumes == 2
+    assert result.eval_count == MAX and result.tokens_exact
     assert srv.paths == ["/completion"] * 3
     assert srv.bodies[0]["prompt"] == render(messages)
     assert chunks[0].choices[0].delta.role == "assistant"

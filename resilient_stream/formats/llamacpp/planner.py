@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ...errors import InvalidRequestError
-from ..openai.types import CompletionChoice, CompletionChunk, CompletionRequest, Usage
+from ..openai.types import CompletionChoice, CompletionChunk, CompletionRequest, Timings, Usage
 from ..plan import AttemptPlan, Finished, NotResumable, Progress
 from .ledger import AttemptLedger, Continuation
 from .types import FINISH_REASON, NativeChunk
@@ -136,20 +136,29 @@ class LlamaServerPlanner:
             text = replay.feed(text, chunk.stop, chunk.tokens_predicted)
             if replay.failed:
                 self.replay_failed = True
+        # Counted as a server counts (the assembler adds attempts up): this request's
+        # tokens so far, less the replayed ones, which the caller already had.
+        if replay is not None and not replay.done:
+            count = 0
+        else:
+            count = max(0, chunk.tokens_predicted - (replay.tokens if replay else 0))
+        timings = Timings(predicted_n=count) if chunk.tokens_predicted else None
         if not chunk.stop:
-            return CompletionChunk(model=chunk.model, choices=[CompletionChoice(text=text)])
+            return CompletionChunk(
+                model=chunk.model, choices=[CompletionChoice(text=text)], timings=timings
+            )
         finish = FINISH_REASON.get(chunk.stop_type or "", "stop")
         usage = None
         if self._usage:
-            # As a server reports it: this request's tokens (the assembler adds the
-            # attempts up), less the replayed ones, which the caller already had.
             prompt = self._prompt_tokens or 0
-            done = max(0, chunk.tokens_predicted - (replay.tokens if replay else 0))
-            usage = Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
+            usage = Usage(
+                prompt_tokens=prompt, completion_tokens=count, total_tokens=prompt + count
+            )
         return CompletionChunk(
             model=chunk.model,
             choices=[CompletionChoice(text=text, finish_reason=finish)],
             usage=usage,
+            timings=timings,
             done=True,
         )
 

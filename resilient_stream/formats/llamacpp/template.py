@@ -196,6 +196,7 @@ def _chat_chunk(chunk: CompletionChunk, role: list[bool]) -> ChatCompletionChunk
         model=chunk.model,
         system_fingerprint=chunk.system_fingerprint,
         usage=chunk.usage,
+        timings=chunk.timings,
         done=chunk.done,
         choices=[
             ChatChoice(
