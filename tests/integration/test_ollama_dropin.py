@@ -343,6 +343,19 @@ async def test_missing_model_raises_response_error_with_status(server: Reference
     assert server.stats.requests == 2  # a 404 is not retried
 
 
+async def test_a_persistent_503_is_retried_then_ollamas_response_error() -> None:
+    def always_503(info: RequestInfo) -> Fault:
+        return Fault("status", status=503)
+
+    async with ReferenceServer(stop_probability=0.0, faults=always_503) as srv:
+        async with AsyncClient(srv.url, config=FAST.replace(max_attempts=3)) as client:
+            with pytest.raises(ollama.ResponseError) as info:
+                async for _ in await client.chat("m", MSGS, stream=True):
+                    pass
+        assert srv.stats.requests == 3  # retried, where ollama raises at the first
+    assert info.value.status_code == 503 and "injected 503" in info.value.error
+
+
 async def test_permanent_error_line_mid_stream_is_not_resumed() -> None:
     """An ``{"error": ...}`` line naming a bad request is not resumed: the parts before
     it are delivered, then the stream fails (one request)."""
