@@ -118,7 +118,7 @@ class ResilientSyncTransport(httpx.BaseTransport):
         *,
         config: StreamConfig | None = None,
         openai_flavor: Flavor = "generic",
-        **kwargs: Any,
+        upgrade_non_streaming: bool = True,
     ) -> None:
         if isinstance(transport, httpx.BaseTransport):
             raise TypeError(
@@ -128,7 +128,9 @@ class ResilientSyncTransport(httpx.BaseTransport):
             )
         self._loop = _Loop()
         try:
-            self._async = self._loop.call(_make(transport, config, openai_flavor, kwargs))
+            self._async = self._loop.call(
+                _make(transport, config, openai_flavor, upgrade_non_streaming)
+            )
         except BaseException:
             self._loop.stop()
             raise
@@ -179,7 +181,9 @@ async def _make(
     transport: httpx.AsyncBaseTransport | None,
     config: StreamConfig | None,
     flavor: Flavor,
-    kwargs: dict[str, Any],
+    upgrade: bool,
 ) -> ResilientTransport:
     """Built on the loop: the wrapped transport binds to the loop it is made on."""
-    return ResilientTransport(transport, config=config, openai_flavor=flavor, **kwargs)
+    return ResilientTransport(
+        transport, config=config, openai_flavor=flavor, upgrade_non_streaming=upgrade
+    )

@@ -249,11 +249,74 @@ async def test_unrecognised_requests_pass_through(baseline: ReferenceServer) -> 
         client = ollama.AsyncClient(host=baseline.url, transport=t)
         listed = await client.list()
         assert listed.models is not None
-        # not streaming: passes through (upgrading it is not done yet)
-        answer = await client.generate(model="ref", prompt=PROMPT, options={"num_predict": 5})
-        assert answer.done and answer.eval_count == 5
         await client._client.aclose()
-    assert baseline.stats.requests == 2
+    assert baseline.stats.requests == 1
+
+
+# --- non-streaming calls, upgraded -------------------------------------------------------
+
+
+async def non_streaming_text(
+    url: str, sdk: str, kind: str, t: httpx.AsyncBaseTransport | None
+) -> str:
+    """The one-body answer, its shape checked as the SDK parsed it."""
+    options = {"num_predict": N, "temperature": 0}
+    if sdk == "ollama":
+        client = ollama.AsyncClient(host=url, transport=t) if t else ollama.AsyncClient(host=url)
+        try:
+            if kind == "chat":
+                answer = await client.chat(model="ref", messages=MESSAGES, options=options)
+                assert answer.done and answer.eval_count == N
+                assert answer.message.role == "assistant"
+                return answer.message.content or ""
+            gen = await client.generate(model="ref", prompt=PROMPT, options=options)
+            assert gen.done and gen.eval_count == N and gen.done_reason == "length"
+            return gen.response
+        finally:
+            await client._client.aclose()
+    oa = openai_client(url, t)
+    try:
+        if kind == "chat":
+            done = await oa.chat.completions.create(
+                model="ref",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=N,
+                temperature=0,
+            )
+            assert done.object == "chat.completion" and done.choices[0].finish_reason == "length"
+            assert done.usage is not None and done.usage.completion_tokens == N
+            return done.choices[0].message.content or ""
+        comp = await oa.completions.create(model="ref", prompt=PROMPT, max_tokens=N, temperature=0)
+        assert comp.object == "text_completion"
+        assert comp.usage is not None and comp.usage.completion_tokens == N
+        return comp.choices[0].text
+    finally:
+        await oa.close()
+
+
+@pytest.mark.parametrize(("sdk", "kind"), CASES)
+async def test_non_streaming_call_is_upgraded_and_resumed(
+    baseline: ReferenceServer, sdk: str, kind: str
+) -> None:
+    """``stream`` false is streamed below the SDK, so a long answer resumes (two requests),
+    and the SDK gets the one JSON body it parses, equal to the server's own."""
+    expected = await non_streaming_text(baseline.url, sdk, kind, None)
+    plan = FaultSchedule({0: Fault("drop_connection", after_tokens=5)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport() as t:
+            text = await non_streaming_text(srv.url, sdk, kind, t)
+        assert srv.stats.requests == 2
+    assert text == expected and len(text) > N
+
+
+async def test_upgrade_off_passes_non_streaming_calls_through() -> None:
+    plan = FaultSchedule({0: Fault("drop_connection", after_tokens=5)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        config = StreamConfig(**FAST)
+        async with ResilientTransport(config=config, upgrade_non_streaming=False) as t:
+            with pytest.raises(httpx.TransportError):
+                await non_streaming_text(srv.url, "ollama", "generate", t)
+        assert srv.stats.requests == 1  # sent as the SDK wrote it, not resumed
 
 
 # --- errors and closing ------------------------------------------------------------------

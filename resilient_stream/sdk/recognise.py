@@ -1,0 +1,129 @@
+"""Which requests the SDK transport resumes (sans-I/O): method, path and JSON body.
+
+A call is recognised when its path ends with one a format defines, its body is a
+JSON object whose fields all belong to that format's request type (so nothing the
+SDK sent is lost in the re-sent requests) and it asks for what the resume engine
+can continue: one choice, streamed. Everything else passes through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from ..formats.ollama.planner import ResumePlanner
+from ..formats.ollama.types import ChatRequest, GenerateRequest, Message
+from ..formats.openai.planner import CHAT_PATH, COMPLETION_PATH, Flavor, OpenAIPlanner
+from ..formats.openai.types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from ..formats.plan import Planner
+from .wire import Ndjson, Sse, Wire
+
+_OLLAMA_PATHS = {"/api/generate": GenerateRequest, "/api/chat": ChatRequest}
+_OPENAI_PATHS = {CHAT_PATH: ChatCompletionRequest, COMPLETION_PATH: CompletionRequest}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A recognised call: where its engine lives and how its attempts are planned."""
+
+    base: str
+    planner: Planner
+    caller_type: type[Any]
+    wire: type[Wire]
+    #: The SDK asked for one JSON body: streamed here, answered assembled (assemble.py).
+    upgraded: bool = False
+
+
+def recognise(
+    request: httpx.Request, body: bytes, flavor: Flavor, *, upgrade: bool = True
+) -> Call | None:
+    """The call ``request`` makes, if the engine can resume it; ``upgrade``: also the
+    non-streaming ones (streamed, then answered as the one body the SDK expects)."""
+    if request.method != "POST" or request.url.query:
+        return None
+    if request.headers.get("content-encoding", "identity").lower() != "identity":
+        return None
+    path = request.url.path
+    found = [
+        (s, t) for s, t in (*_OLLAMA_PATHS.items(), *_OPENAI_PATHS.items()) if path.endswith(s)
+    ]
+    if not found:
+        return None
+    suffix, tp = found[0]
+    try:
+        fields = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(fields, dict):
+        return None
+    raw = str(request.url)  # no query: it ends with the path (copy_with costs ~30x more)
+    if raw.endswith(suffix):
+        base = raw[: -len(suffix)].rstrip("/")
+    else:
+        base = str(request.url.copy_with(path=path[: -len(suffix)] or "/")).rstrip("/")
+    if tp in (GenerateRequest, ChatRequest):
+        return _ollama_call(base, tp, fields, upgrade)
+    return _openai_call(base, tp, fields, flavor, upgrade)
+
+
+def _ollama_call(base: str, tp: type[Any], fields: dict[str, Any], upgrade: bool) -> Call | None:
+    upgraded = fields.get("stream", True) is False
+    if upgraded:
+        if not upgrade:
+            return None
+        fields = {**fields, "stream": True}
+    elif fields.get("stream", True) is not True:
+        return None
+    messages = fields.get("messages")
+    if tp is ChatRequest and not _known_messages(messages, Message.__struct_fields__):
+        return None
+    try:
+        request = msgspec.convert(fields, tp)  # forbid_unknown_fields: unknown ones pass through
+    except msgspec.ValidationError:
+        return None
+    planner = ResumePlanner(request)
+    return Call(base, planner, planner.caller_chunk_type, Ndjson, upgraded)
+
+
+def _openai_call(
+    base: str, tp: type[Any], fields: dict[str, Any], flavor: Flavor, upgrade: bool
+) -> Call | None:
+    upgraded = fields.get("stream") in (False, None)
+    if upgraded:
+        if not upgrade:
+            return None
+        # usage in the final chunk: the assembled body carries it, like the server's
+        options = fields.get("stream_options")
+        options = {**options, "include_usage": True} if isinstance(options, dict) else None
+        fields = {**fields, "stream": True, "stream_options": options or {"include_usage": True}}
+    elif fields.get("stream") is not True:
+        return None
+    if fields.get("n", 1) not in (1, None):
+        return None
+    best_of = fields.get("best_of")
+    if isinstance(best_of, int) and best_of > 1:
+        return None
+    if tp is ChatCompletionRequest and not _known_messages(
+        fields.get("messages"), ChatMessage.__struct_fields__
+    ):
+        return None
+    known = tp.__struct_fields__
+    unknown = {k: v for k, v in fields.items() if k not in known}
+    if unknown:
+        fields = {k: v for k, v in fields.items() if k in known}
+        fields["extra_body"] = {**unknown, **(fields.get("extra_body") or {})}
+    try:
+        request = msgspec.convert(fields, tp)
+    except msgspec.ValidationError:
+        return None
+    planner = OpenAIPlanner(request, flavor=flavor)
+    return Call(base, planner, planner.caller_chunk_type, Sse, upgraded)
+
+
+def _known_messages(messages: Any, known: tuple[str, ...]) -> bool:
+    if not isinstance(messages, list):
+        return False
+    return all(isinstance(m, dict) and all(k in known for k in m) for m in messages)

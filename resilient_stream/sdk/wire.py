@@ -1,0 +1,170 @@
+"""The two wire formats as the SDK transport sees them (sans-I/O).
+
+For the pass-through, a :class:`Gate` says how much of the bytes received so far
+may reach the SDK as the server sent them: whole records only, never past a
+record the resume engine must judge first (an error record), and, for SSE, never
+past a text-less record the OpenAI framer would hold back (so that what the SDK
+has seen is exactly what the engine delivers when it replays those bytes after a
+failure). It also spots the record that ends the stream. Both checks are byte
+scans of each read (a few ``find`` calls in the steady state); no JSON is decoded.
+
+After a resume, :meth:`Wire.encode` re-encodes the engine's chunks with the
+format's encoder; ``error_body`` writes an error in the format's own shape.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ..formats.ollama import encoder as ollama_encoder
+from ..formats.openai import encoder as openai_encoder
+from ..formats.openai.framing import MAX_HELD, held_back
+from ..formats.openai.types import ChatCompletionChunk, CompletionChunk, ErrorInfo
+
+#: What :meth:`Gate.scan` found at the end of what may be forwarded.
+MORE, DONE, STOP = 0, 1, 2
+
+_NDJSON_DONE = re.compile(rb'"done"\s*:\s*true')
+_ERROR_KEY = re.compile(rb'"error"\s*:')
+_SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+#: How Ollama ends a line that is not the last: ``done`` is its last field.
+_NDJSON_STEADY = b'"done":false}\n'
+
+
+class Wire:
+    """One wire format: its pass-through gate, its encoder, its error body."""
+
+    content_type = ""
+
+    def accepts(self, content_type: str) -> bool:
+        """Is a 200 with this Content-Type this format's stream (else: not passed)?"""
+        raise NotImplementedError
+
+    def scan(self, buf: bytes) -> tuple[int, int]:
+        """``(end, what)``: ``buf[:end]`` may be forwarded; ``what`` is MORE (wait for
+        more bytes), DONE (``buf[:end]`` ends with the stream's last record) or STOP
+        (the record at ``end`` must go to the engine: hand over)."""
+        raise NotImplementedError
+
+    def encode(self, chunk: Any) -> bytes:
+        raise NotImplementedError
+
+    def remember(self, chunk: Any) -> None:
+        """A chunk the SDK saw as the server's bytes (ids to keep after a resume)."""
+
+    def error_body(self, status: int, message: str) -> bytes:
+        raise NotImplementedError
+
+
+class Ndjson(Wire):
+    content_type = "application/x-ndjson"
+
+    def accepts(self, content_type: str) -> bool:
+        return "json" in content_type or not content_type
+
+    def scan(self, buf: bytes) -> tuple[int, int]:
+        if buf.endswith(_NDJSON_STEADY):
+            # the steady state (Ollama writes ``done`` last): every line a text chunk
+            lines = buf.count(b"\n")
+            if lines == 1 or buf.count(_NDJSON_STEADY) == lines:
+                return len(buf), MORE
+        end = len(buf) if buf.endswith(b"\n") else buf.rfind(b"\n") + 1
+        if not end:
+            return 0, MORE
+        if b'"error"' not in buf and (b"true" not in buf or _NDJSON_DONE.search(buf) is None):
+            return end, MORE
+        start = 0
+        while start < end:
+            nl = buf.index(b"\n", start)
+            if _NDJSON_DONE.search(buf, start, nl):
+                return nl + 1, DONE
+            if _ERROR_KEY.search(buf, start, nl):
+                return start, STOP
+            start = nl + 1
+        return end, MORE
+
+    def encode(self, chunk: Any) -> bytes:
+        return ollama_encoder.encode_line(chunk)
+
+    def error_body(self, status: int, message: str) -> bytes:
+        return ollama_encoder.error_body(message)
+
+
+def _sse_data(block: bytes) -> bytes | None:
+    """The ``data`` of one raw SSE event (None: a comment or an event without data)."""
+    if block.startswith(b"data: ") and b"\n" not in block and b"\r" not in block:
+        return block[6:]
+    lines = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    data = [ln[6:] if ln[5:6] == b" " else ln[5:] for ln in lines if ln.startswith(b"data:")]
+    return b"\n".join(data) if data else None
+
+
+class Sse(Wire):
+    content_type = "text/event-stream"
+
+    def __init__(self) -> None:
+        self.id: tuple[str, int, str, str | None] | None = None
+
+    def accepts(self, content_type: str) -> bool:
+        return "event-stream" in content_type
+
+    def scan(self, buf: bytes) -> tuple[int, int]:
+        if buf.endswith(b"\n\n"):
+            # the steady state: whole events, the last a text chunk (raw newlines only
+            # end lines: JSON escapes them); the text-less ones before it go with it
+            start = buf.rfind(b"\n\n", 0, len(buf) - 2) + 2
+            data = buf[start if start > 1 else 0 : -2]
+            if (
+                data.startswith(b"data: {")
+                and b"\n" not in data
+                and b'"error"' not in data
+                and not held_back(data[6:])
+            ):
+                return len(buf), MORE
+        return self._slow(buf)
+
+    def _slow(self, buf: bytes) -> tuple[int, int]:
+        end = start = held = 0
+        for m in _SSE_END.finditer(buf):
+            data = _sse_data(buf[start : m.start()])
+            start = m.end()
+            if data is None:
+                continue
+            if data == b"[DONE]":
+                return start, DONE
+            if _ERROR_KEY.search(data):
+                return end, STOP
+            if held_back(data):
+                held += 1
+                if held <= MAX_HELD:
+                    continue
+            end, held = start, 0
+        return end, MORE
+
+    def remember(self, chunk: ChatCompletionChunk | CompletionChunk) -> None:
+        if self.id is None and chunk.id:
+            self.id = (chunk.id, chunk.created, chunk.model, chunk.system_fingerprint)
+
+    def encode(self, chunk: Any) -> bytes:
+        self.remember(chunk)
+        if self.id is not None:
+            id, created, model, fingerprint = self.id
+            chunk = msgspec.structs.replace(
+                chunk,
+                id=id,
+                created=created,
+                model=model,
+                system_fingerprint=fingerprint
+                if fingerprint is not None
+                else chunk.system_fingerprint,
+            )
+        if chunk.done:
+            return openai_encoder.encode_events([chunk])
+        return openai_encoder.encode_event(chunk)
+
+    def error_body(self, status: int, message: str) -> bytes:
+        kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+        return openai_encoder.encode_error(ErrorInfo(message=message, type=kind))
