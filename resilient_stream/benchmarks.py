@@ -29,6 +29,7 @@ BENCHMARKS = {
     "proxy": ("bench_proxy.py", "chaos proxy added latency and throughput"),
     "openai": ("bench_openai_stream.py", "SSE vs NDJSON codec and stream cost"),
     "ollama": ("bench_ollama_dropin.py", "ollama drop-in vs the official client"),
+    "sdk": ("bench_sdk.py", "ResilientTransport pass-through cost; SDKs with and without it"),
     "e2e": (
         "bench_e2e.py",
         "every user-facing path, 300-10,000 streams, CPU/RSS/TTFT ratios (~15 min)",
