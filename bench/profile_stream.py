@@ -70,21 +70,24 @@ def _body(i: int, tokens: int) -> dict[str, Any]:
 class _Run:
     """What every mode reports: chunks, time to first chunk per stream, idle RSS."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, idle: bool = False) -> None:
         self.streams = streams
+        self.idle = idle  # an idle-RSS run: every stream stops after its first chunk
         self.chunks = 0
         self.firsts = 0
         self.all_first = asyncio.Event()
         self.release = asyncio.Event()
         self.ttft: list[float] = []
 
-    async def first(self, t0: float) -> None:
-        """A stream has its first chunk: wait until every stream has (idle RSS)."""
+    async def first(self, t0: float) -> bool:
+        """A stream has its first chunk: wait until every stream has (RSS), then say
+        whether to stop reading (an idle run)."""
         self.ttft.append(time.perf_counter() - t0)
         self.firsts += 1
         if self.firsts == self.streams:
             self.all_first.set()
         await self.release.wait()
+        return self.idle
 
 
 async def _bare(url: str, run: _Run, tokens: int) -> None:
@@ -109,7 +112,8 @@ async def _bare(url: str, run: _Run, tokens: int) -> None:
                     k = len(dec.decode_lines(framer.feed(data)))
                     if k and not n:
                         n = k
-                        await run.first(t0)
+                        if await run.first(t0):
+                            break
                     else:
                         n += k
             run.chunks += n
@@ -126,10 +130,11 @@ async def _client(url: str, run: _Run, tokens: int) -> None:
             t0 = time.perf_counter()
             n = 0
             opts = {"num_predict": tokens}
-            async for _ in c.generate(model="m", prompt=f"s{i}", raw=True, options=opts):
-                n += 1
-                if n == 1:
-                    await run.first(t0)
+            async with c.generate(model="m", prompt=f"s{i}", raw=True, options=opts) as s:
+                async for _ in s:
+                    n += 1
+                    if n == 1 and await run.first(t0):
+                        break
             run.chunks += n
 
         await _drive(run, [one(i) for i in range(run.streams)])
@@ -161,7 +166,8 @@ async def _aiohttp(url: str, run: _Run, tokens: int) -> None:
                     k = len(dec.decode_lines(framer.feed(data)))
                     if k and not n:
                         n = k
-                        await run.first(t0)
+                        if await run.first(t0):
+                            break
                     else:
                         n += k
             run.chunks += n
@@ -178,17 +184,42 @@ async def _drive(run: _Run, coros: list[Any]) -> None:
 
     gc.collect()
     rss0 = _rss()
+    trace = os.environ.get("PROFILE_STREAM_TRACEMALLOC")
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(int(trace))
+        before = tracemalloc.take_snapshot()
     tasks = [asyncio.ensure_future(c) for c in coros]
     waiter = asyncio.ensure_future(run.all_first.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     if run.all_first.is_set():
         _IDLE["rss"] = _rss() - rss0
+        if trace:
+            _allocations(before, run.streams)
     run.release.set()
     await asyncio.gather(*tasks)
     waiter.cancel()
 
 
-def client(mode: str, url: str, streams: int, tokens: int) -> None:
+def _allocations(before: Any, streams: int) -> None:
+    """What every idle open stream holds, by allocating line (to stderr)."""
+    import tracemalloc
+
+    after = tracemalloc.take_snapshot()
+    stats = after.compare_to(before, "lineno")
+    total = sum(st.size_diff for st in stats)
+    print(f"tracemalloc: {total / streams:.0f} B per open stream", file=sys.stderr)
+    for st in stats[:40]:
+        frame = st.traceback[0]
+        where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+        print(
+            f"{st.size_diff / streams:8.0f} B {st.count_diff / streams:6.2f} blocks  {where}",
+            file=sys.stderr,
+        )
+
+
+def client(mode: str, url: str, streams: int, tokens: int, idle: bool) -> None:
     # Import every stack first: import cost stays out of the measurement.
     import aiohttp  # noqa: F401
     import httpx  # noqa: F401
@@ -197,7 +228,7 @@ def client(mode: str, url: str, streams: int, tokens: int) -> None:
     import resilient_stream.transport  # noqa: F401
 
     fn = {"bare": _bare, "client": _client, "aiohttp": _aiohttp}[mode]
-    run = _Run(streams)
+    run = _Run(streams, idle)
 
     async def main() -> None:
         await fn(url, run, tokens)
@@ -242,35 +273,38 @@ def start_server(rate: float) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run_child(
-    mode: str, url: str, streams: int, tokens: int, pyspy: str | None, timeout: float
+    mode: str,
+    url: str,
+    streams: int,
+    tokens: int,
+    pyspy: str | None,
+    timeout: float,
+    idle: bool = False,
 ) -> dict[str, Any]:
     # "client@/path/to/tree": the same mode from another checkout (before/after A/B)
     name, _, tree = mode.partition("@")
     script = str(Path(tree) / "bench" / "profile_stream.py") if tree else __file__
     cmd = [sys.executable, script, "--child", name, "--url", url]
-    cmd += ["--streams", str(streams), "--tokens", str(tokens)]
-    if pyspy:
+    cmd += ["--streams", str(streams), "--tokens", str(tokens)] + (["--idle"] if idle else [])
+    if pyspy and not idle:
         spy = str(Path(sys.executable).with_name("py-spy"))
         out = f"{pyspy}.{name}{'.alt' if tree else ''}.{streams}x{tokens}.json"
-        cmd = [
-            spy,
-            "record",
-            "--nonblocking",
-            "-r",
-            "200",
-            "-f",
-            "speedscope",
-            "-o",
-            out,
-            "--",
-            *cmd,
-        ]
+        cmd = [spy, "record", "--nonblocking", "-r", "200", "-f", "speedscope", "-o", out, "--"]
+        cmd += [sys.executable, script, "--child", name, "--url", url]
+        cmd += ["--streams", str(streams), "--tokens", str(tokens)]
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{mode} failed: {' / '.join(tail)}")
+    if proc.stderr and os.environ.get("PROFILE_STREAM_TRACEMALLOC"):
+        print(proc.stderr.decode(errors="replace"), file=sys.stderr)
     lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("{")]
     return dict(json.loads(lines[-1]))
+
+
+#: The idle-RSS server's pace: after its first token a stream gets nothing for 50 s, so
+#: every stream is open, has its first chunk, and holds no more while RSS is read.
+IDLE_RATE = 0.02
 
 
 def main() -> None:
@@ -284,6 +318,8 @@ def main() -> None:
         help=f"comma-separated of {MODES}; MODE@DIR runs MODE from the checkout in DIR",
     )
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-cpu", action="store_true", help="only the idle RSS runs")
+    ap.add_argument("--no-idle", action="store_true", help="no idle RSS runs")
     ap.add_argument("--pyspy", help="record each client run under py-spy to PREFIX.*.json")
     ap.add_argument("--json", help="append the raw results to this file")
     # child modes
@@ -291,22 +327,39 @@ def main() -> None:
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.rate, args.port_file)
         return
     if args.child:
-        client(args.child, args.url, int(args.streams), int(args.tokens))
+        client(args.child, args.url, int(args.streams), int(args.tokens), args.idle)
         return
 
     modes = args.modes.split(",")
     sizes = [int(s) for s in args.streams.split(",")]
-    lengths = [int(t) for t in args.tokens.split(",")]
-    server, url = start_server(args.rate)
+    lengths = [] if args.no_cpu else [int(t) for t in args.tokens.split(",")]
     results: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    idle: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    servers = []
     try:
+        if lengths:
+            server, url = start_server(args.rate)
+            servers.append(server)
+        if not args.no_idle:
+            idle_server, idle_url = start_server(IDLE_RATE)
+            servers.append(idle_server)
         for _ in range(args.rounds):
             for n in sizes:
+                if not args.no_idle:
+                    for mode in modes:
+                        r = run_child(mode, idle_url, n, 3, None, timeout=120, idle=True)
+                        idle.setdefault((mode, n), []).append(r)
+                        print(
+                            f"  {mode:8s} {n:6d} idle: {r['idle_rss'] / n / 1024:5.1f} KB/stream, "
+                            f"ttft p50 {r['ttft_p50'] * 1e3:.1f} ms",
+                            flush=True,
+                        )
                 for t in lengths:
                     ideal = t / args.rate if args.rate else 0.0
                     for mode in modes:
@@ -317,36 +370,54 @@ def main() -> None:
                             f"  {mode:8s} {n:6d} x {t:4d}: "
                             f"{r['cpu'] / max(1, r['chunks']) * 1e6:6.1f} us/chunk, "
                             f"wall {r['wall']:.2f} s (ideal {ideal:.1f}), "
-                            f"idle {r['idle_rss'] / n / 1024:5.1f} KB/stream, "
                             f"ttft p50 {r['ttft_p50'] * 1e3:.1f} ms",
                             flush=True,
                         )
     finally:
-        server.terminate()
-        server.wait()
-    report(results, modes, sizes, lengths)
+        for proc in servers:
+            proc.terminate()
+            proc.wait()
+    report(results, idle, modes, sizes, lengths)
     if args.json:
         with open(args.json, "a") as f:
             for (mode, n, t), rs in results.items():
                 f.write(json.dumps({"mode": mode, "streams": n, "tokens": t, "runs": rs}) + "\n")
+            for (mode, n), rs in idle.items():
+                f.write(json.dumps({"mode": mode, "streams": n, "idle": True, "runs": rs}) + "\n")
 
 
 def _med(rs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rs)
 
 
+def _ref(per: dict[str, float], modes: list[str], name: str) -> float | None:
+    return next((per[m] for m in modes if m.partition("@")[0] == name and m in per), None)
+
+
 def report(
     results: dict[tuple[str, int, int], list[dict[str, Any]]],
+    idle: dict[tuple[str, int], list[dict[str, Any]]],
     modes: list[str],
     sizes: list[int],
     lengths: list[int],
 ) -> None:
     """Medians over the rounds; ratios against ``bare`` (and ``aiohttp``) of the same run."""
+    if idle:
+        print("\n| streams | mode | idle KB per open stream | x bare |")
+        print("|---|---|---|---|")
+        for n in sizes:
+            kb = {m: _med(idle[(m, n)], "idle_rss") / n / 1024 for m in modes}
+            bare = _ref(kb, modes, "bare")
+            for m in modes:
+                xb = f"{kb[m] / bare:.2f}" if bare else "-"
+                print(f"| {n} | {m} | {kb[m]:.1f} | {xb} |")
+    if not results:
+        return
     print(
         "\n| streams | tokens | mode | us/chunk | x bare | x aiohttp | us/stream "
-        "| wall/ideal | idle KB/stream | ttft p50 ms |"
+        "| wall/ideal | ttft p50 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         for t in lengths:
             per = {
@@ -354,8 +425,7 @@ def report(
                 for (m, n2, t2), rs in results.items()
                 if n2 == n and t2 == t
             }
-            bare = next((per[m] for m in modes if m.partition("@")[0] == "bare"), None)
-            peer = next((per[m] for m in modes if m.partition("@")[0] == "aiohttp"), None)
+            bare, peer = _ref(per, modes, "bare"), _ref(per, modes, "aiohttp")
             for m in modes:
                 rs = results[(m, n, t)]
                 us = per[m]
@@ -366,7 +436,7 @@ def report(
                 print(
                     f"| {n} | {t} | {m} | {us:.1f} | {xb} | {xa} "
                     f"| {_med(rs, 'cpu') / n * 1e6:.0f} | {wall} "
-                    f"| {_med(rs, 'idle_rss') / n / 1024:.1f} | {_med(rs, 'ttft_p50') * 1e3:.1f} |"
+                    f"| {_med(rs, 'ttft_p50') * 1e3:.1f} |"
                 )
     if len(lengths) >= 2:
         short, long_ = min(lengths), max(lengths)

@@ -122,7 +122,9 @@ def body_reader(response: httpx.Response) -> tuple[BodyReader, WatchedBody | Non
     """
     direct = response.extensions.get(BODY_EXTENSION)
     stream = response.stream
-    if isinstance(direct, H2ResponseStream) and getattr(stream, "_stream", stream) is direct:
+    if isinstance(direct, H2ResponseStream) and (
+        stream is direct or getattr(stream, "_stream", None) is direct  # httpx's wrapper
+    ):
         return direct.read, None
     watched = WatchedBody(stream.__aiter__())  # type: ignore[union-attr]
     return watched.read, watched
