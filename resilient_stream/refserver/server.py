@@ -97,6 +97,8 @@ class ReferenceServer:
         line_separators: bool = False,
         models: Sequence[str] | None = None,
         final_chunk_text: bool = False,
+        tokens_per_chunk: int = 1,
+        report_tokens: bool = True,
         settings: ServerSettings | None = None,
     ) -> None:
         self.settings = settings or ServerSettings(
@@ -117,6 +119,8 @@ class ReferenceServer:
             line_separators=line_separators,
             models=None if models is None else tuple(models),
             final_chunk_text=final_chunk_text,
+            tokens_per_chunk=tokens_per_chunk,
+            report_tokens=report_tokens,
         )
         self._core: ServerCore | None = None
         self._server: asyncio.Server | None = None

@@ -23,10 +23,16 @@ So an uncounted chunk is counted by an **upper bound**, never by a guess:
   each chunk is the shortest run of tokens that decodes).
 
 Chunks with a payload besides text (tool calls) count its JSON bytes as well.
+
+The assembler keeps a signed count per delivered piece (>= 0: the server's,
+< 0: an upper bound) so that a held-back overlap subtracts exactly the counts
+of its chunks; after a seam, :class:`Regions` puts the counts of the chunks that
+regenerated delivered text back on its pieces.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 #: (text, thinking) -> an upper bound of the tokens a chunk carrying them took.
@@ -50,3 +56,111 @@ def bound_for(name: str) -> Bound:
         return BOUNDS[name]
     except KeyError:
         raise ValueError(f"unknown token bound {name!r}; known: {sorted(BOUNDS)}") from None
+
+
+# --- signed per-piece counts -----------------------------------------------------
+
+
+def all_exact(counts: list[int]) -> bool:
+    return all(c >= 0 for c in counts)
+
+
+def head_counts(pieces: list[str], counts: list[int], chars: int) -> list[int]:
+    """The counts of the pieces that make up the first ``chars`` characters."""
+    total, i = sum(map(len, pieces)), len(pieces)
+    while i > 0 and total > chars:
+        i -= 1
+        total -= len(pieces[i])
+    return counts[:i]
+
+
+def add_signed(a: int, b: int) -> int:
+    """The sum of two signed counts (< 0: an upper bound, if either is one)."""
+    n = abs(a) + abs(b)
+    return -n if a < 0 or b < 0 else n
+
+
+def chars_of(pieces: list[str]) -> int:
+    return sum(map(len, pieces))
+
+
+class Region:
+    """The last ``chars`` characters of one channel's pieces, regenerated after a seam."""
+
+    __slots__ = ("aligned", "chars", "counts", "end", "first", "old", "pos", "starts", "total")
+
+    def __init__(self, pieces: list[str], counts: list[int], chars: int) -> None:
+        self.counts, self.chars = counts, chars
+        i, need = len(pieces), chars
+        while need > 0 and i > 0:
+            i -= 1
+            need -= len(pieces[i])
+        self.first, self.end = i, len(counts)
+        self.old = counts[i:]  # the counts of the first time it was delivered
+        for j in range(i, len(counts)):
+            counts[j] = 0
+        self.starts: list[int] = []  # where each piece of the region starts in it
+        offset = need  # <= 0: the first piece may begin before the region
+        for piece in pieces[i:]:
+            self.starts.append(offset)
+            offset += len(piece)
+        self.pos = 0
+        self.total = 0  # signed: the counts assigned to the region
+        self.aligned = need == 0  # every regenerating chunk ended on an old border
+
+    def assign(self, chars: int, n: int) -> bool:
+        """A chunk regenerated the next ``chars`` of the region: its count goes to the
+        piece where that text starts. False: the region has no pieces."""
+        if not self.starts:
+            return False
+        self.total = add_signed(self.total, n)
+        at = bisect.bisect_right(self.starts, self.pos) - 1
+        self.pos += chars
+        inside = bisect.bisect_left(self.starts, self.pos) - at - 1  # borders it covers
+        if inside > 0 or (self.pos != self.chars and self.pos not in self.starts):
+            self.aligned = False  # one chunk for several old pieces, or ends inside one
+        i = self.first + max(at, 0)
+        self.counts[i] = add_signed(self.counts[i], n)
+        return True
+
+    def settle(self, straddle: tuple[list[int], int] | None) -> None:
+        """Chunks that did not fall on the old borders (or that also brought new text:
+        ``straddle``) leave the per-piece split unknown: keep the old counts when they
+        and the new total are the servers' and agree (the rest goes to the new piece),
+        else the new total, marked a bound, on the first piece."""
+        if self.aligned and straddle is None:
+            return
+        old_total = sum(self.old)
+        exact = all(c >= 0 for c in self.old) and self.total >= 0
+        extra = self.total - old_total
+        if exact and (extra == 0 or (extra > 0 and straddle is not None)):
+            self.counts[self.first : self.end] = self.old
+            if straddle is not None and extra:
+                counts, at = straddle
+                counts[at] = add_signed(counts[at], extra)
+            return
+        for j in range(self.first, self.end):
+            self.counts[j] = 0
+        self.counts[self.first] = -abs(self.total) or -1
+
+
+class Regions:
+    __slots__ = ("lost", "text", "thinking")
+
+    def __init__(self, text: Region, thinking: Region) -> None:
+        self.text, self.thinking = text, thinking
+        self.lost = 0  # counts that found no piece (kept as text-less tokens)
+
+    def assign(self, drop_text: int, drop_think: int, n: int) -> None:
+        if drop_think:
+            placed = self.thinking.assign(drop_think, n)
+            if drop_text:
+                self.text.pos += drop_text
+        else:
+            placed = self.text.assign(drop_text, n)
+        if not placed:
+            self.lost = add_signed(self.lost, n)
+
+    def settle(self, straddle: tuple[list[int], int] | None) -> None:
+        self.text.settle(straddle if self.text.total and not self.thinking.total else None)
+        self.thinking.settle(straddle if self.thinking.total else None)

@@ -24,7 +24,6 @@ holding and checking happen only right after a seam.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -33,7 +32,17 @@ import msgspec
 from ..formats import ChunkAdapter, adapter_for
 from ..formats.plan import AttemptPlan, Progress
 from ..result import Seam
-from .accounting import Bound, bound_for, bytes_bound
+from .accounting import (
+    Bound,
+    Region,
+    Regions,
+    add_signed,
+    all_exact,
+    bound_for,
+    bytes_bound,
+    chars_of,
+    head_counts,
+)
 from .verify import SeamCheck, choose_overlap
 
 ChunkT = TypeVar("ChunkT")
@@ -145,7 +154,7 @@ class StreamAssembler(Generic[ChunkT]):
         """``tokens`` is the servers' count, not an upper bound."""
         if self._final_exact is not None:
             return self._final_exact
-        return self._orphan >= 0 and _exact(self._text_n) and _exact(self._think_n)
+        return self._orphan >= 0 and all_exact(self._text_n) and all_exact(self._think_n)
 
     @property
     def verified(self) -> bool:
@@ -165,8 +174,8 @@ class StreamAssembler(Generic[ChunkT]):
         content, think = seam.checks
         t_keep, k_keep = len(text) - content.overlap_len, len(thinking) - think.overlap_len
         t_n, k_n = self._text_n, self._think_n
-        exact = _exact(_head(self._text, t_n, t_keep)) and _exact(
-            _head(self._thinking, k_n, k_keep)
+        exact = all_exact(head_counts(self._text, t_n, t_keep)) and all_exact(
+            head_counts(self._thinking, k_n, k_keep)
         )
         return Progress(
             text=text[:t_keep],
@@ -225,15 +234,15 @@ class StreamAssembler(Generic[ChunkT]):
             # Nothing certain is left to ask for after the text the request would carry,
             # because its tokens are only bounded: start over (exactly counted by the
             # server), holding back everything, which the server must then regenerate.
-            tail = self._tokens_in_tail(h_text, h_think)
-            carried_exact = _exact(_head(self._text, self._text_n, len(text) - h_text))
-            carried_exact = carried_exact and _exact(
-                _head(self._thinking, self._think_n, len(thinking) - h_think)
+            tail = abs(self._tokens_in_tail(h_text, h_think))
+            carried_exact = all_exact(head_counts(self._text, self._text_n, len(text) - h_text))
+            carried_exact = carried_exact and all_exact(
+                head_counts(self._thinking, self._think_n, len(thinking) - h_think)
             )
             if not carried_exact and tokens_before - tail >= self._limit:
                 h_text, h_think = len(text), len(thinking)
         self._carried = len(text) - h_text + len(thinking) - h_think
-        overlap_tokens = self._tokens_in_tail(h_text, h_think)
+        overlap_tokens = abs(self._tokens_in_tail(h_text, h_think))
         # A restart is recognised on a channel without an overlap only when the other
         # channel's overlap can confirm it (see SeamCheck).
         confirmable = bool(h_text or h_think)
@@ -334,7 +343,7 @@ class StreamAssembler(Generic[ChunkT]):
         """Keep a delivered chunk's texts; its count goes with its thinking if it has
         some (an overlap in the text then never takes it: the thinking is carried)."""
         if self._orphan:
-            n = _add(n, self._orphan)
+            n = add_signed(n, self._orphan)
             self._orphan = 0
         if thinking:
             self._thinking.append(thinking)
@@ -372,7 +381,7 @@ class StreamAssembler(Generic[ChunkT]):
         the last ``h_think`` of thinking (and of text-less chunks after them): what the
         server generates again, so the request asks for that many more. Whole chunks,
         so this is exactly what the counts of the rest leave out."""
-        count = abs(self._orphan)
+        count = self._orphan
         for pieces, counts, need in (
             (self._text, self._text_n, h_text),
             (self._thinking, self._think_n, h_think),
@@ -381,8 +390,8 @@ class StreamAssembler(Generic[ChunkT]):
             while need > 0 and i > 0:
                 i -= 1
                 need -= len(pieces[i])
-                count += abs(counts[i])
-        return count
+                count = add_signed(count, counts[i])
+        return count  # signed: < 0 if any of it is a bound
 
     def _final_text(self, final: ChunkT, out: list[ChunkT]) -> ChunkT | None:
         """Count the text a final chunk carries (Ollama may put the last token there)
@@ -470,6 +479,7 @@ class StreamAssembler(Generic[ChunkT]):
         # text starts. Exact when the chunks fall on the old pieces' borders; otherwise
         # a later overlap inside that run subtracts too little, never too much.
         regions = self._regions(content, think, restart)
+        straddle: tuple[list[int], int] | None = None
         last = len(held) - 1
         adapter = self._adapter
         trimmed_final: ChunkT | None = None
@@ -489,99 +499,30 @@ class StreamAssembler(Generic[ChunkT]):
                 if not text and not thinking and not adapter.has_payload(chunk) and not is_final:
                     continue
                 chunk = adapter.with_texts(chunk, text, thinking)
+                if text or thinking:  # it also brought new text: where do its tokens go?
+                    straddle = (self._think_n, len(self._think_n)) if thinking else None
+                    straddle = straddle or (self._text_n, len(self._text_n))
             self._add_pieces(text, thinking or None, n)
             if is_final:
                 trimmed_final = chunk
             else:
                 out.append(chunk)
         if regions.lost:
-            self._orphan = _add(self._orphan, regions.lost)
+            self._orphan = add_signed(self._orphan, regions.lost)
+        regions.settle(straddle)
         return trimmed_final
 
-    def _regions(self, content: SeamCheck, think: SeamCheck, restart: bool) -> _Regions:
+    def _regions(self, content: SeamCheck, think: SeamCheck, restart: bool) -> Regions:
         """The delivered pieces a seam's continuation regenerated, their counts zeroed."""
         self._text, self._text_n = self._folded(self._text, self._text_n)
         self._thinking, self._think_n = self._folded(self._thinking, self._think_n)
-        return _Regions(
-            _Region(self._text, self._text_n, _total(self._text) if restart else content.cut),
-            _Region(
-                self._thinking, self._think_n, _total(self._thinking) if restart else think.cut
+        return Regions(
+            Region(self._text, self._text_n, chars_of(self._text) if restart else content.cut),
+            Region(
+                self._thinking, self._think_n, chars_of(self._thinking) if restart else think.cut
             ),
         )
 
     def _diverge(self) -> bool:
         self.diverged = True
         return False
-
-
-def _exact(counts: list[int]) -> bool:
-    return all(c >= 0 for c in counts)
-
-
-def _head(pieces: list[str], counts: list[int], chars: int) -> list[int]:
-    """The counts of the pieces that make up the first ``chars`` characters."""
-    total, i = sum(map(len, pieces)), len(pieces)
-    while i > 0 and total > chars:
-        i -= 1
-        total -= len(pieces[i])
-    return counts[:i]
-
-
-def _add(a: int, b: int) -> int:
-    """The sum of two signed counts (< 0: an upper bound, if either is one)."""
-    n = abs(a) + abs(b)
-    return -n if a < 0 or b < 0 else n
-
-
-def _total(pieces: list[str]) -> int:
-    return sum(map(len, pieces))
-
-
-class _Region:
-    """The last ``chars`` characters of one channel's pieces, regenerated after a seam."""
-
-    __slots__ = ("counts", "first", "pos", "starts")
-
-    def __init__(self, pieces: list[str], counts: list[int], chars: int) -> None:
-        self.counts = counts
-        self.starts: list[int] = []  # where each piece of the region starts in it
-        i, need = len(pieces), chars
-        while need > 0 and i > 0:
-            i -= 1
-            need -= len(pieces[i])
-            counts[i] = 0
-        self.first = i
-        offset = need  # <= 0: the first piece may begin before the region
-        for piece in pieces[i:]:
-            self.starts.append(offset)
-            offset += len(piece)
-        self.pos = 0
-
-    def assign(self, chars: int, n: int) -> bool:
-        """A chunk regenerated the next ``chars`` of the region: its count goes to the
-        piece where that text starts. False: the region has no pieces."""
-        if not self.starts:
-            return False
-        at = bisect.bisect_right(self.starts, self.pos) - 1
-        self.pos += chars
-        i = self.first + max(at, 0)
-        self.counts[i] = _add(self.counts[i], n)
-        return True
-
-
-class _Regions:
-    __slots__ = ("lost", "text", "thinking")
-
-    def __init__(self, text: _Region, thinking: _Region) -> None:
-        self.text, self.thinking = text, thinking
-        self.lost = 0  # counts that found no piece (kept as text-less tokens)
-
-    def assign(self, drop_text: int, drop_think: int, n: int) -> None:
-        if drop_think:
-            placed = self.thinking.assign(drop_think, n)
-            if drop_text:
-                self.text.pos += drop_text
-        else:
-            placed = self.text.assign(drop_text, n)
-        if not placed:
-            self.lost = _add(self.lost, n)

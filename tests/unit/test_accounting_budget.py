@@ -1,0 +1,116 @@
+"""Token accounting of the assembler and the Ollama planner together (no sockets).
+
+A simulated deterministic server answers each planned request: it continues
+the one answer after the text the request carries, generates at most the
+``num_predict`` asked, groups its tokens into chunks of any size (as llama.cpp
+does for multi-byte text) and reports its count only in the final chunk, like
+Ollama, or also on every chunk. Up to three cuts per stream. Whatever the
+grouping and the cuts: no request asks for more than is left after the
+tokens it carries, the caller never gets more than ``num_predict`` tokens,
+and the count reported is the server's when it can be, an upper bound (and
+said to be one) when not.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resilient_stream.formats.ollama.planner import ResumePlanner
+from resilient_stream.formats.ollama.types import GenerateChunk, GenerateRequest
+from resilient_stream.formats.plan import AttemptPlan, Finished
+from resilient_stream.resume.accounting import bytes_bound, utf8_bound
+from resilient_stream.resume.assembler import StreamAssembler
+
+PROMPT = "P:"
+VOCAB = [" a", " word", "x", "é", "日本", "🚀", "\n", ".", " 👍🏽"]
+
+
+def true_count(text: str, tokens: list[str]) -> int:
+    joined = ""
+    for k, t in enumerate(tokens):
+        if joined == text:
+            return k
+        joined += t
+    assert joined == text
+    return len(tokens)
+
+
+def serve(
+    plan: AttemptPlan, tokens: list[str], groups: list[int], running: bool
+) -> tuple[list[GenerateChunk], int]:
+    """The server's chunks for ``plan`` and how many tokens it was asked for."""
+    body = msgspec.json.decode(plan.body)
+    carried = body["prompt"][len(PROMPT) :]
+    ask = body["options"]["num_predict"]
+    start = true_count(carried, tokens)
+    todo = tokens[start : start + ask]
+    chunks, i, g = [], 0, 0
+    while i < len(todo):
+        n = groups[g % len(groups)]
+        g += 1
+        part = todo[i : i + n]
+        i += len(part)
+        chunks.append(GenerateChunk(response="".join(part), eval_count=i if running else None))
+    reason = "length" if len(todo) == ask else "stop"
+    chunks.append(GenerateChunk(done=True, done_reason=reason, eval_count=len(todo)))
+    return chunks, ask
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tokens=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
+    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 12), max_size=3),
+    limit=st.integers(1, 70),
+    running=st.booleans(),
+)
+def test_no_request_asks_more_than_is_left_and_the_total_stays_within_num_predict(
+    tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
+) -> None:
+    planner = ResumePlanner(
+        GenerateRequest(model="m", prompt=PROMPT, raw=True, options={"num_predict": limit})
+    )
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk, min_overlap=3)
+    plan: AttemptPlan | Finished = planner.initial()
+    got: list[GenerateChunk] = []
+    for attempt in range(len(cuts) + 1):
+        if isinstance(plan, Finished):
+            got += asm.finish_locally(plan.done_reason)
+            break
+        assert isinstance(plan, AttemptPlan)
+        asm.begin_attempt(plan)
+        chunks, ask = serve(plan, tokens, groups, running)
+        carried = msgspec.json.decode(plan.body)["prompt"][len(PROMPT) :]
+        assert ask <= limit - true_count(carried, tokens)  # never more than is left
+        if attempt < len(cuts):
+            got += asm.accept(chunks[: cuts[attempt]])
+            if asm.done:
+                break
+            asm.interrupt(attempt=attempt + 2, reason="cut", endpoint="e")
+            plan = planner.next(asm.progress())
+        else:
+            got += asm.accept(chunks)
+    if not asm.done:
+        return  # the last request was cut: nothing to finish here
+    text = "".join(c.response for c in got)
+    assert text == asm.text
+    n = true_count(text, tokens)
+    assert n <= limit  # never more than the caller asked
+    final = got[-1]
+    assert final.done and final.eval_count is not None and final.eval_count <= limit
+    if asm.tokens_exact:
+        assert final.eval_count == n  # the server's count, the overlap counted once
+    else:
+        assert final.eval_count >= n  # an upper bound, never less
+    if running:  # the server counted every chunk: exact, and the whole answer if allowed
+        assert asm.tokens_exact and text == "".join(tokens[:limit])
+
+
+def test_bounds_are_never_below_what_a_tokenizer_can_have_produced() -> None:
+    # Every token is at least one byte: a 4-byte emoji may be 4 byte tokens.
+    assert bytes_bound("🚀", "") == 4 and bytes_bound("", "") == 1
+    assert bytes_bound("ab", "日") == 2 + 3
+    # utf8: one token, plus one per continuation byte (tokens that end inside a char).
+    assert utf8_bound("abc", "") == 1 and utf8_bound("日本", "") == 1 + 4
