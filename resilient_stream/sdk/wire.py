@@ -29,6 +29,8 @@ MORE, DONE, STOP = 0, 1, 2
 
 _NDJSON_DONE = re.compile(rb'"done"\s*:\s*true')
 _ERROR_KEY = re.compile(rb'"error"\s*:')
+#: An error record: ``{"error": ...}``, or vLLM's older ``{"object": "error", ...}``.
+_SSE_ERROR = re.compile(rb'"error"\s*:|"object"\s*:\s*"error"')
 _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 #: How Ollama ends a line that is not the last: ``done`` is its last field.
 _NDJSON_STEADY = b'"done":false}\n'
@@ -135,7 +137,7 @@ class Sse(Wire):
                 continue
             if data == b"[DONE]":
                 return start, DONE
-            if _ERROR_KEY.search(data):
+            if _SSE_ERROR.search(data):
                 return end, STOP
             if held_back(data):
                 held += 1
