@@ -172,10 +172,11 @@ class ResilientStream(Generic[ChunkT]):
 
     async def _advance(self) -> None:
         """Produce at least one chunk into ``_out``, or finish, or raise."""
-        if self._started_at is None:
-            self._started_at = time.monotonic()
-            self._attempts.start(self._started_at)
-        if self._read is None:
+        read = self._read
+        if read is None:
+            if self._started_at is None:
+                self._started_at = time.monotonic()
+                self._attempts.start(self._started_at)
             await self._open()
             return
         now = time.monotonic()
@@ -185,11 +186,15 @@ class ResilientStream(Generic[ChunkT]):
         since = self._waiting_since
         if since is None:
             since = self._waiting_since = now
-        limit = self._cfg.first_token_timeout if self._attempt_first_chunk else self._idle.timeout
-        until = min(since + limit, self._policy.deadline)
+        first = self._attempt_first_chunk
+        limit = self._cfg.first_token_timeout if first else self._idle.timeout
+        until = since + limit
+        deadline = self._policy.deadline
+        if until > deadline:
+            until = deadline
         failure: BaseException | None = None
         try:
-            data = await self._read(until - now)
+            data = await read(until - now)
             if self._inflate is not None:
                 data = self._inflate.decompress(data)
             self._body_bytes += len(data)
@@ -225,15 +230,16 @@ class ResilientStream(Generic[ChunkT]):
         if chunks:
             now = time.monotonic()
             self._waiting_since = None
-            if not self._attempt_first_chunk:
+            if not first:
                 self._idle.observe(now - self._last_read)
             self._last_read = now
             self._deliver(chunks)
-            if self._asm.done:
+            asm = self._asm
+            if asm.final is not None:
                 await self._close_response()
-            elif self._asm.diverged:
+            elif asm.diverged:
                 await self._diverged()
-            elif self._asm.attempt_floor > self._token_cap:
+            elif asm.attempt_floor > self._token_cap:
                 await self._fail(
                     failures.output_limit_error(
                         f"{self._asm.attempt_floor} tokens or more received for a limit of "
@@ -259,8 +265,9 @@ class ResilientStream(Generic[ChunkT]):
             self._policy.on_first_chunk()
             if self._first_token_at is None:
                 self._first_token_at = time.monotonic()
-        self._out.extend(self._asm.accept(chunks))
-        if self._asm.done:
+        asm = self._asm
+        self._out.extend(asm.accept(chunks))
+        if asm.final is not None:  # done
             self._attempts.record("done")
             self._finish()
 
