@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.capabilities import CapabilityCache, detect_capabilities
@@ -70,7 +71,14 @@ from resilient_stream.chaos import ChaosProxy
 from resilient_stream.chaos.ops import Close, Data, Op
 from resilient_stream.chaos.toxic import Attributes, Toxic, ToxicContext, ToxicSpec, register_toxic
 from resilient_stream.errors import StreamError
-from resilient_stream.openai import openai_chat, openai_completion
+from resilient_stream.formats.llamacpp.planner import LlamaServerPlanner
+from resilient_stream.formats.llamacpp.template import ChatTemplate, TemplateChatPlanner
+from resilient_stream.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    openai_chat,
+    openai_completion,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "realmodel.json"
@@ -673,6 +681,12 @@ async def resumed(
     TAPS.pop(tap_id, None)
     cuts = FAULTS[fault]
     size = max(base.body_bytes, 200)
+    if FLAVOR[server.name, path] == "llama-server" and (endpoint == "completions" or template):
+        # The native /completion body is smaller per token than the /v1 one: draw the cut
+        # from the size of the body this path streams.
+        size = max(
+            await native_body_size(http, server, endpoint, prompt, template, seed, max_tokens), 200
+        )
     lo, hi = (0.15, 0.85) if cuts == 1 else (0.08, 0.3)
     toxics = [
         ToxicSpec(type="bench_tap", stream="upstream", attributes={"tap": tap_id}),
@@ -817,6 +831,35 @@ async def resumed(
         prefill_echoed=echoed,
         library_eval_count=result.eval_count if result is not None else 0,
     )
+
+
+async def native_body_size(
+    http: httpx.AsyncClient,
+    server: Server,
+    endpoint: str,
+    prompt: str,
+    template: str | None,
+    seed: int,
+    max_tokens: int,
+) -> int:
+    """The body size of the token path's first request, unbroken (the planner's own)."""
+    fields = sampling(seed, max_tokens)
+    extra = {k: fields.pop(k) for k in ("top_k", "repeat_penalty")}
+    common: dict[str, Any] = {"model": MODEL, **fields, "extra_body": extra}
+    plan: Any
+    if endpoint == "chat":
+        assert template is not None
+        chat = msgspec.convert(
+            {**common, "messages": [{"role": "user", "content": prompt}]}, ChatCompletionRequest
+        )
+        plan = TemplateChatPlanner(chat, ChatTemplate.of(template), flavor="llama-server").initial()
+    else:
+        completion = msgspec.convert({**common, "prompt": prompt}, CompletionRequest)
+        plan = LlamaServerPlanner(completion).initial()
+    headers = {"content-type": "application/json"}
+    async with http.stream("POST", server.url + plan.path, content=plan.body, headers=headers) as r:
+        r.raise_for_status()
+        return len(await r.aread())
 
 
 def is_flagged(result: Any) -> bool:
@@ -1333,7 +1376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/realmodel.md")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per stream")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: join result files of runs on different servers (same commit"
+        " and settings) into --json (default the results file) and the docs table",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json or RESULTS, not args.no_docs)
 
     servers = [s for s in args.servers.split(",") if s]
     manifest = load_manifest(args.cache, servers)
@@ -1429,6 +1482,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out}", file=sys.stderr)
     if not (args.quick or args.no_docs):
         write_docs(markdown(rows, servers_did, meta), DOCS)
+        print(f"wrote {DOCS}", file=sys.stderr)
+    return 0
+
+
+def merge(files: Sequence[Path], out: Path, docs: bool) -> int:
+    """One results file (and docs table) from runs that each measured some servers."""
+    parts = [json.loads(f.read_text()) for f in files]
+    first = parts[0]
+    keys = ("rows", "servers", "baselines", "streams")
+    doc = {**first, **{k: [x for p in parts for x in p[k]] for k in keys}}
+    doc["ceilings"] = {k: v for p in parts for k, v in p["ceilings"].items()}
+    doc["server_start_seconds"] = {
+        k: v for p in parts for k, v in p.get("server_start_seconds", {}).items()
+    }
+    doc["seconds"] = round(sum(p.get("seconds", 0) for p in parts), 1)
+    doc["merged_from"] = [
+        {"file": str(f), "commit": p["commit"], "date": p["date"]}
+        for f, p in zip(files, parts, strict=True)
+    ]
+    commits = sorted({p["commit"] for p in parts})
+    doc["commit"] = " + ".join(commits)
+    order = {s: i for i, s in enumerate(SERVERS)}
+    doc["rows"].sort(key=lambda r: order.get(r["server"], 99))
+    doc["servers"].sort(key=lambda r: order.get(r["server"], 99))
+    print(table(doc["rows"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    if docs:
+        write_docs(markdown(doc["rows"], doc["servers"], doc), DOCS)
         print(f"wrote {DOCS}", file=sys.stderr)
     return 0
 
