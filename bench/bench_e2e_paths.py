@@ -78,6 +78,18 @@ def body_bytes(i: int, tokens: int) -> bytes:
     )
 
 
+#: Our paths' connection cap. The default (10 connections x the server's 100 streams each
+#: = 1000 streams) makes streams past 1000 wait for a slot and fail after pool_timeout
+#: (measured: PoolTimeout / RetryBudgetExhausted at 10,000); aiohttp runs unlimited.
+MAX_CONNECTIONS = 100
+
+
+def _config() -> Any:
+    from resilient_stream import StreamConfig
+
+    return StreamConfig.load(env={}, max_connections=MAX_CONNECTIONS)
+
+
 def _messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"stream {i}"}]
 
@@ -120,9 +132,9 @@ async def _count_raw(chunks: Any, i: int, t0: float, probe: Probe | None) -> int
 
 
 async def run_streamclient(url: str, streams: int, tokens: int, probe: Probe | None) -> int:
-    from resilient_stream import StreamClient, StreamConfig
+    from resilient_stream import StreamClient
 
-    async with StreamClient(url, config=StreamConfig.load(env={})) as c:
+    async with StreamClient(url, config=_config()) as c:
         opts = {"num_predict": tokens}
 
         async def one(i: int) -> int:
@@ -134,10 +146,9 @@ async def run_streamclient(url: str, streams: int, tokens: int, probe: Probe | N
 
 
 async def run_dropin(url: str, streams: int, tokens: int, probe: Probe | None) -> int:
-    from resilient_stream import StreamConfig
     from resilient_stream.ollama import AsyncClient
 
-    client = AsyncClient(url, config=StreamConfig.load(env={}))
+    client = AsyncClient(url, config=_config())
     opts = {"num_predict": tokens}
 
     async def one(i: int) -> int:
@@ -155,7 +166,7 @@ async def run_sdk_ollama(url: str, streams: int, tokens: int, probe: Probe | Non
 
     from resilient_stream.sdk import ResilientTransport
 
-    client = ollama.AsyncClient(host=url, transport=ResilientTransport())
+    client = ollama.AsyncClient(host=url, transport=ResilientTransport(config=_config()))
     opts = {"num_predict": tokens}
 
     async def one(i: int) -> int:
@@ -174,7 +185,7 @@ async def run_sdk_openai(url: str, streams: int, tokens: int, probe: Probe | Non
 
     from resilient_stream.sdk import ResilientTransport
 
-    http = httpx.AsyncClient(transport=ResilientTransport())
+    http = httpx.AsyncClient(transport=ResilientTransport(config=_config()))
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="bench", http_client=http)
     return await _openai_streams(client, streams, tokens, probe)
 
@@ -185,7 +196,7 @@ async def run_bare(url: str, streams: int, tokens: int, probe: Probe | None) -> 
     from resilient_stream.transport import MultiplexedTransport
 
     async with httpx.AsyncClient(
-        transport=MultiplexedTransport(), timeout=httpx.Timeout(None)
+        transport=MultiplexedTransport(_config()), timeout=httpx.Timeout(None)
     ) as client:
 
         async def one(i: int) -> int:
