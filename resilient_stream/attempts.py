@@ -57,6 +57,8 @@ class Attempts(Generic[ChunkT]):
     """Opens the attempts of one stream and decides, with its policy, what follows a
     failure (see the module docstring)."""
 
+    __slots__ = ("_asm", "_cfg", "_ctx", "_planner", "_sid", "error", "history", "plan", "policy")
+
     def __init__(
         self, ctx: StreamContext, planner: Planner, asm: StreamAssembler[ChunkT], sid: int
     ) -> None:

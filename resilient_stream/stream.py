@@ -19,7 +19,6 @@ the task closes the HTTP response, which on our transport sends RST_STREAM
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from typing import Any, Generic, TypeVar
@@ -56,6 +55,37 @@ class ResilientStream(Generic[ChunkT]):
     After the end, ``result`` holds the full text and how it was obtained.
     """
 
+    # One per open stream, so no __dict__ (and a weak reference for StreamContext.streams).
+    __slots__ = (
+        "__weakref__",
+        "_asm",
+        "_attempt_first_chunk",
+        "_attempts",
+        "_body_bytes",
+        "_cfg",
+        "_closed",
+        "_ctx",
+        "_decoder",
+        "_ended_at",
+        "_error",
+        "_first_token_at",
+        "_framer",
+        "_idle",
+        "_inflate",
+        "_last_read",
+        "_max_body_bytes",
+        "_out",
+        "_planner",
+        "_policy",
+        "_read",
+        "_response",
+        "_started_at",
+        "_token_cap",
+        "_waiting_since",
+        "_watched",
+        "id",
+    )
+
     def __init__(
         self, ctx: StreamContext, planner: Planner, caller_type: type[ChunkT], sid: int
     ) -> None:
@@ -69,7 +99,9 @@ class ResilientStream(Generic[ChunkT]):
         )
         self._attempts = Attempts(ctx, planner, self._asm, sid)
         self._policy = self._attempts.policy
-        self._out: collections.deque[ChunkT] = collections.deque()
+        # Chunks due to the caller: mostly one at a time; a list is 60 bytes where an
+        # empty deque is 600 (this is per open stream).
+        self._out: list[ChunkT] = []
         # the current attempt
         self._response: httpx.Response | None = None
         self._read: BodyReader | None = None  # the body's next piece, within a deadline
@@ -124,7 +156,7 @@ class ResilientStream(Generic[ChunkT]):
                 if not self._out:
                     raise
                 self._error = exc  # deliver what came before the error first
-        return self._out.popleft()
+        return self._out.pop(0)
 
     async def __aenter__(self) -> ResilientStream[ChunkT]:
         return self
