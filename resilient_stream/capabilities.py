@@ -2,7 +2,7 @@
 
     caps = await detect_capabilities(client)          # StreamClient or httpx.AsyncClient
     stream = openai_completion(client, ..., flavor=caps.flavor)
-    chat = openai_chat(client, ..., flavor=caps.flavor, chat_template=caps.chat_template)
+    chat = openai_chat(client, ..., flavor=caps.flavor, chat_template=caps.template())
 
 Three cheap GETs tell the servers we know apart (:func:`classify` decides, sans-I/O):
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from .formats.llamacpp.template import ChatTemplate
 from .formats.openai.planner import Flavor
 
 PROBE_TIMEOUT = 5.0
@@ -50,6 +51,15 @@ class ServerCapabilities:
     #: A trailing assistant message is continued by the chat endpoint (None: unknown).
     continues_prefill: bool | None = None
     version: str | None = None
+
+    def template(self) -> ChatTemplate | None:
+        """The published chat template, rendered with the server's BOS/EOS strings (as
+        llama.cpp renders it), for ``openai_chat(..., chat_template=...)``."""
+        if not self.chat_template:
+            return None
+        return ChatTemplate.jinja(
+            self.chat_template, bos_token=self.bos_token, eos_token=self.eos_token
+        )
 
 
 def classify(
@@ -90,7 +100,7 @@ def classify(
         return ServerCapabilities(url=url, server="vllm", flavor="vllm", continues_prefill=True)
     if "me" in owners:
         return ServerCapabilities(
-            url=url, server="llama-cpp-python", flavor="generic", continues_prefill=False
+            url=url, server="llama-cpp-python", flavor="llama-cpp-python", continues_prefill=False
         )
     return ServerCapabilities(url=url, server="unknown", flavor="generic")
 

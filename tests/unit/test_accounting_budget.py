@@ -114,3 +114,35 @@ def test_bounds_are_never_below_what_a_tokenizer_can_have_produced() -> None:
     assert bytes_bound("ab", "日") == 2 + 3
     # utf8: one token, plus one per continuation byte (tokens that end inside a char).
     assert utf8_bound("abc", "") == 1 and utf8_bound("日本", "") == 1 + 4
+
+
+def test_each_openai_flavor_asks_for_the_counts_its_server_gives_and_bounds_the_rest() -> None:
+    from resilient_stream.formats.openai.planner import OpenAIPlanner
+    from resilient_stream.formats.openai.types import (
+        CompletionChoice,
+        CompletionChunk,
+        CompletionRequest,
+    )
+
+    def resumed_ask(flavor: str) -> tuple[dict[str, object], int]:
+        req = CompletionRequest(model="m", prompt="P", max_tokens=10)
+        planner = OpenAIPlanner(req, flavor=flavor)  # type: ignore[arg-type]
+        first = planner.initial()
+        asm: StreamAssembler[CompletionChunk] = StreamAssembler(CompletionChunk, min_overlap=3)
+        asm.begin_attempt(first)
+        asm.accept([CompletionChunk(choices=[CompletionChoice(text=t)]) for t in ("Hello", " you")])
+        asm.interrupt(attempt=2, reason="cut", endpoint="e")
+        plan = planner.next(asm.progress())
+        assert isinstance(plan, AttemptPlan)
+        body = msgspec.json.decode(plan.body)
+        assert body["prompt"] == "PHello"  # " you" held back
+        return msgspec.json.decode(first.body), body["max_tokens"]
+
+    # No counts from the server: "Hello" took at most 5 tokens (bytes), 1 by the utf8
+    # rule that holds for llama-cpp-python's chunks.
+    assert resumed_ask("generic")[1] == 10 - 5
+    assert resumed_ask("llama-cpp-python")[1] == 10 - 1
+    llamacpp, _ = resumed_ask("llamacpp")
+    assert llamacpp["timings_per_token"] is True
+    vllm, _ = resumed_ask("vllm")
+    assert vllm["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}

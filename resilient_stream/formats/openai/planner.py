@@ -15,6 +15,8 @@
     completions go token-exact through its native ``/completion``
     (``formats/llamacpp/``, chosen in ``openai.py``); chats prefill as
     ``"generic"``, or go through a chat template when the caller gives one.
+  - ``"llama-cpp-python"``: as ``"generic"``, but a chunk's tokens are bounded by
+    the ``"utf8"`` rule (``resume/accounting.py``): it sends no counts in streams.
   - ``"openai"``: api.openai.com does not continue an assistant message, so
     a stream that broke after output started is not resumed (it fails with
     the cause); failures before the first token are still retried.
@@ -44,7 +46,9 @@ from .types import (
     encode_request,
 )
 
-Flavor = Literal["generic", "vllm", "llamacpp", "llama-server", "ollama", "openai"]
+Flavor = Literal[
+    "generic", "vllm", "llamacpp", "llama-server", "llama-cpp-python", "ollama", "openai"
+]
 FLAVORS: frozenset[str] = frozenset(get_args(Flavor))
 
 CHAT_PATH = "/v1/chat/completions"
@@ -56,6 +60,7 @@ _REASONING_FIELD: dict[str, str] = {
     "vllm": "reasoning_content",
     "llamacpp": "reasoning_content",
     "llama-server": "reasoning_content",
+    "llama-cpp-python": "reasoning_content",
     "ollama": "reasoning",
     "openai": "reasoning_content",
 }
@@ -75,6 +80,10 @@ class OpenAIPlanner:
             raise ValueError(f"unknown flavor {flavor!r}; one of {sorted(FLAVORS)}")
         self.request = _counted(msgspec.structs.replace(request, stream=True), flavor)
         self.flavor = flavor
+        # llama-cpp-python 0.3.36 streams the shortest run of tokens that decodes as
+        # one chunk (read in its Llama._create_completion): one token per chunk but
+        # for multi-byte characters, so the "utf8" bound holds there.
+        self._bound = "utf8" if flavor == "llama-cpp-python" else "bytes"
         self.chat = isinstance(request, ChatCompletionRequest)
         self.path = path or (CHAT_PATH if self.chat else COMPLETION_PATH)
         limits = [request.max_tokens]
@@ -95,6 +104,7 @@ class OpenAIPlanner:
             chunk_type=self.caller_chunk_type,
             framing="sse",
             token_limit=self.token_limit,
+            token_bound=self._bound,
         )
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
@@ -134,6 +144,7 @@ class OpenAIPlanner:
             convert=_strip_role if self.chat else None,
             framing="sse",
             token_limit=self.token_limit,
+            token_bound=self._bound,
         )
 
     def _prefill(self, messages: list[ChatMessage], progress: Progress) -> list[ChatMessage]:
