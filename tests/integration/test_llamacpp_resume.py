@@ -137,7 +137,7 @@ async def test_chat_through_the_template_is_token_exact_on_llama_server() -> Non
                 model="m",
                 messages=messages,
                 flavor=caps.flavor,
-                chat_template=caps.chat_template,
+                chat_template=caps.template(),
                 max_tokens=MAX,
             )
             chunks = [c async for c in stream]
