@@ -37,9 +37,6 @@ class AttemptPlan:
     #: accounting.py``): "bytes" (any byte-level tokenizer) or "utf8" (servers that put
     #: several tokens in one chunk only to complete a UTF-8 character).
     token_bound: str = "bytes"
-    #: The chunks' counts (running and final) are of the whole logical stream, not of
-    #: this request (a planner that keeps its own ledger and converts the chunks).
-    stream_counts: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,6 @@ class StreamAssembler(Generic[ChunkT]):
         self._bound: Bound = bytes_bound
         self._limit: int | None = None
         self._base_exact = True  # the carried text's count is the server's
-        self._stream_counts = False  # the plan's chunks count the whole stream
         self._final_exact: bool | None = None  # set by a final chunk that says its count
         self._min_overlap = min_overlap
         self._max_overlap = max_overlap
@@ -190,7 +189,6 @@ class StreamAssembler(Generic[ChunkT]):
         self._convert = plan.convert
         self._bound = bound_for(plan.token_bound)
         self._limit = plan.token_limit
-        self._stream_counts = plan.stream_counts
         self.attempt_tokens = 0
         #: At least this many tokens came in this attempt (a chunk holds one or more).
         self.attempt_floor = 0
@@ -411,7 +409,7 @@ class StreamAssembler(Generic[ChunkT]):
         reported = self._adapter.attempt_tokens(chunk)
         if reported is not None and reported >= 0:
             self.attempt_tokens = reported
-            self._tokens = reported if self._stream_counts else self._base + reported
+            self._tokens = self._base + reported
             self._orphan = 0
             self._final_exact = self._base_exact
         final: ChunkT = self._adapter.finalize(chunk, self._tokens)
