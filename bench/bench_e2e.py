@@ -268,12 +268,12 @@ def predicted_cpu(path: str, cell: Cell, done: list[Result]) -> tuple[float, Res
 
 
 def timeout_for(path: str, cell: Cell, done: list[Result]) -> float:
-    """Generous (a shared machine can stretch a run 3-5x): the run is killed only
+    """Generous (a shared machine stretched runs 3-8x): the run is killed only
     when it is far off what its ideal and its predicted CPU say."""
     from bench_e2e_paths import POOL_LIMITS
 
     waves = math.ceil(cell.streams / POOL_LIMITS.get(path, cell.streams))
-    return max(120.0, 4 * cell.ideal * waves, 4 * predicted_cpu(path, cell, done)[0])
+    return max(180.0, 6 * cell.ideal * waves, 8 * predicted_cpu(path, cell, done)[0])
 
 
 def save(out: Path, meta: dict[str, object], results: list[Result]) -> None:
