@@ -24,8 +24,11 @@ class AsyncClient(ollama.AsyncClient):
     Takes ollama's arguments (``host``, ``headers``, ``timeout``, ``follow_redirects``
     and the other ``httpx.AsyncClient`` keywords), plus ``config``: the
     :class:`~resilient_stream.StreamConfig` of the resumed streams (default:
-    :func:`default_config`), and ``transport``: what the requests go over (default:
-    a ``MultiplexedTransport``), wrapped in the :class:`ResilientTransport`.
+    :func:`default_config`), ``transport``: what the requests go over (default: a
+    ``MultiplexedTransport``), wrapped in the :class:`ResilientTransport`, and
+    ``upgrade_non_streaming``: stream ``stream=False`` calls underneath so they resume
+    too (default: off, or ``$RESILIENT_OLLAMA_UPGRADE_NON_STREAMING=1``; off, the
+    request goes out exactly as ollama builds it, ``"stream": false`` and all).
     """
 
     def __init__(
@@ -34,10 +37,13 @@ class AsyncClient(ollama.AsyncClient):
         *,
         config: StreamConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        upgrade_non_streaming: bool | None = None,
         **kwargs: Any,
     ) -> None:
         cfg = client_config(config, kwargs.get("timeout"), kwargs.get("verify"))
-        self.resilient_transport = ResilientTransport(transport, config=cfg)
+        self.resilient_transport = ResilientTransport(
+            transport, config=cfg, upgrade_non_streaming=upgrades(upgrade_non_streaming)
+        )
         """The transport below the client (its :meth:`~ResilientTransport.client_for`
         gives the ``StreamClient`` of a base URL)."""
         super().__init__(host, transport=self.resilient_transport, **kwargs)
@@ -58,12 +64,33 @@ class Client(ollama.Client):
         *,
         config: StreamConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        upgrade_non_streaming: bool | None = None,
         **kwargs: Any,
     ) -> None:
         cfg = client_config(config, kwargs.get("timeout"), kwargs.get("verify"))
-        self.resilient_transport = ResilientSyncTransport(transport, config=cfg)
+        self.resilient_transport = ResilientSyncTransport(
+            transport, config=cfg, upgrade_non_streaming=upgrades(upgrade_non_streaming)
+        )
         """The transport below the client."""
         super().__init__(host, transport=self.resilient_transport, **kwargs)
+
+
+#: The environment's say on ``upgrade_non_streaming`` (for code that cannot pass it).
+UPGRADE_ENV = "RESILIENT_OLLAMA_UPGRADE_NON_STREAMING"
+
+
+def upgrades(choice: bool | None) -> bool:
+    """Whether ``stream=False`` calls are streamed underneath: the argument, else the
+    environment (``1``/``true``/``yes``/``on``), else off, since ollama's own tests and
+    any mock that matches request bodies expect ``"stream": false`` on the wire."""
+    if choice is not None:
+        return choice
+    value = os.environ.get(UPGRADE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{UPGRADE_ENV}={value!r}: use 1 or 0")
 
 
 def client_config(config: StreamConfig | None, timeout: Any, verify: Any) -> StreamConfig:
@@ -110,4 +137,12 @@ def timeout_overrides(timeout: Any) -> dict[str, float]:
     raise TypeError(f"timeout must be a number, httpx.Timeout or None, got {timeout!r}")
 
 
-__all__ = ["AsyncClient", "Client", "client_config", "default_config", "timeout_overrides"]
+__all__ = [
+    "UPGRADE_ENV",
+    "AsyncClient",
+    "Client",
+    "client_config",
+    "default_config",
+    "timeout_overrides",
+    "upgrades",
+]

@@ -7,7 +7,6 @@ lost it. Real sockets: a scripted HTTP/1.1 server on 127.0.0.1 writes the lines.
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
@@ -15,7 +14,6 @@ from support.scripted_server import Reply, Request, ScriptedServer
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.ollama import AsyncClient
-from resilient_stream.sdk import ResilientTransport
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -67,15 +65,11 @@ async def test_chat_of_a_single_final_chunk_keeps_its_content() -> None:
     assert result.eval_count == len("I don't know.") and not result.tokens_exact
 
 
-@pytest.mark.xfail(
-    "upgrade_non_streaming" not in inspect.signature(ResilientTransport).parameters,
-    strict=True,
-    reason="the drop-in is ollama's client on ResilientTransport: stream=False passes "
-    "through it (no upgrade_non_streaming yet), and this server answers with NDJSON lines",
-)
 async def test_drop_in_non_streaming_keeps_the_text_of_the_final_chunk() -> None:
+    # the drop-in is ollama's client on ResilientTransport: stream=False is streamed
+    # underneath (and assembled by the transport) only when the upgrade is chosen
     async with ScriptedServer(hello_world) as srv:
-        client = AsyncClient(srv.url, config=CFG)
+        client = AsyncClient(srv.url, config=CFG, upgrade_non_streaming=True)
         try:
             gen = await client.generate(model="m", prompt="p")
             chat = await client.chat(model="m", messages=[{"role": "user", "content": "x"}])

@@ -10,7 +10,6 @@ run prints. ollama-python's own client tests run in tests/upstream/ollama_python
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.ollama import AsyncClient, Client
 from resilient_stream.ollama._request import parse_host
-from resilient_stream.ollama.client import default_config, timeout_overrides
+from resilient_stream.ollama.client import UPGRADE_ENV, default_config, timeout_overrides, upgrades
 from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer, RequestInfo
 from resilient_stream.sdk import ResilientTransport
 
@@ -41,14 +40,8 @@ FAST = StreamConfig(
 )
 OPTS = {"num_predict": 30}
 MSGS = [{"role": "user", "content": "Why is the sky blue?"}]
-#: Whether ResilientTransport turns stream=False calls into resumable streams (until it
-#: does, they pass through, and a fault mid-answer reaches the caller as ollama's error).
-UPGRADES = "upgrade_non_streaming" in inspect.signature(ResilientTransport).parameters
-NEEDS_UPGRADE = pytest.mark.xfail(
-    not UPGRADES,
-    strict=True,
-    reason="ResilientTransport passes stream=False calls through (no upgrade_non_streaming)",
-)
+#: What a program sets to have the drop-in stream its stream=False calls underneath.
+UPGRADE_ON = {UPGRADE_ENV: "1"}
 
 # The subprocess honours StreamConfig from the environment, like any user program.
 FAST_ENV = {
@@ -69,12 +62,12 @@ class Recorder:
         self.requests.append(info)
 
 
-async def run_example(name: str, host: str, stdin: str = "") -> str:
+async def run_example(name: str, host: str, stdin: str = "", **env_extra: str) -> str:
     """``python run_example.py examples/<name>`` (upstream's, import swapped), or a
     tests/data example that imports resilient_stream.ollama itself."""
     upstream = UPSTREAM / "examples" / name
     argv = [str(RUNNER), str(upstream)] if upstream.exists() else [str(_DATA / name)]
-    env = {**os.environ, "OLLAMA_HOST": host, **FAST_ENV}
+    env = {**os.environ, "OLLAMA_HOST": host, **FAST_ENV, **env_extra}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv,
@@ -123,19 +116,19 @@ async def expected_outputs() -> dict[str, str]:
     }
 
 
-async def run_all(host: str, runs: dict[str, str]) -> dict[str, str]:
-    outs = await asyncio.gather(*(run_example(n, host, s) for n, s in runs.items()))
+async def run_all(host: str, runs: dict[str, str], **env: str) -> dict[str, str]:
+    outs = await asyncio.gather(*(run_example(n, host, s, **env) for n, s in runs.items()))
     return dict(zip(runs, outs, strict=True))
 
 
-async def check_examples(runs: dict[str, str]) -> None:
+async def check_examples(runs: dict[str, str], **env: str) -> None:
     """Unbroken, with server faults (each costing one request: a resume, not a
     restart) and through the chaos proxy: the same output, byte for byte."""
     expected = {k: v for k, v in (await expected_outputs()).items() if k in runs}
     assert all(len(v) > 100 for v in expected.values())
 
     async with ReferenceServer() as srv:
-        unbroken = await run_all(srv.url, runs)
+        unbroken = await run_all(srv.url, runs, **env)
         unbroken_requests = srv.stats.requests
     assert unbroken == expected
 
@@ -149,7 +142,7 @@ async def check_examples(runs: dict[str, str]) -> None:
         return Fault(issued[-1], after_tokens=4 + info.index, message="llama runner process died")
 
     async with ReferenceServer(faults=faults) as srv:
-        faulted = await run_all(srv.url, runs)
+        faulted = await run_all(srv.url, runs, **env)
         assert len(issued) >= 2
         assert srv.stats.requests == unbroken_requests + len(issued)
     assert faulted == expected
@@ -161,7 +154,7 @@ async def check_examples(runs: dict[str, str]) -> None:
     ]
     async with ReferenceServer() as srv:
         async with ChaosProxy(upstream=f"127.0.0.1:{srv.port}", toxics=toxics, seed=7) as proxy:
-            chaotic = await run_all(proxy.url, runs)
+            chaotic = await run_all(proxy.url, runs, **env)
             seen = {f.kind for f in proxy.faults}
         assert srv.stats.requests > unbroken_requests
     assert "reset_stream" in seen
@@ -175,10 +168,12 @@ async def test_streaming_examples_print_complete_output_despite_faults() -> None
     await check_examples(STREAMING)
 
 
-@NEEDS_UPGRADE
 @pytest.mark.timeout(90)
 async def test_non_streaming_examples_print_complete_output_despite_faults() -> None:
-    await check_examples(NON_STREAMING)
+    """Upstream's async-generate.py and async-chat.py (ollama's default stream=False),
+    with the upgrade chosen in the environment: streamed underneath, resumed, answered
+    as one JSON body."""
+    await check_examples(NON_STREAMING, **UPGRADE_ON)
 
 
 async def test_the_official_client_prints_nothing_on_the_same_fault() -> None:
@@ -270,6 +265,51 @@ async def test_resumed_answer_equals_unbroken_answer_async_and_sync() -> None:
     assert text == expected.message.content
 
 
+async def test_non_streaming_calls_resume_when_the_upgrade_is_chosen() -> None:
+    """``upgrade_non_streaming=True``: a stream=False chat that breaks mid-answer is
+    resumed underneath and answered as ollama's one ChatResponse; by default it goes
+    out as ollama builds it and the same fault is ollama's error (one request each)."""
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        async with AsyncClient(srv.url, config=FAST) as client:
+            expected = await client.chat("m", MSGS, options=OPTS)
+
+    def plan() -> FaultSchedule:
+        return FaultSchedule({0: Fault("drop_connection", after_tokens=7)})
+
+    async with ReferenceServer(stop_probability=0.0, faults=plan()) as srv:
+        async with AsyncClient(srv.url, config=FAST, upgrade_non_streaming=True) as client:
+            whole = await client.chat("m", MSGS, options=OPTS)
+        assert srv.stats.requests == 2
+    assert isinstance(whole, ollama.ChatResponse) and whole.done
+    assert whole.message.content == expected.message.content
+
+    def sync_run(url: str) -> str:
+        with Client(url, config=FAST, upgrade_non_streaming=True) as client:
+            return client.chat("m", MSGS, options=OPTS).message.content or ""
+
+    async with ReferenceServer(stop_probability=0.0, faults=plan()) as srv:
+        assert await asyncio.to_thread(sync_run, srv.url) == expected.message.content
+        assert srv.stats.requests == 2
+
+    async with ReferenceServer(stop_probability=0.0, faults=plan()) as srv:
+        async with AsyncClient(srv.url, config=FAST) as client:
+            with pytest.raises(httpx.HTTPError):
+                await client.chat("m", MSGS, options=OPTS)
+        assert srv.stats.requests == 1
+
+
+def test_the_upgrade_is_chosen_by_argument_then_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(UPGRADE_ENV, raising=False)
+    assert upgrades(None) is False and upgrades(True) is True
+    monkeypatch.setenv(UPGRADE_ENV, "1")
+    assert upgrades(None) is True and upgrades(False) is False
+    monkeypatch.setenv(UPGRADE_ENV, "maybe")
+    with pytest.raises(ValueError, match=UPGRADE_ENV):
+        upgrades(None)
+
+
 async def test_request_bodies_are_ollamas_own() -> None:
     """The server sees what the official client sends (``"tools": []`` and all): the
     drop-in builds no body of its own."""
@@ -314,8 +354,8 @@ async def test_request_bodies_are_ollamas_own() -> None:
     official, ours = bodies
     assert ours[0] == official[0] and ours[1] == official[1]
     assert ours[1]["tools"][0]["function"]["name"] == "add"
-    if not UPGRADES:
-        assert ours[2] == official[2] and ours[2]["stream"] is False and ours[2]["tools"] == []
+    # stream=False goes out as ollama builds it (the upgrade is opt-in for the drop-in)
+    assert ours[2] == official[2] and ours[2]["stream"] is False and ours[2]["tools"] == []
 
 
 async def test_thinking_and_other_methods(server: ReferenceServer) -> None:
