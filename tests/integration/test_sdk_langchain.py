@@ -12,6 +12,7 @@ act on) breaks the LangChain call: the control that shows these tests can fail.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,10 +27,14 @@ from resilient_stream.refserver import ReferenceServer
 from resilient_stream.sdk import ResilientSyncTransport, ResilientTransport
 from resilient_stream.transport import MultiplexedTransport
 
-langchain_ollama = pytest.importorskip("langchain_ollama", reason="pip install '.[integrations]'")
-langchain_openai = pytest.importorskip("langchain_openai", reason="pip install '.[integrations]'")
-
-pytestmark = [pytest.mark.integrations, pytest.mark.timeout(60)]
+# imported where used: a default-tier run deselects these tests, and should not pay
+# LangChain's import (seconds) to do so
+MISSING = [m for m in ("langchain_ollama", "langchain_openai") if not importlib.util.find_spec(m)]
+pytestmark = [
+    pytest.mark.integrations,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} missing: pip install '.[integrations]'"),
+]
 
 N = 40
 FAST: dict[str, Any] = dict(
@@ -74,12 +79,14 @@ Transport = httpx.AsyncBaseTransport | httpx.BaseTransport | None
 
 def chat_ollama(url: str, t: Transport) -> Any:
     """``ChatOllama``; the transport is the one added line (async or sync client)."""
+    from langchain_ollama import ChatOllama
+
     kwargs: dict[str, Any] = {}
     if isinstance(t, httpx.AsyncBaseTransport):
         kwargs["async_client_kwargs"] = {"transport": t}
     elif t is not None:
         kwargs["sync_client_kwargs"] = {"transport": t}
-    return langchain_ollama.ChatOllama(
+    return ChatOllama(
         model="ref",
         base_url=url,
         num_predict=N,
@@ -92,12 +99,14 @@ def chat_ollama(url: str, t: Transport) -> Any:
 
 def chat_openai(url: str, t: Transport) -> Any:
     """``ChatOpenAI`` on an httpx client of ours (or stock httpx when ``t`` is None)."""
+    from langchain_openai import ChatOpenAI
+
     kwargs: dict[str, Any] = {}
     if isinstance(t, httpx.AsyncBaseTransport):
         kwargs["http_async_client"] = httpx.AsyncClient(transport=t)
     elif t is not None:
         kwargs["http_client"] = httpx.Client(transport=t)
-    return langchain_openai.ChatOpenAI(
+    return ChatOpenAI(
         model="ref",
         base_url=url + "/v1",
         api_key="x",
