@@ -146,6 +146,22 @@ async def test_sdk_stream_resumes_byte_identical_after_server_fault(
     assert text == expected
 
 
+@pytest.mark.parametrize("fault", ["error_line", "truncate"])
+@pytest.mark.parametrize(("sdk", "kind"), CASES)
+async def test_pass_through_hands_an_error_record_or_a_cut_body_to_the_engine(
+    baseline: ReferenceServer, sdk: str, kind: str, fault: str
+) -> None:
+    """An error record mid-stream is never forwarded (the SDK would raise on it): the
+    engine judges it from the replay and resumes; so is a body cut without its end."""
+    expected = await unbroken(baseline, sdk, kind)
+    plan = FaultSchedule({0: Fault(fault, after_tokens=7)})  # type: ignore[arg-type]
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport() as t:
+            text = await SDKS[sdk](srv.url, kind, t)
+        assert srv.stats.requests == 2
+    assert text == expected
+
+
 @pytest.mark.parametrize(("sdk", "kind"), CASES)
 async def test_sdk_stream_through_chaos_proxy_is_byte_identical(
     baseline: ReferenceServer, sdk: str, kind: str
