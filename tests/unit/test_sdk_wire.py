@@ -120,9 +120,7 @@ def test_sse_gate_over_any_reads_forwards_the_body_and_only_what_the_framer_deli
     forwarded bytes are whole events the framer hands over (it holds nothing of them),
     and at the end they are the whole body, its end spotted."""
     chunks = [chat_chunk("", role="assistant")] + [chat_chunk(t) for t in ("Hel", "lo", " w")]
-    final = msgspec.structs.replace(
-        chat_chunk(finish="length"), usage=Usage(1, 3, 4), done=True
-    )
+    final = msgspec.structs.replace(chat_chunk(finish="length"), usage=Usage(1, 3, 4), done=True)
     body = b"".join(map(event, chunks)) + openai_encoder.encode_events([final])
     gate, pending, forwarded, what = Sse(), b"", b"", MORE
     for i in range(0, len(body), size):
