@@ -311,6 +311,12 @@ class ResilientStream(Generic[ChunkT]):
         rest = self._framer.close()
         if self._asm.done:
             return None
+        if self._asm.unspent:
+            return TruncatedStreamError(
+                "the resumed request ended by length, but the tokens of the text it carried "
+                "were only bounded (the server counted none): the caller's budget may not be "
+                "spent, so the stream starts over, counted by the server"
+            )
         if rest:
             return TruncatedStreamError(
                 f"body ended in the middle of a line ({len(rest)} bytes, no newline)",

@@ -17,7 +17,10 @@ including the tokens delivered text took (:mod:`.accounting`): the server's
 running count where a chunk carries one, else an upper bound, kept per chunk
 beside its text so that a held-back overlap's tokens are subtracted exactly
 (it is regenerated, and counted once, by the next attempt). The final chunk's
-count of its own attempt replaces the bounds of that attempt. On the
+count of its own attempt replaces the bounds of that attempt. Where only a
+bound is known and a budget is set, a resume that could not ask for enough, or
+that ended by ``length`` with the budget maybe unspent, starts over (holds
+back everything) so that the server counts the whole answer itself. On the
 steady-state path a chunk costs a few attribute reads and a few list appends;
 holding and checking happen only right after a seam.
 """
@@ -102,6 +105,9 @@ class StreamAssembler(Generic[ChunkT]):
         self.final: ChunkT | None = None
         self.attempt_tokens = 0
         self.attempt_floor = 0
+        #: The last request ended by ``length`` with the budget maybe unspent (its final
+        #: chunk withheld): the next one starts over.
+        self.unspent = False
         #: The continuation after the last seam did not regenerate the held-back text.
         self.diverged = False
         self._carried = -1  # characters the last resumed request carried (-1: none yet)
@@ -237,8 +243,12 @@ class StreamAssembler(Generic[ChunkT]):
             carried_exact = carried_exact and all_exact(
                 head_counts(self._thinking, self._think_n, len(thinking) - h_think)
             )
-            if not carried_exact and tokens_before - tail >= self._limit:
+            # ... or perhaps too little to regenerate the overlap (its bound), so that the
+            # seam could not verify. (With an exact count, what is left always covers it.)
+            short = self._limit - (tokens_before - tail) < max(tail, 1)
+            if self.unspent or (not carried_exact and short):
                 h_text, h_think = len(text), len(thinking)
+        self.unspent = False
         self._carried = len(text) - h_text + len(thinking) - h_think
         overlap_tokens = abs(self._tokens_in_tail(h_text, h_think))
         # A restart is recognised on a channel without an overlap only when the other
@@ -307,6 +317,9 @@ class StreamAssembler(Generic[ChunkT]):
                 final = self._final_text(chunk, out)
                 if final is None:
                     return out  # the seam diverged at the very end
+                if self._budget_unspent(final):
+                    self.unspent = True  # withheld: the stream starts over (see below)
+                    return out
                 out.append(self._finalize(final))
                 return out
             text, thinking = adapter.texts(chunk)
@@ -319,6 +332,19 @@ class StreamAssembler(Generic[ChunkT]):
             self._add_pieces(text, thinking, n)
             out.append(chunk)
         return out
+
+    def _budget_unspent(self, final: Any) -> bool:
+        """A resumed request ended by ``length`` but asked by a bound: the caller's budget
+        may not be spent. Then the final chunk is withheld, the body ends without it (an
+        interruption) and the next request starts over, counted by the server itself
+        (``interrupt`` holds back everything), rather than ending short or over-asking.
+        Only for a final chunk without text (a text-bearing one is delivered as is)."""
+        if self._limit is None or self._base_exact or self._base <= 0 or self._seam is not None:
+            return False
+        if self._adapter.done_reason(final) != "length":
+            return False
+        text, thinking = self._adapter.texts(final)
+        return not text and not thinking
 
     def _count(self, chunk: Any, text: str, thinking: str | None) -> int:
         """The chunk's tokens, signed (< 0: an upper bound), added to the counts."""

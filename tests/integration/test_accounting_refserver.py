@@ -99,8 +99,11 @@ async def test_multi_token_chunks_three_cuts_never_ask_more_than_is_left(
         assert all(n == N - k for k, n in steps)
         assert result.text == "".join(tokens)
         assert result.eval_count == N and result.tokens_exact
-    else:  # byte bounds: a resume asks for less than is left, or starts over
-        assert steps[1][1] < N - steps[1][0] and (0, N) in steps[2:]
+    else:  # byte bounds: a resume asks for less than is left, or starts over ...
+        assert all(n < N - k or (k, n) == (0, N) for k, n in steps[1:])
+        assert (0, N) in steps[1:]
+        # ... and is never short: the whole unbroken answer, exactly counted at the end.
+        assert result.text == "".join(tokens)
         assert result.eval_count == got if result.tokens_exact else result.eval_count > got
 
 
@@ -152,4 +155,28 @@ async def test_llama_server_timings_give_exact_counts_on_multi_token_chunks() ->
     assert result.text == "".join(tokens) and result.resumes == 3
     final = chunks[-1]
     assert final.usage is not None and final.usage.completion_tokens == N
+    assert result.eval_count == N and result.tokens_exact
+
+
+async def test_a_resume_that_ends_by_length_on_a_bound_starts_over_instead_of_ending_short() -> (
+    None
+):
+    """Cut early: the bytes bound leaves room, so the resume carries the text and asks
+    for less than is left; it ends by ``length`` with the budget maybe unspent. The
+    stream does not end short: it starts over, and the server counts the whole answer."""
+    tokens = baseline_tokens()
+    cuts = Cuts(after=(6,))  # " day now.你 many which": " which" held back
+    async with (
+        ReferenceServer(stop_probability=0.0, report_tokens=False, faults=cuts) as srv,
+        StreamClient(srv.url, config=CFG) as client,
+    ):
+        result = await client.generate(
+            model="m", prompt=PROMPT, raw=True, options={"num_predict": N}
+        ).collect()
+    steps = check_requests(cuts, tokens)
+    assert len(steps) == 3 and steps[0] == (0, N) and steps[2] == (0, N)
+    k, n = steps[1]
+    assert k > 0 and n < N - k  # carried, and asked by the bound
+    assert "budget may not be spent" in result.history[1].outcome
+    assert result.text == "".join(tokens) and result.verified
     assert result.eval_count == N and result.tokens_exact
