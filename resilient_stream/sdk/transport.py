@@ -40,7 +40,7 @@ import httpx
 
 from ..client import StreamClient
 from ..config import StreamConfig
-from ..errors import HTTPStatusError, StreamError
+from ..errors import HTTPStatusError, ServerReportedError, StreamError
 from ..formats.openai.planner import FLAVORS, Flavor
 from ..stream import ResilientStream
 from ..transport import MultiplexedTransport
@@ -168,23 +168,54 @@ class _Tap(httpx.AsyncBaseTransport):
 
 
 async def _engine_chunks(
-    stream: ResilientStream[Any], session: _Session, wire: Wire, first: Any = None
+    stream: ResilientStream[Any],
+    session: _Session,
+    wire: Wire,
+    first: Any = None,
+    delivered: int = 0,
 ) -> AsyncGenerator[bytes, None]:
-    """The engine's chunks, re-encoded, past those the SDK saw as the server's bytes."""
+    """The engine's chunks, re-encoded, past those the SDK saw as the server's bytes.
+
+    How it ends is what an SDK reading the server would see: a permanent error the
+    server named goes to the SDK as the server's error record, then the body ends (the
+    SDK raises its own error); a give-up is an ``httpx.RemoteProtocolError``
+    (:class:`~resilient_stream.errors.IncompleteStreamError`, the give-up its cause).
+    ``delivered``: the body bytes the SDK got before these."""
     if first is not None:
-        yield wire.encode(first)
+        out = wire.encode(first)
+        delivered += len(out)
+        yield out
     while True:
         token = _SESSION.set(session)
         try:
             chunk = await stream.__anext__()
         except StopAsyncIteration:
             return
+        except StreamError as exc:
+            failure = exc
+        else:
+            failure = None
         finally:
             _SESSION.reset(token)
+        if failure is not None:
+            if _permanent_server_error(failure):
+                assert isinstance(failure, ServerReportedError)
+                yield wire.error_record(failure.error)
+                return
+            if isinstance(failure, httpx.HTTPError):
+                raise failure  # already an httpx error (a typed transport error)
+            raise failure
         if session.new:
-            yield wire.encode(chunk)
+            out = wire.encode(chunk)
+            delivered += len(out)
+            yield out
         else:
             wire.remember(chunk)
+
+
+def _permanent_server_error(exc: BaseException) -> bool:
+    """An error the server named that is not resumed (a bad request)."""
+    return isinstance(exc, ServerReportedError) and not exc.retryable
 
 
 class _Body(httpx.AsyncByteStream):
@@ -238,7 +269,8 @@ class _Body(httpx.AsyncByteStream):
         kept = [(k, v) for k, v in response.headers.multi_items() if k != "content-length"]
         session.first = httpx.Response(200, headers=kept, stream=Replay(passed, session.replayed))
         self._stream = stream = self._owner.open_stream(self._call)
-        return _engine_chunks(stream, session, self._wire)
+        delivered = sum(map(len, passed.forwarded))
+        return _engine_chunks(stream, session, self._wire, delivered=delivered)
 
     async def aclose(self) -> None:
         """Stop: the upstream request is cancelled (RST_STREAM on HTTP/2)."""
@@ -350,6 +382,12 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             first = None
         except StreamError as exc:
             await stream.aclose()
+            if _permanent_server_error(exc) and session.response_headers is not None:
+                # a 200 whose first record is the error: the SDK reads it as it was sent
+                assert isinstance(exc, ServerReportedError)
+                out = _out_headers(session.response_headers, wire)
+                line = wire.error_record(exc.error)
+                return httpx.Response(200, headers=out, content=line, request=request)
             return _error_response(exc, session, wire, request)
         except BaseException:
             await stream.aclose()

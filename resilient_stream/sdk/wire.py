@@ -60,6 +60,11 @@ class Wire:
     def error_body(self, status: int, message: str) -> bytes:
         raise NotImplementedError
 
+    def error_record(self, message: str) -> bytes:
+        """A permanent error the server named mid-stream, as one record of this format
+        (the SDK raises its own error on it, as it would reading the server)."""
+        raise NotImplementedError
+
 
 class Ndjson(Wire):
     content_type = "application/x-ndjson"
@@ -93,6 +98,9 @@ class Ndjson(Wire):
 
     def error_body(self, status: int, message: str) -> bytes:
         return ollama_encoder.error_body(message)
+
+    def error_record(self, message: str) -> bytes:
+        return ollama_encoder.error_body(message) + b"\n"
 
 
 def _sse_data(block: bytes) -> bytes | None:
@@ -170,3 +178,7 @@ class Sse(Wire):
     def error_body(self, status: int, message: str) -> bytes:
         kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
         return openai_encoder.encode_error(ErrorInfo(message=message, type=kind))
+
+    def error_record(self, message: str) -> bytes:
+        error = ErrorInfo(message=message, type="invalid_request_error")
+        return b"data: " + openai_encoder.encode_error(error) + b"\n\n"

@@ -410,12 +410,6 @@ async def test_permanent_error_line_mid_stream_is_not_resumed() -> None:
     assert len(got) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResilientTransport raises a permanent error line after output as its typed "
-    "ServerReportedError from the body; ollama's client raises ResponseError(error, -1) "
-    "when the line reaches it (the transport would have to pass the line through)",
-)
 async def test_permanent_error_line_mid_stream_is_ollamas_response_error() -> None:
     plan = FaultSchedule({0: Fault("error_line", after_tokens=2, message="invalid option")})
     async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
