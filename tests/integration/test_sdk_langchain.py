@@ -23,7 +23,7 @@ import pytest
 
 from resilient_stream import StreamConfig
 from resilient_stream.chaos import ChaosProxy
-from resilient_stream.refserver import ReferenceServer
+from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 from resilient_stream.sdk import ResilientSyncTransport, ResilientTransport
 from resilient_stream.transport import MultiplexedTransport
 
@@ -174,19 +174,27 @@ PARAMS = [
 async def text_of(name: str, mode: str, url: str, t: Transport) -> str:
     out: list[str] = []
     message = await call(MODELS[name](url, t), mode, out)
-    assert message.usage_metadata["output_tokens"] == N  # counts every attempt
+    if name == "ChatOllama" or mode in ("ainvoke", "invoke"):
+        # counts every attempt (ChatOpenAI's streamed usage is left out: LangChain adds
+        # up every chunk's usage, so the server's running counts make it 1 + 2 + ... + N)
+        assert message.usage_metadata["output_tokens"] == N
     return "".join(out)
+
+
+#: The reference server's default: a running token count on every chunk/line (as vLLM's
+#: continuous usage stats or llama-server's timings), which the resume counts exactly.
+SERVER: dict[str, Any] = dict(stop_probability=0.0)
 
 
 @pytest.fixture
 async def baseline() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(stop_probability=0.0) as srv:
+    async with ReferenceServer(**SERVER) as srv:
         yield srv
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(stop_probability=0.0) as srv:
+    async with ReferenceServer(**SERVER) as srv:
         yield srv
 
 
@@ -275,3 +283,23 @@ async def test_the_same_fault_breaks_langchain_without_our_transport(
         assert FAULTS[fault] in [f.kind for f in chaos.faults]
     assert len(got) < len(expected) and expected.startswith(got)
     assert server.stats.requests == 1  # nobody asked for the rest
+
+
+# --- a known gap: servers that count only at the end -----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="without running token counts (real Ollama and OpenAI send eval_count / usage only"
+    " at the end) a resume counts the delivered chunks by an upper bound (UTF-8 bytes), asks"
+    " for too few tokens and the text ends short, silently (since 23a6d0d)",
+)
+async def test_resume_is_byte_identical_when_the_server_counts_only_at_the_end() -> None:
+    plan = FaultSchedule({0: Fault("reset_stream", after_tokens=10)})
+    async with ReferenceServer(stop_probability=0.0, report_tokens=False) as srv:
+        expected = await text_of("ChatOllama", "astream", srv.url, None)
+    async with ReferenceServer(stop_probability=0.0, report_tokens=False, faults=plan) as srv:
+        async with ResilientTransport(config=StreamConfig(**FAST)) as t:
+            text = await text_of("ChatOllama", "astream", srv.url, t)
+        assert srv.stats.requests == 2
+    assert text == expected  # measured at 4cfd1cd: 82 of 155 characters
