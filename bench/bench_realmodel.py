@@ -105,9 +105,9 @@ CLIENT_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 #: The flavor each (server, path) is given (formats/openai/planner.py).
 FLAVOR = {
-    ("llama-cpp-python", "text"): "generic",
-    ("llama-cpp-python", "prefill"): "generic",
-    ("llama-cpp-python", "template"): "generic",
+    ("llama-cpp-python", "text"): "llama-cpp-python",
+    ("llama-cpp-python", "prefill"): "llama-cpp-python",
+    ("llama-cpp-python", "template"): "llama-cpp-python",
     ("llama-server", "text"): "llamacpp",
     ("llama-server", "prefill"): "llamacpp",
     ("llama-server", "token-ids"): "llama-server",

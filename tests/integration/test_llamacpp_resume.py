@@ -176,7 +176,9 @@ async def test_chat_on_a_server_that_closes_the_turn_resumes_through_completions
     assert prefill.text != want and not prefill.verified  # a new answer: flagged
 
     templated, srv = await chat(CHAT_TEMPLATE)
-    assert srv.paths == ["/v1/chat/completions", "/v1/completions"]
+    assert srv.paths[:2] == ["/v1/chat/completions", "/v1/completions"]
+    # (this server counts no tokens, so a resume that ends by length may not have spent
+    # the budget and the stream then starts over, counted: resume/accounting.py)
     assert templated.text == want and templated.verified
     assert srv.bodies[1]["prompt"].startswith(render(messages))
 

@@ -271,3 +271,14 @@ def test_a_replay_that_differs_is_handed_on_and_later_resumes_send_text() -> Non
     again = p.next(Progress(text="ab日", tokens=2))
     assert isinstance(again, AttemptPlan)
     assert json.loads(again.body)["prompt"] == ["P", 1, "日"]
+
+
+def test_the_template_path_keeps_the_servers_flavor_on_both_endpoints() -> None:
+    p = TemplateChatPlanner(
+        chat([ChatMessage(role="user", content="hi")]),
+        ChatTemplate.of(JINJA),
+        flavor="llama-cpp-python",
+    )
+    assert p.initial().token_bound == "utf8"  # the chat attempt, counted by its rules
+    nxt = p.next(Progress(text="Hello", tokens=2))
+    assert isinstance(nxt, AttemptPlan) and nxt.token_bound == "utf8"

@@ -24,13 +24,14 @@ publishes its template at ``GET /props`` (``chat_template``), see
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from ...errors import ConfigError, InvalidRequestError
-from ..openai.planner import COMPLETION_PATH, OpenAIPlanner
+from ..openai.planner import COMPLETION_PATH, FLAVORS, Flavor, OpenAIPlanner
 from ..openai.types import (
     ChatChoice,
     ChatCompletionChunk,
@@ -141,11 +142,14 @@ class TemplateChatPlanner:
             user=request.user,
             extra_body=request.extra_body,
         )
-        self._chat = OpenAIPlanner(self.request, flavor="generic", path=path)
+        # The server's own rules (how its chunks are counted) hold on both endpoints.
+        known = flavor in FLAVORS and not self.native
+        text_flavor = cast(Flavor, flavor) if known else "generic"
+        self._chat = OpenAIPlanner(self.request, flavor=text_flavor, path=path)
         self._inner: LlamaServerPlanner | OpenAIPlanner = (
             LlamaServerPlanner(completion)
             if self.native
-            else OpenAIPlanner(completion, flavor="generic", path=COMPLETION_PATH)
+            else OpenAIPlanner(completion, flavor=text_flavor, path=COMPLETION_PATH)
         )
         self.token_limit: int | None = self._inner.token_limit
 
@@ -174,13 +178,7 @@ class TemplateChatPlanner:
             done: CompletionChunk = inner(chunk) if inner is not None else chunk
             return _chat_chunk(done, role)
 
-        return AttemptPlan(
-            path=plan.path,
-            body=plan.body,
-            chunk_type=plan.chunk_type,
-            convert=convert,
-            framing=plan.framing,
-        )
+        return dataclasses.replace(plan, convert=convert)
 
 
 def _chat_chunk(chunk: CompletionChunk, role: list[bool]) -> ChatCompletionChunk:
