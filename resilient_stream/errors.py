@@ -320,3 +320,24 @@ class AttemptsExhausted(StreamError):
 
 class NoHealthyReplica(StreamError):
     """Every replica is ejected after repeated failures."""
+
+
+class IncompleteStreamError(StreamError, httpx.RemoteProtocolError):
+    """The SDK transports gave up on a body the SDK was already reading.
+
+    Raised from the body read (an ``httpx.RemoteProtocolError``, which is what an
+    SDK reading the server directly sees when its stream breaks), so code written
+    for ``except httpx.HTTPError`` still catches it. The give-up itself
+    (:class:`AttemptsExhausted`, :class:`RetryBudgetExhausted`, ...) is ``error``
+    and ``__cause__``; ``delivered`` counts the body bytes the SDK had received.
+    """
+
+    def __init__(self, error: StreamError, *, delivered: int) -> None:
+        super().__init__(
+            f"the stream ended incomplete after {delivered} body bytes reached the SDK: "
+            f"resilient_stream gave up ({type(error).__name__}: {error})",
+            endpoint=error.endpoint,
+            attempts=error.attempts,
+        )
+        self.error = error
+        self.delivered = delivered

@@ -40,7 +40,7 @@ import httpx
 
 from ..client import StreamClient
 from ..config import StreamConfig
-from ..errors import HTTPStatusError, ServerReportedError, StreamError
+from ..errors import HTTPStatusError, IncompleteStreamError, ServerReportedError, StreamError
 from ..formats.openai.planner import FLAVORS, Flavor
 from ..stream import ResilientStream
 from ..transport import MultiplexedTransport
@@ -186,6 +186,7 @@ async def _engine_chunks(
         delivered += len(out)
         yield out
     while True:
+        failure: StreamError | None = None
         token = _SESSION.set(session)
         try:
             chunk = await stream.__anext__()
@@ -193,8 +194,6 @@ async def _engine_chunks(
             return
         except StreamError as exc:
             failure = exc
-        else:
-            failure = None
         finally:
             _SESSION.reset(token)
         if failure is not None:
@@ -204,7 +203,7 @@ async def _engine_chunks(
                 return
             if isinstance(failure, httpx.HTTPError):
                 raise failure  # already an httpx error (a typed transport error)
-            raise failure
+            raise IncompleteStreamError(failure, delivered=delivered) from failure
         if session.new:
             out = wire.encode(chunk)
             delivered += len(out)
@@ -415,7 +414,11 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 collector.add(chunk)
         except StreamError as exc:
             if collector.chunks:
-                raise  # after output: nothing partial can be a JSON body
+                # after output: nothing partial can be a JSON body; an httpx error, as
+                # when the SDK's own body read breaks
+                if isinstance(exc, httpx.HTTPError):
+                    raise
+                raise IncompleteStreamError(exc, delivered=0) from exc
             return _error_response(exc, session, wire, request)
         finally:
             _SESSION.reset(token)

@@ -420,12 +420,6 @@ async def test_permanent_error_line_mid_stream_is_ollamas_response_error() -> No
     assert info.value.status_code == -1 and "invalid option" in info.value.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a give-up after output reaches ollama's stream as AttemptsExhausted (a "
-    "StreamError, not an httpx error); ollama's own stream raises httpx's "
-    "RemoteProtocolError there, so `except httpx.HTTPError` misses the drop-in's",
-)
 async def test_give_up_after_output_is_an_httpx_error_like_ollamas() -> None:
     plan = FaultSchedule({0: Fault("drop_connection", after_tokens=2)})
     async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:

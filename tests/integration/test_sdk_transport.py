@@ -18,6 +18,7 @@ import pytest
 
 from resilient_stream import StreamConfig
 from resilient_stream.chaos import ChaosProxy
+from resilient_stream.errors import AttemptsExhausted, IncompleteStreamError
 from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 from resilient_stream.sdk import ResilientTransport
 from resilient_stream.transport import MultiplexedTransport
@@ -374,6 +375,79 @@ async def test_unreachable_server_raises_a_transport_error() -> None:
                 stream=True,
             )
         await oa.close()
+
+
+async def openai_stream(client: openai.AsyncOpenAI, got: list[str]) -> None:
+    chat = await client.chat.completions.create(
+        model="ref",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=N,
+        temperature=0,
+        stream=True,
+    )
+    async for c in chat:
+        got.extend(choice.delta.content or "" for choice in c.choices)
+
+
+async def test_permanent_error_event_mid_stream_is_the_sdks_own_error() -> None:
+    """An error naming a bad request after output is not resumed: the SDK reads the
+    error record itself and raises its own error (one request; the text before kept)."""
+    plan = FaultSchedule({0: Fault("error_line", after_tokens=3, message="invalid option")})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport() as t:
+            oa = openai_client(srv.url, t)
+            got: list[str] = []
+            with pytest.raises(openai.APIError) as info:
+                await openai_stream(oa, got)
+            await oa.close()
+        assert srv.stats.requests == 1
+    assert "invalid option" in info.value.message
+    assert not isinstance(info.value, openai.APIConnectionError)
+    assert len([g for g in got if g]) == 3
+
+
+async def test_retryable_error_event_mid_stream_is_still_resumed(
+    baseline: ReferenceServer,
+) -> None:
+    expected = await unbroken(baseline, "openai", "chat")
+    plan = FaultSchedule({0: Fault("error_line", after_tokens=3, message="runner died")})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with transport() as t:
+            text = await openai_text(srv.url, "chat", t)
+        assert srv.stats.requests == 2
+    assert text == expected
+
+
+@pytest.mark.parametrize("sdk", ["ollama", "openai"])
+async def test_giving_up_after_output_is_an_httpx_error_carrying_the_give_up(sdk: str) -> None:
+    """A give-up after output is the httpx error the SDK sees when its own stream
+    breaks (``except httpx.HTTPError`` catches it; openai wraps it in its connection
+    error, as it wraps httpx's); the typed give-up is its cause."""
+    plan = FaultSchedule({0: Fault("drop_connection", after_tokens=3)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+        async with ResilientTransport(config=StreamConfig(**{**FAST, "max_attempts": 1})) as t:
+            got: list[str] = []
+            broken = openai.APIConnectionError if sdk == "openai" else httpx.RemoteProtocolError
+            with pytest.raises(broken) as info:
+                if sdk == "openai":
+                    oa = openai_client(srv.url, t)
+                    try:
+                        await openai_stream(oa, got)
+                    finally:
+                        await oa.close()
+                else:
+                    client = ollama.AsyncClient(host=srv.url, transport=t)
+                    parts = await client.generate(
+                        model="ref", prompt=PROMPT, stream=True, options={"num_predict": N}
+                    )
+                    async for g in parts:
+                        got.append(g.response)
+        assert srv.stats.requests == 1
+    err = info.value.__cause__ if sdk == "openai" else info.value
+    assert isinstance(err, IncompleteStreamError) and isinstance(err, httpx.TransportError)
+    assert isinstance(err.error, AttemptsExhausted) and err.__cause__ is err.error
+    assert err.delivered > 0 and f"after {err.delivered} body bytes" in str(err)
+    assert len([g for g in got if g]) == 3
 
 
 @pytest.mark.reference_server(tokens_per_second=50, stop_probability=0.0)
