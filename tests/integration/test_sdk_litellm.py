@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import inspect
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,12 +66,6 @@ FAULTS = {
 STREAMED = "probability=1.0,min_bytes=300,max_bytes=1500,max_streams=1"
 #: A non-streaming answer is one JSON body of ~460 bytes without a line end in it.
 ONE_BODY = "probability=1.0,min_bytes=100,max_bytes=300,max_streams=1,line_aligned=false"
-UPGRADES = "upgrade_non_streaming" in inspect.signature(ResilientTransport).parameters
-NOT_UPGRADED = pytest.mark.xfail(
-    not UPGRADES,
-    strict=True,
-    reason="non-streaming calls pass through ResilientTransport (no upgrade_non_streaming yet)",
-)
 SYNC = {"completion"}
 
 Transport = httpx.AsyncBaseTransport | httpx.BaseTransport | None
@@ -160,13 +153,9 @@ CASES = [
     ("atext_completion", True),
     ("completion", True),
 ]
+#: a non-streaming call is resumed because the transport streams it underneath
 PARAMS = [
-    pytest.param(
-        name,
-        stream,
-        id=f"{name}-{'stream' if stream else 'plain'}",
-        marks=[] if stream else [NOT_UPGRADED],
-    )
+    pytest.param(name, stream, id=f"{name}-{'stream' if stream else 'plain'}")
     for name, stream in CASES
 ]
 
