@@ -150,9 +150,13 @@ class StreamAssembler(Generic[ChunkT]):
 
     @property
     def tokens(self) -> int:
-        """Tokens the caller received (held chunks after a seam count once released)."""
+        """Tokens the caller received (held chunks after a seam count once released): the
+        servers' count, or an upper bound, which the caller's limit also bounds (no
+        request asked for more than was left)."""
         seam = self._seam
-        return seam.tokens_before if seam is not None else self._tokens
+        n = seam.tokens_before if seam is not None else self._tokens
+        limit = self._limit
+        return n if limit is None or n <= limit or self.tokens_exact else limit
 
     @property
     def tokens_exact(self) -> bool:
@@ -438,7 +442,7 @@ class StreamAssembler(Generic[ChunkT]):
             self._tokens = self._base + reported
             self._orphan = 0
             self._final_exact = self._base_exact
-        final: ChunkT = self._adapter.finalize(chunk, self._tokens)
+        final: ChunkT = self._adapter.finalize(chunk, self.tokens)
         self.final = final
         return final
 

@@ -147,3 +147,19 @@ def test_each_openai_flavor_asks_for_the_counts_its_server_gives_and_bounds_the_
     assert llamacpp["timings_per_token"] is True
     vllm, _ = resumed_ask("vllm")
     assert vllm["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+
+
+def test_a_reported_bound_is_never_above_the_limit() -> None:
+    """Bytes bound "日本🚀" at 10 tokens, but no request asked for more than num_predict:
+    that bounds it too (found on llama-server: 570 reported for max_tokens=120)."""
+    planner = ResumePlanner(
+        GenerateRequest(model="m", prompt=PROMPT, raw=True, options={"num_predict": 3})
+    )
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk)
+    asm.begin_attempt(planner.initial())
+    out = asm.accept([*gen_plain("日本", "🚀"), GenerateChunk(done=True, done_reason="stop")])
+    assert out[-1].eval_count == 3 and asm.tokens == 3 and not asm.tokens_exact
+
+
+def gen_plain(*texts: str) -> list[GenerateChunk]:
+    return [GenerateChunk(response=t) for t in texts]
