@@ -17,7 +17,6 @@ every chunk it yields from then on is new to the SDK.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -28,7 +27,8 @@ from .. import failures
 from ..buffering import IdleTimeoutPolicy
 from ..config import StreamConfig
 from ..errors import StreamError
-from ..watchdog import StallWatchdog
+from ..transport.response import ReadDeadline
+from ..watchdog import body_reader
 from .wire import DONE, STOP, Wire
 
 _NO_LIMIT = 1 << 62
@@ -70,9 +70,9 @@ class PassThrough:
         cfg, wire = self._cfg, self._wire
         scan = wire.scan
         keep = self.forwarded.append
-        stream = self._response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        read = stream.__aiter__().__anext__
+        # on our transport, its stream's own read with a deadline (its lazily re-armed
+        # idle timer: no watchdog, no generator); any other body under a watchdog
+        read, watched = body_reader(self._response)
         idle = IdleTimeoutPolicy(
             cap=cfg.idle_timeout,
             floor=cfg.idle_timeout_floor,
@@ -80,7 +80,7 @@ class PassThrough:
             enabled=cfg.adaptive_idle_timeout,
             warmup_timeout=cfg.idle_timeout_warmup,
         )
-        watchdog = StallWatchdog()
+        now = time.monotonic
         since = last = time.monotonic()
         deadline = since + cfg.total_timeout
         limit = cfg.first_token_timeout
@@ -90,21 +90,16 @@ class PassThrough:
         failure: BaseException | None = None
         try:
             while True:
-                watchdog.arm(until - time.monotonic())
                 try:
-                    data = await read()
+                    data = await read(until - now())
                 except StopAsyncIteration:
                     break  # no last record: a truncation (the engine names it)
-                except asyncio.CancelledError:
-                    if not watchdog.expired():
-                        raise
+                except ReadDeadline:
                     failure = self._silence(since, until, deadline, limit, first)
                     break
                 except (httpx.TransportError, StreamError, OSError) as exc:
                     failure = exc
                     break
-                finally:
-                    watchdog.disarm()
                 total += len(data)
                 buf = pending + data if pending else data
                 end, what = scan(buf)
@@ -122,16 +117,16 @@ class PassThrough:
                         )
                         break
                     keep(out)
-                    now = time.monotonic()
+                    t = now()
                     if first:
                         first = False
                     else:
-                        idle.observe(now - last)
-                    last = since = now
+                        idle.observe(t - last)
+                    last = since = t
                     # the wait for the next record starts now (partial reads do not
                     # restart it: a 1 byte/s body stalls)
                     limit = idle.timeout
-                    until = now + limit
+                    until = t + limit
                     if until > deadline:
                         until = deadline
                     yield out
@@ -148,7 +143,8 @@ class PassThrough:
                         )
                     break
         finally:
-            watchdog.close()
+            if watched is not None:
+                watched.close()
             self.pending = pending
             self.failure = failure
             with contextlib.suppress(Exception):
