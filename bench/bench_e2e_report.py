@@ -188,7 +188,12 @@ def render(results: list[Any], meta: dict[str, Any]) -> str:
     return (
         f"Measured at commit {at} on {meta.get('cpus', '?')} cores, "
         f"`bench_e2e.py {' '.join(meta.get('argv', []))}`.\n\n"
-        "Goals of issue 14 (ratios from this one run):\n\n"
+        + (
+            "Goals of issue 14 (ratios from this one run):\n\n"
+            if len(commits) <= 1
+            else "Goals of issue 14 (each cell from one run; cells merged from runs at the "
+            "commits above, see each result's `commit` in the JSON):\n\n"
+        )
         + goals(results)
         + ratio_tables(results)
         + "\nIs the reference server the bottleneck? Its CPU per run, the time it waited "
