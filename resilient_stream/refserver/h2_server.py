@@ -27,6 +27,8 @@ from resilient_stream.refserver.streaming import Driver, carry_out
 
 _SC = h2.settings.SettingCodes
 _RECV_WINDOW = 1 << 20
+#: A stream the client reset before its reply began: closed, or already forgotten by h2.
+_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError)
 _CONN_RECV_WINDOW = 1 << 24
 
 
@@ -184,7 +186,13 @@ class H2Protocol(asyncio.Protocol):
             return
         if reply.stream is not None:
             headers = [(b":status", b"200"), (b"content-type", reply.content_type)]
-            self.conn.send_headers(sid, headers)
+            try:
+                self.conn.send_headers(sid, headers)
+            except _GONE:
+                # The client reset the stream in the same read that ended its request
+                # (a cancel storm): drop this one request, the connection lives on.
+                self.requests.pop(sid, None)
+                return
             core = self.core
             d = Driver(self, reply.stream, core.sched, core.pacing, core.stats, tag=sid)
             req.driver = d
@@ -207,7 +215,7 @@ class H2Protocol(asyncio.Protocol):
             body = b""
         try:
             self.conn.send_headers(sid, headers, end_stream=not body)
-        except h2.exceptions.StreamClosedError:
+        except _GONE:
             self.requests.pop(sid, None)
             return
         if body:

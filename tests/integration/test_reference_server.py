@@ -950,6 +950,41 @@ async def test_deeply_nested_json_is_a_400_and_the_connection_lives_on(
         assert srv.stats.connections_opened == 1
 
 
+async def test_request_reset_in_the_same_read_as_its_end_drops_only_that_stream() -> None:
+    """A cancel storm: the client ends a request and resets it before the server has read
+    either, so ``send_headers`` meets a stream h2 already closed. That StreamClosedError
+    escaped data_received and asyncio dropped the whole connection; now only that request
+    goes, and the next request on the same connection is answered."""
+    async with ReferenceServer(stop_probability=0.0) as srv:
+        raw = await RawH2.connect(srv.port)
+        try:
+            sids = []
+            for _ in range(3):  # request + RST_STREAM(CANCEL), all in one write
+                sid = raw.conn.get_next_available_stream_id()
+                raw.conn.send_headers(
+                    sid,
+                    [
+                        (b":method", b"POST"),
+                        (b":path", b"/api/generate"),
+                        (b":scheme", b"http"),
+                        (b":authority", b"127.0.0.1"),
+                        (b"content-type", b"application/json"),
+                    ],
+                )
+                raw.conn.send_data(sid, json.dumps(gen_body()).encode(), end_stream=True)
+                raw.conn.reset_stream(sid, ErrorCodes.CANCEL)
+                sids.append(sid)
+            raw.flush()
+            sid = raw.request("/api/generate", gen_body(options={"num_predict": 3}))
+            await raw.until(lambda: raw.streams[sid].ended or raw.closed)
+            assert not raw.closed and raw.goaway is None
+            lines = raw.lines(sid)
+            assert len(lines) == 4 and json.loads(lines[-1])["done"]
+        finally:
+            await raw.close()
+        assert srv.stats.connections_opened == 1
+
+
 async def test_model_list_makes_unknown_names_a_404_like_ollamas() -> None:
     async with ReferenceServer(models=["llama3.1:8b", "qwen3"], stop_probability=0.0) as srv:
         client = ollama.AsyncClient(host=srv.url)
