@@ -59,8 +59,10 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     http2: bool = True
     """Speak HTTP/2 with prior knowledge (h2c) to http:// origins; False uses HTTP/1.1.
     https:// origins negotiate by ALPN either way."""
-    max_connections: int = 10
-    """Connections per origin. Streams spread over them when one is full."""
+    max_connections: int = 100
+    """Connections per origin, opened only when the open ones are full. Servers allow
+    100-128 streams per connection (hypercorn, nginx), so this caps a client at about
+    100 x that many concurrent streams before requests wait ``pool_timeout``."""
     max_streams_per_connection: int = 1000
     """Client-side cap; the effective limit is min(this, the server's MAX_CONCURRENT_STREAMS)."""
     keepalive_expiry: float = 60.0
