@@ -87,7 +87,19 @@ def chars_of(pieces: list[str]) -> int:
 class Region:
     """The last ``chars`` characters of one channel's pieces, regenerated after a seam."""
 
-    __slots__ = ("aligned", "chars", "counts", "end", "first", "old", "pos", "starts", "total")
+    __slots__ = (
+        "aligned",
+        "chars",
+        "counts",
+        "echoed",
+        "end",
+        "first",
+        "old",
+        "pos",
+        "regenerated",
+        "starts",
+        "total",
+    )
 
     def __init__(self, pieces: list[str], counts: list[int], chars: int) -> None:
         self.counts, self.chars = counts, chars
@@ -107,6 +119,8 @@ class Region:
         self.pos = 0
         self.total = 0  # signed: the counts assigned to the region
         self.aligned = need == 0  # every regenerating chunk ended on an old border
+        self.echoed = False  # settled: the server echoed the region (see settle)
+        self.regenerated = False  # settled: the server counted the region again
 
     def assign(self, chars: int, n: int) -> bool:
         """A chunk regenerated the next ``chars`` of the region: its count goes to the
@@ -128,11 +142,24 @@ class Region:
         ``straddle``) leave the per-piece split unknown: keep the old counts when they
         and the new total are the servers' and agree (the rest goes to the new piece),
         else the new total, marked a bound, on the first piece."""
-        if self.aligned and straddle is None:
-            return
         old_total = sum(self.old)
         exact = all(c >= 0 for c in self.old) and self.total >= 0
         extra = self.total - old_total
+        # Counted again in full, by the server's own counts, with nothing else mixed in.
+        self.regenerated = exact and extra >= 0 and straddle is None
+        if exact and extra < 0:
+            # Fewer tokens than when this text was first delivered: the server echoed
+            # text its request carried instead of generating it again (llama-server
+            # repeats a chat prefill in its first delta and counts only the new
+            # tokens). The first counts stand; the new ones go with the new text.
+            self.counts[self.first : self.end] = self.old
+            if straddle is not None and self.total:
+                counts, at = straddle
+                counts[at] = add_signed(counts[at], self.total)
+            self.echoed = True
+            return
+        if self.aligned and straddle is None:
+            return
         if exact and (extra == 0 or (extra > 0 and straddle is not None)):
             self.counts[self.first : self.end] = self.old
             if straddle is not None and extra:
@@ -164,3 +191,11 @@ class Regions:
     def settle(self, straddle: tuple[list[int], int] | None) -> None:
         self.text.settle(straddle if self.text.total and not self.thinking.total else None)
         self.thinking.settle(straddle if self.thinking.total else None)
+
+    @property
+    def echoed(self) -> bool:
+        return self.text.echoed or self.thinking.echoed
+
+    @property
+    def regenerated(self) -> bool:
+        return self.text.regenerated and self.thinking.regenerated

@@ -499,9 +499,6 @@ class StreamAssembler(Generic[ChunkT]):
         if final is not None:
             held.append(final)
         restart = content.restart or think.restart
-        if restart:  # the attempt regenerated everything: only its own count holds
-            self._tokens -= self._base
-            self._base, self._base_exact = 0, True
         # The tokens that regenerated delivered text replace the counts of what they
         # regenerated (the overlap, or all of it): each chunk's on the piece where its
         # text starts. Exact when the chunks fall on the old pieces' borders; otherwise
@@ -538,6 +535,16 @@ class StreamAssembler(Generic[ChunkT]):
         if regions.lost:
             self._orphan = add_signed(self._orphan, regions.lost)
         regions.settle(straddle)
+        if restart and (self._base == 0 or regions.regenerated):
+            # The attempt regenerated everything, counted by the server: only its own
+            # count holds.
+            self._tokens -= self._base
+            self._base, self._base_exact = 0, True
+        elif restart and not regions.echoed:
+            # A restart or an echo of the text the request carried (llama-server repeats
+            # a chat prefill and counts only its new tokens): the counts cannot tell. The
+            # carried count stays, as an upper bound.
+            self._base_exact = False
         return trimmed_final
 
     def _regions(self, content: SeamCheck, think: SeamCheck, restart: bool) -> Regions:

@@ -38,9 +38,11 @@ def true_count(text: str, tokens: list[str]) -> int:
 
 
 def serve(
-    plan: AttemptPlan, tokens: list[str], groups: list[int], running: bool
+    plan: AttemptPlan, tokens: list[str], groups: list[int], running: bool, echo: bool = False
 ) -> tuple[list[GenerateChunk], int]:
-    """The server's chunks for ``plan`` and how many tokens it was asked for."""
+    """The server's chunks for ``plan`` and how many tokens it was asked for. ``echo``:
+    the first chunk repeats the text the request carried before its new tokens, which
+    the counts leave out (llama-server does this with a chat prefill)."""
     body = msgspec.json.decode(plan.body)
     carried = body["prompt"][len(PROMPT) :]
     ask = body["options"]["num_predict"]
@@ -52,7 +54,10 @@ def serve(
         g += 1
         part = todo[i : i + n]
         i += len(part)
-        chunks.append(GenerateChunk(response="".join(part), eval_count=i if running else None))
+        head = carried if echo and g == 1 else ""
+        chunks.append(
+            GenerateChunk(response=head + "".join(part), eval_count=i if running else None)
+        )
     reason = "length" if len(todo) == ask else "stop"
     chunks.append(GenerateChunk(done=True, done_reason=reason, eval_count=len(todo)))
     return chunks, ask
@@ -163,3 +168,37 @@ def test_a_reported_bound_is_never_above_the_limit() -> None:
 
 def gen_plain(*texts: str) -> list[GenerateChunk]:
     return [GenerateChunk(response=t) for t in texts]
+
+
+def test_a_server_echoing_the_carried_text_keeps_its_count_and_is_never_over_asked() -> None:
+    """llama-server repeats a chat prefill in its first delta, merged with its first new
+    token, and its running count covers only the new tokens. That echo reproduces the
+    delivered text, so it is taken for a restart; the restart used to replace the
+    carried text's count with the echo's (1), and each later request asked for too
+    much (132 of 120 on the real server, three cuts)."""
+    tokens = [f" w{i}" for i in range(20)]  # distinct: an echo, never a periodic overlap
+    limit = 16
+    planner = ResumePlanner(
+        GenerateRequest(model="m", prompt=PROMPT, raw=True, options={"num_predict": limit})
+    )
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk, min_overlap=3)
+    plan: AttemptPlan | Finished = planner.initial()
+    got: list[GenerateChunk] = []
+    cuts, asks = [3, 3, 3], []
+    for _ in range(len(cuts) + 3):
+        assert isinstance(plan, AttemptPlan)
+        asm.begin_attempt(plan)
+        chunks, ask = serve(plan, tokens, [1], running=True, echo=True)
+        carried = msgspec.json.decode(plan.body)["prompt"][len(PROMPT) :]
+        asks.append((true_count(carried, tokens), ask))
+        assert ask <= limit - true_count(carried, tokens), asks  # never more than is left
+        got += asm.accept(chunks[: cuts.pop(0)] if cuts else chunks)
+        assert not asm.diverged
+        if asm.done:
+            break
+        asm.interrupt(attempt=2, reason="cut", endpoint="e")
+        plan = planner.next(asm.progress())
+    assert asm.done and len(asks) == 4
+    text = "".join(c.response for c in got)
+    assert text == "".join(tokens[:limit])  # identical, never short
+    assert got[-1].eval_count == limit and asm.tokens_exact
