@@ -39,12 +39,18 @@ from collections.abc import Callable
 Bound = Callable[[str, str], int]
 
 
+def _utf8_len(s: str) -> int:
+    """UTF-8 bytes of ``s`` without encoding it when it is ASCII (most chunks): this runs
+    once per chunk that the server does not count."""
+    return len(s) if s.isascii() else len(s.encode())
+
+
 def bytes_bound(text: str, thinking: str) -> int:
-    return max(1, len(text.encode()) + len(thinking.encode()))
+    return max(1, _utf8_len(text) + (_utf8_len(thinking) if thinking else 0))
 
 
 def utf8_bound(text: str, thinking: str) -> int:
-    n = len(text.encode()) - len(text) + len(thinking.encode()) - len(thinking)
+    n = _utf8_len(text) - len(text) + (_utf8_len(thinking) - len(thinking) if thinking else 0)
     return 1 + n
 
 
