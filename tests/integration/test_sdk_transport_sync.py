@@ -17,6 +17,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from support.sdk_calls import FAST, MESSAGES, PROMPT, N
 
 from resilient_stream import ResilientSyncTransport, StreamConfig
 from resilient_stream.chaos import ChaosProxy
@@ -24,16 +25,6 @@ from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 
-N = 40
-FAST: dict[str, Any] = dict(
-    idle_timeout=0.5,
-    first_token_timeout=3.0,
-    total_timeout=20.0,
-    backoff_initial=0.01,
-    backoff_max=0.05,
-)
-MESSAGES = [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"}]
-PROMPT = "Tell me a story"
 OPTIONS = {"num_predict": N, "temperature": 0}
 
 
