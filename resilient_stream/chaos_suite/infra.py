@@ -36,8 +36,10 @@ class ServerFaultPlan:
         replica: int,
         records: list[FaultRecord],
         seen: dict[str, int],
+        requests: list[tuple[str, dict[str, Any]]],
     ):
         self.cfg = scenario.server_faults
+        self.requests = requests
         self.seen = seen
         self.seed = seed
         self.replica = replica
@@ -52,6 +54,7 @@ class ServerFaultPlan:
         self.on_death: Any = None
 
     def __call__(self, info: RequestInfo) -> Fault | None:
+        self.requests.append((info.path, info.body))
         death_due = self.death_after is not None and info.index + 1 >= self.death_after
         if death_due and self.on_death is not None:
             self.on_death()
@@ -107,6 +110,8 @@ class Infra:
         self.baseline: ReferenceServer | None = None
         self.server_faults: list[FaultRecord] = []
         self._seen: dict[str, int] = {}
+        #: (path, body) of every request a replica received, for the budget check.
+        self.requests: list[tuple[str, dict[str, Any]]] = []
         self._requests = RequestCounts()
         self.dead: set[int] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -136,11 +141,12 @@ class Infra:
         self.baseline = ReferenceServer(stop_probability=0.0)
         await self.baseline.__aenter__()
         for i in range(sc.replicas):
-            plan = ServerFaultPlan(sc, self.seed, i, self.server_faults, self._seen)
+            plan = ServerFaultPlan(sc, self.seed, i, self.server_faults, self._seen, self.requests)
             server = ReferenceServer(
                 stop_probability=0.0,
                 tokens_per_second=sc.tokens_per_second,
                 max_concurrent_streams=sc.max_concurrent_streams,
+                report_tokens=sc.report_tokens,
                 faults=plan,
                 seed=self.seed + i,
             )

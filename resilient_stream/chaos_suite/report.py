@@ -46,6 +46,10 @@ class Report(msgspec.Struct, kw_only=True):
     server_streams_active: int
     leaked_tasks: int
     leaked_fds: int
+    over_asked: int = 0
+    """Requests that asked for more tokens than were left of the budget after the text
+    they carried (``asks.py``)."""
+    over_ask_examples: list[str] = msgspec.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +58,7 @@ class Report(msgspec.Struct, kw_only=True):
         return (
             self.completed == self.identical == self.streams
             and self.seams_verified == self.seams
+            and self.over_asked == 0
             and self.open_streams == 0
             and self.server_streams_active == 0
             and self.leaked_tasks == 0
@@ -74,6 +79,7 @@ class Report(msgspec.Struct, kw_only=True):
             ("byte-identical to baseline", str(self.identical)),
             ("resumes / retries / attempts", f"{self.resumes} / {self.retries} / {self.attempts}"),
             ("seams verified", f"{self.seams_verified} / {self.seams}"),
+            ("requests over budget", str(self.over_asked)),
             ("faults injected", f"{sum(self.faults.values())}: {faults}"),
             ("fault plan digest", self.fault_plan_digest),
             (
@@ -96,7 +102,7 @@ class Report(msgspec.Struct, kw_only=True):
             rows.insert(4, ("errors", ", ".join(f"{k}={v}" for k, v in self.errors.items())))
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
-        lines += [f"  ! {m}" for m in self.mismatches]
+        lines += [f"  ! {m}" for m in self.mismatches + self.over_ask_examples]
         return "\n".join(lines)
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 from ..client import StreamClient
 from ..config import StreamConfig
+from ..formats import adapter_for
 from ..openai import openai_chat, openai_completion
 from ..result import StreamResult
 from ..stream import ResilientStream
+from .asks import Baseline, OverAsk, over_asks
 from .infra import Infra
 from .report import Progress, Report, percentile
 from .scenario import Scenario
@@ -40,11 +42,15 @@ CHAOS_CLIENT_DEFAULTS: dict[str, Any] = {
 BASELINE_CONCURRENCY = 64
 
 
+def prompt_for(i: int) -> str:
+    return f"chaos stream {i}: tell me about the network"
+
+
 def request_for(client: StreamClient, scenario: Scenario, i: int) -> ResilientStream[Any]:
     """Stream ``i`` of a scenario: the endpoint mix round-robin, a distinct prompt each."""
     endpoint = scenario.endpoints[i % len(scenario.endpoints)]
     options = {"num_predict": scenario.num_predict, "temperature": 0}
-    prompt = f"chaos stream {i}: tell me about the network"
+    prompt = prompt_for(i)
     if endpoint == "generate_raw":
         return client.generate(model="ref", prompt=prompt, raw=True, options=options)
     if endpoint == "generate":
@@ -63,14 +69,23 @@ def request_for(client: StreamClient, scenario: Scenario, i: int) -> ResilientSt
     )
 
 
-async def baseline_texts(url: str, scenario: Scenario, n: int) -> list[tuple[str, str]]:
+async def baseline_answers(url: str, scenario: Scenario, n: int) -> list[Baseline]:
+    """Every stream's unbroken answer, token by token (the baseline server sends one
+    token per chunk)."""
     sem = asyncio.Semaphore(BASELINE_CONCURRENCY)
     async with StreamClient(url, config=StreamConfig.load(env={})) as client:
 
-        async def one(i: int) -> tuple[str, str]:
+        async def one(i: int) -> Baseline:
+            thinking: list[str] = []
+            text: list[str] = []
             async with sem:
-                r = await request_for(client, scenario, i).collect()
-                return r.text, r.thinking
+                async for chunk in request_for(client, scenario, i):
+                    t, k = adapter_for(type(chunk)).texts(chunk)
+                    if k:
+                        thinking.append(k)
+                    if t:
+                        text.append(t)
+            return Baseline(prompt=prompt_for(i), thinking=thinking, text=text)
 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -95,7 +110,8 @@ async def run_scenario(
     infra = Infra(scenario, seed)
     baseline_url, urls = await infra.start()
     try:
-        expected = await baseline_texts(baseline_url, scenario, n)
+        answers = await baseline_answers(baseline_url, scenario, n)
+        expected = [("".join(a.text), "".join(a.thinking)) for a in answers]
         cfg = StreamConfig.load(env={}, **{**CHAOS_CLIENT_DEFAULTS, **scenario.client})
         outcomes: list[StreamResult | BaseException] = []
         progress = Progress(streams=n)
@@ -131,6 +147,7 @@ async def run_scenario(
         await asyncio.sleep(0.2)  # let servers see the last closes
         server_active = infra.streams_active()
         faults = infra.faults()
+        asked_too_much = over_asks(infra.requests, answers, scenario.num_predict)
     finally:
         await infra.stop()
     await asyncio.sleep(0.05)
@@ -152,6 +169,7 @@ async def run_scenario(
         server_active=server_active,
         leaked_tasks=len(leaked_tasks),
         leaked_fds=leaked_fds,
+        over_asks=asked_too_much,
     )
 
 
@@ -169,6 +187,8 @@ def _report(
     outcomes: list[StreamResult | BaseException],
     handles: list[ResilientStream[Any]],
     faults: list[Any],
+    *,
+    over_asks: list[OverAsk],
     **measures: Any,
 ) -> Report:
     errors: Counter[str] = Counter()
@@ -217,6 +237,12 @@ def _report(
         server_streams_active=measures["server_active"],
         leaked_tasks=measures["leaked_tasks"],
         leaked_fds=measures["leaked_fds"],
+        over_asked=len(over_asks),
+        over_ask_examples=[
+            f"stream {o.stream}: {o.path} asked {o.asked} after {o.carried_tokens} carried "
+            f"tokens, {o.left} left"
+            for o in over_asks[:5]
+        ],
     )
 
 

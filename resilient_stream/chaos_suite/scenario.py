@@ -62,6 +62,10 @@ class Scenario(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     replicas: int = 1
     max_concurrent_streams: int = 100
+    #: The reference server's running token counts on every chunk (its default, an
+    #: extension). False: counts only at the end, as Ollama (``eval_count``) and OpenAI
+    #: (``usage``) send them, so a resume bounds what it carries (``resume/accounting.py``).
+    report_tokens: bool = True
     toxics: list[ToxicSpec] = msgspec.field(default_factory=list)
     server_faults: ServerFaults | None = None
     replica_death: ReplicaDeath | None = None
