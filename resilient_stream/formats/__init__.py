@@ -1,7 +1,8 @@
 """The wire formats a stream can speak, in one explicit table (sans-I/O).
 
 A wire format is one folder: ``ollama/`` (NDJSON), ``openai/`` (SSE) and
-``llamacpp/`` (llama-server's native ``/completion`` SSE, with token ids), each
+``llamacpp/`` (llama-server's native ``/completion`` SSE, with token ids) and
+``vllm/`` (vLLM's OpenAI SSE with ``return_token_ids``), each
 with its types, its decoder (``framing.py``), its planner, its chunk adapters
 and an encoder back to wire bytes. What they share stands beside them:
 ``ndjson.py`` and ``sse.py`` (body bytes into records), ``records.py`` (records
@@ -34,6 +35,7 @@ from .ollama.types import ChatChunk, GenerateChunk
 from .openai.adapters import ChatCompletionAdapter, CompletionAdapter
 from .openai.framing import OpenAIDecoder, OpenAIFramer
 from .openai.types import ChatCompletionChunk, CompletionChunk
+from .vllm.framing import VllmDecoder
 
 
 class Framer(Protocol):
@@ -112,6 +114,9 @@ FRAMINGS: dict[str, Framing] = {
     # llama-server's /completion: plain SSE, no [DONE]; its chunks are always converted
     # to the caller's OpenAI chunks (plan.convert), so it needs no chunk adapter.
     "llamacpp": Framing(sse.MEDIA_TYPE, sse.SseFramer, NativeDecoder),
+    # vLLM with return_token_ids: OpenAI SSE whose chunks carry ids; converted like
+    # llama-server's (plan.convert), so no chunk adapter either.
+    "vllm": Framing(sse.MEDIA_TYPE, OpenAIFramer, VllmDecoder),
 }
 
 CHUNK_ADAPTERS: dict[type[Any], ChunkAdapter] = {
