@@ -14,7 +14,8 @@ said to be one) when not.
 from __future__ import annotations
 
 import msgspec
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resilient_stream.formats.ollama.planner import ResumePlanner
@@ -74,6 +75,47 @@ def serve(
 def test_no_request_asks_more_than_is_left_and_the_total_stays_within_num_predict(
     tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
 ) -> None:
+    check_stream(tokens, groups, cuts, limit, running)
+
+
+ECHO_GAP = (
+    "known gap (assembler/verify, found by this test): an echoing server (llama-server's "
+    "chat prefill) gets (a) the echo delivered twice after two breaks at one point (the "
+    "third request must carry more, so it holds back nothing and the echo looks like new "
+    "text), (b) a seam that diverges when a chunk holds both regenerated and new text "
+    "(its count lands on the regenerated region and the new piece counts 0)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=ECHO_GAP)
+@example(tokens=[" w0", " w1", " w2"], groups=[1], cuts=[1, 1], limit=3, running=True)
+@example(tokens=[" w0", " w1", " word", " w3"], groups=[1, 2], cuts=[2], limit=4, running=True)
+@settings(max_examples=300, deadline=None)
+@given(
+    tokens=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
+    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 12), max_size=3),
+    limit=st.integers(1, 70),
+    running=st.booleans(),
+)
+def test_the_same_holds_against_a_server_that_echoes_what_the_request_carried(
+    tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
+) -> None:
+    """The server repeats the text a request carried in its first chunk and leaves it
+    out of its counts (llama-server does it with a chat prefill). The vocabulary's
+    repeated tokens make many answers periodic, where an echo, a restart and an
+    overlap that is also the answer's beginning look alike."""
+    check_stream(tokens, groups, cuts, limit, running, echo=True)
+
+
+def check_stream(
+    tokens: list[str],
+    groups: list[int],
+    cuts: list[int],
+    limit: int,
+    running: bool,
+    echo: bool = False,
+) -> None:
     planner = ResumePlanner(
         GenerateRequest(model="m", prompt=PROMPT, raw=True, options={"num_predict": limit})
     )
@@ -87,7 +129,7 @@ def test_no_request_asks_more_than_is_left_and_the_total_stays_within_num_predic
             break
         assert isinstance(plan, AttemptPlan)
         asm.begin_attempt(plan)
-        chunks, ask = serve(plan, tokens, groups, running)
+        chunks, ask = serve(plan, tokens, groups, running, echo)
         carried = msgspec.json.decode(plan.body)["prompt"][len(PROMPT) :]
         assert ask <= limit - true_count(carried, tokens)  # never more than is left
         got += asm.accept(chunks[: cuts.pop(0)] if cuts else chunks)
