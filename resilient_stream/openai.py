@@ -36,6 +36,7 @@ from .formats.openai.types import (
     CompletionRequest,
     Usage,
 )
+from .formats.vllm.planner import VllmChatPlanner, VllmCompletionPlanner
 from .stream import ResilientStream
 
 __all__ = [
@@ -75,6 +76,9 @@ def openai_chat(
     conversation on the completion endpoint instead of by prefill, for servers
     that close the assistant turn (llama-cpp-python); with ``flavor="llama-server"``
     every attempt goes token-exact through ``/completion`` (docs/realmodel.md).
+    With ``flavor="vllm"`` (no tools, no response_format) the stream asks for token
+    ids and a resume is a completion of the rendered prompt's and the generated ids
+    (``formats/vllm/``); without ids in the stream it resumes by prefill.
     """
     msgs = [m if isinstance(m, ChatMessage) else _build(ChatMessage, dict(m)) for m in messages]
     request = _build(ChatCompletionRequest, dict(fields, model=model, messages=msgs))
@@ -85,6 +89,8 @@ def openai_chat(
             request, ChatTemplate.of(chat_template), flavor=chosen, path=path
         )
         return client.open_stream(templated, ChatCompletionChunk)
+    if chosen == "vllm" and not request.tools and request.response_format is None:
+        return client.open_stream(VllmChatPlanner(request, path=path), ChatCompletionChunk)
     planner = OpenAIPlanner(request, flavor=chosen, path=path)
     return client.open_stream(planner, ChatCompletionChunk)
 
@@ -102,7 +108,10 @@ def openai_completion(
 
     With ``flavor="llama-server"`` every attempt is llama-server's native
     ``/completion`` with token ids, and a resume re-prompts with the exact ids
-    generated so far (chunks are still OpenAI completion chunks).
+    generated so far (chunks are still OpenAI completion chunks). With
+    ``flavor="vllm"`` (no ``echo``, no ``suffix``) every attempt asks vLLM for token
+    ids (``return_token_ids``) and a resume sends the prompt's and the generated ids
+    as the prompt; a stream without ids resumes with ``prompt + partial``.
     """
     request = _build(CompletionRequest, dict(fields, model=model, prompt=prompt))
     _check(request)
@@ -111,6 +120,8 @@ def openai_completion(
     chosen = _flavor(flavor)
     if chosen == "llama-server":
         return client.open_stream(LlamaServerPlanner(request, path=path), CompletionChunk)
+    if chosen == "vllm" and not request.echo and request.suffix is None:
+        return client.open_stream(VllmCompletionPlanner(request, path=path), CompletionChunk)
     planner = OpenAIPlanner(request, flavor=chosen, path=path)
     return client.open_stream(planner, CompletionChunk)
 
