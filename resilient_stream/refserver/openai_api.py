@@ -291,7 +291,11 @@ def handle(
         counts=counts,
         prompt_tokens=prompt_tokens,
     )
-    lines = stream_class(settings.final_chunk_text, settings.tokens_per_chunk, bool(counts))(
+    cls = stream_class(settings.final_chunk_text, settings.tokens_per_chunk, bool(counts))
+    echo = _prefill_echo(req) if settings.echo_prefill else ""
+    if echo:
+        cls = _echoing(cls)
+    lines = cls(
         gen,
         line_format,
         prompt_tokens=prompt_tokens,
@@ -299,7 +303,47 @@ def handle(
         stats=stats,
         fault=fault if fault is not None and fault.kind not in BEFORE_HEADERS else None,
     )
+    if echo:
+        lines.echo = line_format.content_prefix + msgspec.json.encode(echo)[:-1]  # type: ignore[attr-defined]
     return Reply(200, SSE, stream=lines, extra_headers=[(b"cache-control", b"no-cache")])
+
+
+def _prefill_echo(req: ChatCompletionRequest | CompletionRequest) -> str:
+    """The content of the assistant prefill a chat continues ("": none, or closed)."""
+    if not isinstance(req, ChatCompletionRequest) or req.messages[-1].role != "assistant":
+        return ""
+    if req.continue_final_message is False or (
+        req.continue_final_message is None and req.add_generation_prompt is True
+    ):
+        return ""
+    return _text(req.messages[-1].content)
+
+
+def _echoing(base: type[LineStream]) -> type[LineStream]:
+    """``base`` whose first content line starts with the prefill's text (``echo``: the
+    line's prefix and the JSON string of that text without its closing quote, so it
+    runs on into the first token's string). Only its bytes change: not its counts."""
+    cls = _ECHOING.get(base)
+    if cls is None:
+
+        def next_line(self: Any) -> bytes:
+            line: bytes = base.next_line(self)
+            echo: bytes = self.echo
+            if echo:
+                head = self._content_prefix + b'"'
+                at = line.find(head)
+                if at >= 0:
+                    line = line[:at] + echo + line[at + len(head) :]
+                    self.echo = b""
+            return line
+
+        cls = _ECHOING[base] = type(
+            f"Echoing{base.__name__}", (base,), {"__slots__": ("echo",), "next_line": next_line}
+        )
+    return cls
+
+
+_ECHOING: dict[type[LineStream], type[LineStream]] = {}
 
 
 def _response_format(rf: Any) -> Any:

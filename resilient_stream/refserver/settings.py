@@ -56,6 +56,10 @@ class ServerSettings:
     #: them per chunk when the request asks: ``stream_options.continuous_usage_stats``,
     #: or llama-server's ``timings_per_token``).
     report_tokens: bool = True
+    #: On ``/v1/chat/completions``, repeat a continued assistant prefill's content in the
+    #: first content delta, before the first new token, and leave it out of the counts:
+    #: what llama-server does (seen on the real-model tier, see ``docs/realmodel.md``).
+    echo_prefill: bool = False
     #: Version string returned by ``GET /api/version``.
     version: str = "0.12.0-reference"
     #: Model names the server has. None: any name is served (except names starting with
