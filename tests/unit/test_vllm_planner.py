@@ -177,6 +177,27 @@ def test_a_stream_without_ids_resumes_on_the_text_path_for_good() -> None:
     assert planner.next(Progress()).framing == "vllm" and planner.fallback is None
 
 
+@pytest.mark.parametrize(
+    ("stop", "extra", "by_ids"),
+    [
+        (["\n"], None, True),
+        (["\n\n"], None, False),
+        ("END", {"include_stop_str_in_output": True}, True),
+    ],
+)
+def test_stop_strings_that_make_text_lag_the_ids_resume_by_text(
+    stop: Any, extra: dict[str, Any] | None, by_ids: bool
+) -> None:
+    """vLLM holds back max(len(stop)) - 1 characters behind the ids (stop_buffer_length)."""
+    request = CompletionRequest(model="m", prompt="P", max_tokens=10, stop=stop, extra_body=extra)
+    planner = VllmCompletionPlanner(request)
+    feed(planner.initial(), vchunk("ab", [7], PROMPT_IDS), vchunk("c", [8]))
+    plan = planner.next(Progress(text="ab", tokens=1))
+    assert isinstance(plan, AttemptPlan)
+    assert body(plan)["prompt"] == ([*PROMPT_IDS, 7] if by_ids else "Pab")
+    assert body(plan)["stop"] == stop
+
+
 # --- chat -----------------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ verified seam still checks that the overlap comes back byte for byte.
 Where the ids are not all there (a vLLM older than ``return_token_ids``
 ignores the field; a reasoning parser that hides reasoning drops them; a
 chat that streamed reasoning or tool calls, which a completion would not
-parse), the stream falls back, for good, to the text path of flavor
+parse; stop strings longer than one character, behind which vLLM's text lags
+its ids: ``_refusal``), the stream falls back, for good, to the text path of flavor
 ``"vllm"`` (:class:`~resilient_stream.formats.openai.planner.OpenAIPlanner`:
 prompt + text, or assistant prefill with ``continue_final_message``), whose
 seams are verified as on any server. Counting is exact either way: ids per
@@ -87,8 +88,10 @@ class VllmCompletionPlanner:
         #: The ids vLLM rendered the prompt to (first chunk of the first attempt).
         self.prompt_ids: list[int] | None = None
         self.ledger = AttemptLedger()
+        #: Why this request cannot resume by ids at all (None: it can).
+        self.refusal: str | None = _refusal(request)
         #: Why the stream went to the text path (None: it did not).
-        self.fallback: str | None = None
+        self.fallback: str | None = self.refusal
         #: The continuation the last resumed request carried (None: none yet).
         self.last: Continuation | None = None
 
@@ -99,7 +102,7 @@ class VllmCompletionPlanner:
     def reset(self) -> None:
         self.prompt_ids = None
         self.ledger = AttemptLedger()
-        self.fallback = None
+        self.fallback = self.refusal
         self.last = None
 
     def initial(self) -> AttemptPlan:
@@ -347,6 +350,21 @@ class VllmChatPlanner:
                 )
             ],
         )
+
+
+def _refusal(request: CompletionRequest) -> str | None:
+    """Why a request's text and ids would not line up chunk by chunk (None: they do).
+
+    With stop strings vLLM's detokenizer holds back the last ``max(len(stop)) - 1``
+    characters of text (a stop string may be forming: ``stop_buffer_length`` in
+    ``vllm/v1/engine/detokenizer.py``) while the ids of those steps are streamed, so
+    a chunk's ids run ahead of its text; such a stream resumes by text."""
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
+    if (request.extra_body or {}).get("include_stop_str_in_output"):
+        return None
+    if max((len(s) for s in stops), default=0) > 1:
+        return "stop strings longer than one character: vLLM's text lags its ids"
+    return None
 
 
 def _usage(usage: Usage | None, attempt: _Attempt) -> Usage | None:
