@@ -10,7 +10,12 @@
     llama.cpp continue it.
   - ``"vllm"``: adds ``continue_final_message: true`` and
     ``add_generation_prompt: false`` (vLLM otherwise closes the turn and
-    starts a new answer).
+    starts a new answer). This is the text path: ``openai.py`` first takes
+    vLLM's token ids (``return_token_ids``; ``formats/vllm/``), a resume by
+    ``prompt_token_ids`` + generated ids on ``/v1/completions``, and comes here
+    only for a stream without ids (an older vLLM), or a request the ids path
+    does not cover (echo, suffix, tools, response_format, stop strings longer
+    than one character, a chat that streamed reasoning).
   - ``"llama-server"``: llama.cpp's own server with its capabilities:
     completions go token-exact through its native ``/completion``
     (``formats/llamacpp/``, chosen in ``openai.py``); chats prefill as
