@@ -91,6 +91,7 @@ async def test_the_text_path_of_the_same_cuts_is_not_identical() -> None:
             text = await completion(srv)
         assert isinstance(srv.bodies[-1]["prompt"], str)  # the fallback sent text
         assert text.text == want or not text.verified  # flagged, never silent
+        assert text.tokens_exact and text.eval_count <= MAX  # continuous_usage_stats
         differs += text.text != want
         async with VllmLike(model=model, cuts=[cut]) as srv:
             exact = await completion(srv)

@@ -177,6 +177,9 @@ class VllmCompletionPlanner:
             chunk_type=VllmCompletionChunk,
             convert=lambda chunk: self.convert(chunk, attempt),
             framing="vllm",
+            # counts are exact on this path; for a vLLM that sends neither ids nor
+            # per-chunk usage, the limit lets the assembler bound them safely
+            token_limit=self.token_limit,
         )
 
     def _body(self, prompt: str | list[int], budget: int | None) -> bytes:
@@ -269,6 +272,9 @@ class VllmChatPlanner:
             chunk_type=VllmChatChunk,
             convert=lambda chunk: self._convert_chat(chunk, attempt),
             framing="vllm",
+            # counts are exact on this path; for a vLLM that sends neither ids nor
+            # per-chunk usage, the limit lets the assembler bound them safely
+            token_limit=self.token_limit,
         )
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
@@ -287,6 +293,9 @@ class VllmChatPlanner:
             chunk_type=VllmCompletionChunk,
             convert=lambda chunk: self._as_chat(inner.convert(chunk, attempt)),
             framing="vllm",
+            # counts are exact on this path; for a vLLM that sends neither ids nor
+            # per-chunk usage, the limit lets the assembler bound them safely
+            token_limit=self.token_limit,
         )
 
     def _convert_chat(self, chunk: VllmChatChunk, attempt: _Attempt) -> ChatCompletionChunk:
