@@ -186,3 +186,26 @@ async def test_chat_on_an_old_vllm_falls_back_to_prefill_flagged_or_identical() 
         assert result.tokens_exact and result.eval_count <= MAX
         outcomes.add(result.text == want)
     assert False in outcomes and prefills > 0
+
+
+@pytest.mark.asyncio
+async def test_a_callers_own_prefill_is_in_the_rendered_ids_and_not_repeated() -> None:
+    model = ToyModel(multibyte=True)
+    messages = [*MESSAGES, {"role": "assistant", "content": "Sure: "}]
+    want = unbroken(model, render(messages, continue_final=True))
+    async with VllmLike(model=model, cuts=[24]) as srv:
+        async with StreamClient(srv.url, config=CFG) as client:
+            stream = openai_chat(
+                client,
+                model="m",
+                messages=messages,
+                flavor="vllm",
+                max_tokens=MAX,
+                continue_final_message=True,
+                add_generation_prompt=False,
+            )
+            result = await stream.collect()
+    assert result.text == want and result.verified and result.resumes == 1
+    assert srv.paths == ["/v1/chat/completions", "/v1/completions"]
+    rendered = tokens_of(render(messages, continue_final=True))
+    assert srv.bodies[1]["prompt"][: len(rendered)] == rendered
