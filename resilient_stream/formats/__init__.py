@@ -1,7 +1,8 @@
 """The wire formats a stream can speak, in one explicit table (sans-I/O).
 
-A wire format is one folder: ``ollama/`` (NDJSON), ``openai/`` (SSE) and
-``llamacpp/`` (llama-server's native ``/completion`` SSE, with token ids) and
+A wire format is one folder: ``ollama/`` (NDJSON), ``openai/`` (SSE),
+``anthropic/`` (the Messages API's named SSE events), ``llamacpp/``
+(llama-server's native ``/completion`` SSE, with token ids) and
 ``vllm/`` (vLLM's OpenAI SSE with ``return_token_ids``), each
 with its types, its decoder (``framing.py``), its planner, its chunk adapters
 and an encoder back to wire bytes. What they share stands beside them:
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import ndjson, sse
+from .anthropic.adapters import MessageAdapter
+from .anthropic.framing import AnthropicDecoder, AnthropicFramer
+from .anthropic.types import MessageChunk
 from .llamacpp.framing import NativeDecoder
 from .ollama.adapters import ChatAdapter, GenerateAdapter
 from .ollama.framing import ChunkDecoder
@@ -117,6 +121,8 @@ FRAMINGS: dict[str, Framing] = {
     # vLLM with return_token_ids: OpenAI SSE whose chunks carry ids; converted like
     # llama-server's (plan.convert), so no chunk adapter either.
     "vllm": Framing(sse.MEDIA_TYPE, OpenAIFramer, VllmDecoder),
+    # Anthropic's /v1/messages: named events, text-less ones held (anthropic/framing.py).
+    "anthropic": Framing(sse.MEDIA_TYPE, AnthropicFramer, AnthropicDecoder),
 }
 
 CHUNK_ADAPTERS: dict[type[Any], ChunkAdapter] = {
@@ -124,6 +130,7 @@ CHUNK_ADAPTERS: dict[type[Any], ChunkAdapter] = {
     ChatChunk: ChatAdapter(),
     ChatCompletionChunk: ChatCompletionAdapter(),
     CompletionChunk: CompletionAdapter(),
+    MessageChunk: MessageAdapter(),
 }
 
 

@@ -32,7 +32,7 @@ from resilient_stream.formats.ollama.types import (
     GenerateRequest,
     Message,
 )
-from resilient_stream.refserver import model, openai_api
+from resilient_stream.refserver import anthropic_api, model, openai_api
 from resilient_stream.refserver.faults import BEFORE_HEADERS, Fault, RequestInfo
 from resilient_stream.refserver.injection import ON_THE_BODY
 from resilient_stream.refserver.replies import (
@@ -272,6 +272,19 @@ class Handler:
             if method != "POST":
                 return Reply(405, TEXT, b"405 method not allowed")
             return self._openai(path, body, fault)
+        if path in anthropic_api.PATHS:
+            if method != "POST":
+                return Reply(405, TEXT, b"405 method not allowed")
+            return anthropic_api.handle(
+                body,
+                fault,
+                index=self.stats.requests - 1,
+                stats=self.stats,
+                settings=self.settings,
+                stop_probability=self.stop_probability,
+                vocab=self.vocab,
+                unknown_model=self.unknown_model,
+            )
         if path == "/v1/models" and method in ("GET", "HEAD"):
             return Reply(200, JSON, self._openai_models)
         if path == "/api/tags":

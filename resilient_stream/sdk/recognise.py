@@ -14,15 +14,19 @@ from typing import Any
 import httpx
 import msgspec
 
+from ..formats.anthropic.planner import PATH as MESSAGES_PATH
+from ..formats.anthropic.planner import AnthropicPlanner
+from ..formats.anthropic.types import MessageParam, MessagesRequest
 from ..formats.ollama.planner import ResumePlanner
 from ..formats.ollama.types import ChatRequest, GenerateRequest, Message
 from ..formats.openai.planner import CHAT_PATH, COMPLETION_PATH, Flavor, OpenAIPlanner
 from ..formats.openai.types import ChatCompletionRequest, ChatMessage, CompletionRequest
 from ..formats.plan import Planner
-from .wire import Ndjson, Sse, Wire
+from .wire import AnthropicSse, Ndjson, Sse, Wire
 
 _OLLAMA_PATHS = {"/api/generate": GenerateRequest, "/api/chat": ChatRequest}
 _OPENAI_PATHS = {CHAT_PATH: ChatCompletionRequest, COMPLETION_PATH: CompletionRequest}
+_ANTHROPIC_PATHS = {MESSAGES_PATH: MessagesRequest}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,9 @@ def recognise(
         return None
     path = request.url.path
     found = [
-        (s, t) for s, t in (*_OLLAMA_PATHS.items(), *_OPENAI_PATHS.items()) if path.endswith(s)
+        (s, t)
+        for s, t in (*_OLLAMA_PATHS.items(), *_OPENAI_PATHS.items(), *_ANTHROPIC_PATHS.items())
+        if path.endswith(s)
     ]
     if not found:
         return None
@@ -66,6 +72,8 @@ def recognise(
         base = str(request.url.copy_with(path=path[: -len(suffix)] or "/")).rstrip("/")
     if tp in (GenerateRequest, ChatRequest):
         return _ollama_call(base, tp, fields, upgrade)
+    if tp is MessagesRequest:
+        return _anthropic_call(base, fields)
     return _openai_call(base, tp, fields, flavor, upgrade)
 
 
@@ -121,6 +129,25 @@ def _openai_call(
         return None
     planner = OpenAIPlanner(request, flavor=flavor)
     return Call(base, planner, planner.caller_chunk_type, Sse, upgraded)
+
+
+def _anthropic_call(base: str, fields: dict[str, Any]) -> Call | None:
+    """Streaming only (``stream: true``): a non-streaming call passes through."""
+    if fields.get("stream") is not True or not isinstance(fields.get("max_tokens"), int):
+        return None
+    if not _known_messages(fields.get("messages"), MessageParam.__struct_fields__):
+        return None
+    known = MessagesRequest.__struct_fields__
+    unknown = {k: v for k, v in fields.items() if k not in known}
+    if unknown:
+        fields = {k: v for k, v in fields.items() if k in known}
+        fields["extra_body"] = {**unknown, **(fields.get("extra_body") or {})}
+    try:
+        request = msgspec.convert(fields, MessagesRequest)
+    except msgspec.ValidationError:
+        return None
+    planner = AnthropicPlanner(request)
+    return Call(base, planner, planner.caller_chunk_type, AnthropicSse)
 
 
 def _known_messages(messages: Any, known: tuple[str, ...]) -> bool:

@@ -19,6 +19,9 @@ from typing import Any
 
 import msgspec
 
+from ..formats.anthropic import encoder as anthropic_encoder
+from ..formats.anthropic import framing as anthropic_framing
+from ..formats.anthropic.types import ErrorInfo as AnthropicError
 from ..formats.ollama import encoder as ollama_encoder
 from ..formats.openai import encoder as openai_encoder
 from ..formats.openai.framing import MAX_HELD, held_back
@@ -182,3 +185,67 @@ class Sse(Wire):
     def error_record(self, message: str) -> bytes:
         error = ErrorInfo(message=message, type="invalid_request_error")
         return b"data: " + openai_encoder.encode_error(error) + b"\n\n"
+
+
+_MESSAGE_DELTA_EVENT = b"event: content_block_delta\ndata: {"
+
+
+class AnthropicSse(Wire):
+    """Anthropic's Messages stream: named events, ``message_stop`` last, ``error`` events.
+
+    The SDK reads one ``message_start`` (the first attempt's, id included): a resumed
+    attempt's opening events are dropped by its plan's ``convert``."""
+
+    content_type = "text/event-stream"
+
+    def accepts(self, content_type: str) -> bool:
+        return "event-stream" in content_type
+
+    def scan(self, buf: bytes) -> tuple[int, int]:
+        if buf.endswith(b"\n\n"):
+            # the steady state: whole events, the last a delta (the held ones before it
+            # go with it)
+            start = buf.rfind(b"\n\n", 0, len(buf) - 2) + 2
+            block = buf[start if start > 1 else 0 : -2]
+            if block.startswith(_MESSAGE_DELTA_EVENT) and block.count(b"\n") == 1:
+                return len(buf), MORE
+        end = start = held = 0
+        for m in _SSE_END.finditer(buf):
+            data = _sse_data(buf[start : m.start()])
+            start = m.end()
+            if data is None:
+                continue
+            if anthropic_framing.is_error(data):
+                return end, STOP
+            if anthropic_framing.held_back(data):
+                held += 1
+                if held <= anthropic_framing.MAX_HELD:
+                    continue
+            elif b'"message_stop"' in data[:40]:
+                return start, DONE
+            end, held = start, 0
+        return end, MORE
+
+    def encode(self, chunk: Any) -> bytes:
+        return anthropic_encoder.encode_chunk(chunk)
+
+    def error_body(self, status: int, message: str) -> bytes:
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        return anthropic_encoder.encode_error(AnthropicError(type=kind, message=message))
+
+    def error_record(self, message: str) -> bytes:
+        error = AnthropicError(type="invalid_request_error", message=message)
+        return anthropic_encoder.error_event(error)
+
+
+#: The error ``type`` Anthropic gives each status.
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
