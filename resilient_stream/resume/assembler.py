@@ -77,7 +77,8 @@ class StreamAssembler(Generic[ChunkT]):
     ) -> None:
         self._adapter = adapter_for(caller_type)
         self._convert: Callable[[Any], Any] | None = None
-        self._delivered = Delivered(max_overlap)
+        # A seam holds back at most this many characters, of whole chunks (see verify).
+        self._delivered = Delivered(max(min_overlap, max_overlap) + 1)
         self._tokens = 0  # the caller's tokens: _base + attempt_tokens
         self._base = 0  # tokens of the text the current attempt's request carried
         self._running = 0  # the server's running count in this attempt (0: none yet)

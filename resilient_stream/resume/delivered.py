@@ -4,8 +4,11 @@ One job: keep the delivered text of both channels (content and thinking) as the
 pieces the chunks brought, each with its signed token count (>= 0 the server's,
 < 0 an upper bound, see :mod:`.accounting`), so that a seam can hold back whole
 chunks and subtract exactly their tokens. Old pieces are folded into one (their
-counts summed): a seam never holds back more than ``max_overlap`` characters,
-which the last ``max_overlap + 1`` pieces always cover (a piece is never empty).
+counts summed) as the stream goes: a seam never holds back more than
+``max_overlap`` characters, so only the pieces that cover the last
+``max_overlap + 1`` characters need to stay one per chunk. A long answer then
+holds its text in one string plus a bounded tail of pieces, not a string object
+and a count per token (about 70 bytes each).
 
 This is the per-chunk path: :meth:`Delivered.add` is a few appends.
 """
@@ -14,23 +17,33 @@ from __future__ import annotations
 
 from .accounting import Region, Regions, add_signed, all_exact, chars_of, head_counts
 
+#: Pieces beyond the needed tail before they are folded (a fold every this many chunks).
+SLACK = 64
 
-def _fold(pieces: list[str], counts: list[int], keep: int) -> None:
-    """Join all but the last ``keep`` pieces into one, in place (their counts summed,
-    a bound if any of them is one)."""
-    old = counts[:-keep]
+
+def _fold(pieces: list[str], counts: list[int], chars: int) -> None:
+    """Join the pieces before the last ones that cover ``chars`` characters into one,
+    in place (their counts summed, a bound if any of them is one)."""
+    i, need = len(pieces), chars
+    while need > 0 and i > 0:
+        i -= 1
+        need -= len(pieces[i])
+    if i < 2:
+        return
+    old = counts[:i]
     total = sum(abs(c) for c in old)
-    pieces[:-keep] = ["".join(pieces[:-keep])]
-    counts[:-keep] = [-total if any(c < 0 for c in old) else total]
+    pieces[:i] = ["".join(pieces[:i])]
+    counts[:i] = [-total if any(c < 0 for c in old) else total]
 
 
 class Delivered:
     """The delivered pieces of both channels and the tokens each took."""
 
-    __slots__ = ("_keep", "orphan", "text", "text_n", "think_n", "thinking")
+    __slots__ = ("_fold_at", "_span", "orphan", "text", "text_n", "think_n", "thinking")
 
-    def __init__(self, max_overlap: int) -> None:
-        self._keep = max_overlap + 1
+    def __init__(self, span: int) -> None:
+        self._span = span  # the last characters whose pieces stay one per chunk
+        self._fold_at = SLACK  # fold once a channel has more pieces than this
         self.text: list[str] = []
         self.thinking: list[str] = []
         # Tokens of each piece, signed: >= 0 the server's count, < 0 an upper bound.
@@ -45,16 +58,14 @@ class Delivered:
     def fold(self) -> None:
         """Join old pieces (and their counts) into one, keeping the last ones a piece
         per chunk: a seam holds back whole chunks (at most ``max_overlap`` characters)
-        and subtracts their counts. Only once there are twice as many as that needs."""
-        keep = self._keep
-        if len(self.text) > 2 * keep:
-            _fold(self.text, self.text_n, keep)
-        if len(self.thinking) > 2 * keep:
-            _fold(self.thinking, self.think_n, keep)
+        and subtracts their counts. Then the next fold is due ``SLACK`` pieces later
+        (pieces of one character each cannot be folded below ``max_overlap + 1``)."""
+        _fold(self.text, self.text_n, self._span)
+        _fold(self.thinking, self.think_n, self._span)
+        self._fold_at = max(len(self.text), len(self.thinking)) + SLACK
 
     def joined(self) -> tuple[str, str]:
         """(text, thinking) as one string each."""
-        self.fold()
         return "".join(self.text), "".join(self.thinking)
 
     def add(self, text: str, thinking: str | None, n: int) -> None:
@@ -67,9 +78,13 @@ class Delivered:
             self.thinking.append(thinking)
             self.think_n.append(n)
             n = 0
+            if len(self.thinking) > self._fold_at:
+                self.fold()
         if text:
             self.text.append(text)
             self.text_n.append(n)
+            if len(self.text) > self._fold_at:
+                self.fold()
         elif not thinking:
             self.orphan = n
 
@@ -102,9 +117,14 @@ class Delivered:
         return count  # signed: < 0 if any of it is a bound
 
     def regions(self, text_cut: int, think_cut: int, restart: bool) -> Regions:
-        """The delivered pieces a seam's continuation regenerated, their counts zeroed."""
-        self.fold()
+        """The delivered pieces a seam's continuation regenerated, their counts zeroed.
+        They point into the pieces: no fold until :meth:`settled`."""
+        self._fold_at = 1 << 62
         return Regions(
             Region(self.text, self.text_n, chars_of(self.text) if restart else text_cut),
             Region(self.thinking, self.think_n, chars_of(self.thinking) if restart else think_cut),
         )
+
+    def settled(self) -> None:
+        """The regions of a seam are settled: folding may go on."""
+        self.fold()

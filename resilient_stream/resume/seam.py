@@ -153,6 +153,7 @@ class PendingSeam:
         if regions.lost:
             delivered.orphan = add_signed(delivered.orphan, regions.lost)
         regions.settle(straddle)
+        delivered.settled()
         return Released(
             trimmed_final,
             cut=cut,

@@ -1,0 +1,56 @@
+"""Long answers: the delivered pieces are folded as the stream goes (resume/delivered.py).
+
+A seam holds back at most ``max_overlap`` characters of whole chunks, so only the
+pieces covering the last ``max_overlap + 1`` characters stay one per chunk; the
+rest is one string with the sum of its counts. These check that the per-chunk
+memory stays bounded on a long answer and that the accounting of
+``test_accounting_budget`` still holds when seams come after folds (streams of
+hundreds of chunks, where the small hypothesis streams there never fold).
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_accounting_budget import VOCAB, check_stream
+
+from resilient_stream.resume.delivered import SLACK, Delivered
+
+
+def test_a_long_answer_keeps_a_bounded_tail_of_pieces_and_its_exact_counts() -> None:
+    d = Delivered(span=21)
+    for i in range(2000):
+        d.add(f" w{i % 10}", None, 1)
+    text, _ = d.joined()
+    assert text == "".join(f" w{i % 10}" for i in range(2000))
+    # 3-character pieces: 7 cover the last 21 characters; the rest is one piece, and
+    # at most SLACK (64) more wait for the next fold: not one piece per chunk (2000).
+    assert len(d.text) <= 1 + 7 + 64 and SLACK <= 64
+    assert d.exact() and sum(d.text_n) == 2000
+    assert d.tail_tokens(9, 0) == 3  # whole chunks: the last three
+    assert d.head_exact(len(text) - 9, 0)
+
+
+def test_one_bound_in_the_folded_head_keeps_the_head_a_bound() -> None:
+    d = Delivered(span=4)
+    d.add("ab", None, -2)  # an upper bound
+    for _ in range(200):
+        d.add("c", None, 1)
+    assert not d.exact()
+    assert d.text_n[0] < 0 and sum(abs(c) for c in d.text_n) == 202
+    assert d.tail_tokens(3, 0) == 3  # the tail is still exact, chunk by chunk
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.integers(150, 500),
+    seed=st.integers(0, 1000),
+    groups=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(60, 400), min_size=1, max_size=3),
+    running=st.booleans(),
+)
+def test_seams_after_folds_count_as_before(
+    length: int, seed: int, groups: list[int], cuts: list[int], running: bool
+) -> None:
+    tokens = [VOCAB[(seed + 7 * i + i * i) % len(VOCAB)] for i in range(length)]
+    check_stream(tokens, groups, cuts, length + 10, running)
