@@ -27,9 +27,9 @@ class MessageAdapter:
         return chunk.done
 
     def has_payload(self, chunk: MessageChunk) -> bool:
-        """Events besides the text (a block start, a tool's JSON, a signature)."""
-        if chunk.before:
-            return True
+        """A delta besides text (a tool's JSON, a signature). The text-less events in
+        ``before`` are not (they would be bounded by their JSON as if tokens): a resumed
+        attempt's opening events are dropped by its plan anyway."""
         ev = chunk.event
         return ev is not None and ev.delta is not None and ev.delta.type not in _TEXTS
 

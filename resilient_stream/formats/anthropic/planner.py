@@ -44,6 +44,8 @@ class AnthropicPlanner:
         self.token_limit: int | None = request.max_tokens if request.max_tokens >= 0 else None
         #: Why a resume cannot continue this stream (set on the chunks as they come).
         self.blocked: str | None = None
+        #: A ``message_start`` reached the caller: later attempts drop theirs.
+        self.opened = False
         if _thinking_on(request.thinking):
             self.blocked = (
                 "extended thinking is on: Anthropic does not accept a prefill with it, so "
@@ -69,7 +71,18 @@ class AnthropicPlanner:
 
     def next(self, progress: Progress) -> AttemptPlan | Finished | NotResumable:
         if not progress.started:
-            return self.initial()
+            if not self.opened:
+                return self.initial()  # a plain retry: nothing reached the caller
+            # a start over after output (a seam that holds back everything): the
+            # caller has the opening events already
+            return AttemptPlan(
+                path=self.path,
+                body=encode_request(self.request),
+                chunk_type=MessageChunk,
+                convert=_Continuation("", self),
+                framing="anthropic",
+                token_limit=self.token_limit,
+            )
         if self.blocked is not None:
             return NotResumable(self.blocked)
         if progress.thinking:
@@ -101,6 +114,8 @@ class AnthropicPlanner:
         return chunk
 
     def _inspect(self, chunk: MessageChunk) -> None:
+        if not self.opened:
+            self.opened = any(ev.type == "message_start" for ev in chunk.before)
         if self.blocked is not None:
             return
         events = [*chunk.before, *([chunk.event] if chunk.event is not None else [])]
