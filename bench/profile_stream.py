@@ -84,6 +84,8 @@ class _Run:
         whether to stop reading (an idle run)."""
         self.ttft.append(time.perf_counter() - t0)
         self.firsts += 1
+        if self.firsts == 1 and _BEFORE:  # the others are mostly still in set-up
+            _allocations(_BEFORE[0], self.streams, "at the first chunk")
         if self.firsts == self.streams:
             self.all_first.set()
         await self.release.wait()
@@ -176,6 +178,7 @@ async def _aiohttp(url: str, run: _Run, tokens: int) -> None:
 
 
 _IDLE: dict[str, int] = {}
+_BEFORE: list[Any] = []  # the tracemalloc snapshot before the streams (if tracing)
 
 
 async def _drive(run: _Run, coros: list[Any]) -> None:
@@ -190,6 +193,7 @@ async def _drive(run: _Run, coros: list[Any]) -> None:
 
         tracemalloc.start(int(trace))
         before = tracemalloc.take_snapshot()
+        _BEFORE.append(before)
     tasks = [asyncio.ensure_future(c) for c in coros]
     waiter = asyncio.ensure_future(run.all_first.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -202,14 +206,21 @@ async def _drive(run: _Run, coros: list[Any]) -> None:
     waiter.cancel()
 
 
-def _allocations(before: Any, streams: int) -> None:
-    """What every idle open stream holds, by allocating line (to stderr)."""
+def _allocations(before: Any, streams: int, when: str = "idle") -> None:
+    """What every open stream holds, by allocating line (to stderr): ``when`` idle, or
+    at the first chunk (set-up garbage of the streams still opening)."""
     import tracemalloc
 
     after = tracemalloc.take_snapshot()
     stats = after.compare_to(before, "lineno")
     total = sum(st.size_diff for st in stats)
-    print(f"tracemalloc: {total / streams:.0f} B per open stream", file=sys.stderr)
+    now, peak = tracemalloc.get_traced_memory()
+    print(
+        f"tracemalloc {when}: {total / streams:.0f} B per open stream; traced now "
+        f"{now / streams:.0f} B, peak {peak / streams:.0f} B per stream (a peak above "
+        "'now' is set-up garbage the allocator may keep as RSS)",
+        file=sys.stderr,
+    )
     for st in stats[:40]:
         frame = st.traceback[0]
         where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"

@@ -79,19 +79,11 @@ class Attempts(Generic[ChunkT]):
 
     # --- opening -------------------------------------------------------------------
 
-    async def open(self) -> Opened:
-        """Open the next attempt, retrying the request/headers phase with tenacity.
-
-        The first try runs on its own: most succeed, and tenacity's machinery costs
-        more than the request's own set-up. A failure is handed to ``AsyncRetrying``
-        as its first outcome, so from there on tenacity decides exactly as if it had
-        run that try itself."""
-        try:
-            return await self._start()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as first:
-            failed: BaseException | None = first
+    async def open_retrying(self, first: BaseException) -> Opened:
+        """The first try failed with ``first``: retry the request/headers phase with
+        tenacity. ``first`` is handed to ``AsyncRetrying`` as its first outcome, so
+        tenacity decides exactly as if it had run that try itself."""
+        failed: BaseException | None = first
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
             wait=self._wait,
@@ -104,7 +96,7 @@ class Attempts(Generic[ChunkT]):
                     if failed is not None:
                         outcome, failed = failed, None
                         raise outcome  # the first try's, for tenacity to judge
-                    return await self._start()
+                    return await self.try_open()
         except _GiveUp as give_up:
             self._give_up(give_up.error, give_up.error.__cause__)
         except asyncio.CancelledError:
@@ -113,7 +105,11 @@ class Attempts(Generic[ChunkT]):
             self._give_up(self.policy.give_up(exc), exc)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _start(self) -> Opened:
+    async def try_open(self) -> Opened:
+        """One try of the next attempt. The first runs on its own: most succeed, and
+        tenacity's machinery costs more than the request's own set-up. The stream
+        awaits it directly (no coroutine frame around it, held by every stream that
+        waits for its headers) and hands a failure to :meth:`open_retrying`."""
         plan = self.plan
         assert plan is not None
         policy = self.policy

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from . import failures
-from .attempts import Attempts
+from .attempts import Attempts, Opened
 from .buffering import IdleTimeoutPolicy
 from .codec.content_encoding import Inflater
 from .context import StreamContext
@@ -209,7 +209,19 @@ class ResilientStream(Generic[ChunkT]):
             if self._started_at is None:
                 self._started_at = time.monotonic()
                 self._attempts.start(self._started_at)
-            await self._open()
+            # Awaited here, not in a helper coroutine: every frame of the opening chain
+            # is held by every stream that waits for its headers at once.
+            attempts = self._attempts
+            failed: BaseException | None = None
+            try:
+                opened = await attempts.try_open()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                failed = exc
+            if failed is not None:
+                opened = await attempts.open_retrying(failed)
+            self._begin(opened)
             return
         now = time.monotonic()
         # The wait for the next record began when the last one was delivered (or the
@@ -346,8 +358,8 @@ class ResilientStream(Generic[ChunkT]):
 
     # --- attempts ----------------------------------------------------------------
 
-    async def _open(self) -> None:
-        opened = await self._attempts.open()
+    def _begin(self, opened: Opened) -> None:
+        """The attempt's headers came: read its body from now on."""
         self._response, self._inflate = opened.response, opened.inflate
         self._framer, self._decoder = opened.framer, opened.decoder
         self._read, self._watched = body_reader(opened.response)
