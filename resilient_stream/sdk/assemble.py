@@ -11,6 +11,9 @@ have sent, built from the chunks the engine delivered:
 * OpenAI ``/v1/chat/completions``: a ``chat.completion`` object, its one choice's
   ``message`` (``content``, ``reasoning_content``, merged ``tool_calls``),
   ``finish_reason`` and ``usage``; ``/v1/completions``: a ``text_completion``.
+* Anthropic ``/v1/messages`` (text only: calls with tools or thinking are not
+  upgraded): a ``message`` with the first attempt's ``id`` and ``model``, one text
+  block, ``stop_reason`` and ``usage`` (``output_tokens`` over every attempt).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import msgspec
 
 from ..formats import adapter_for
+from ..formats.anthropic.types import MessageChunk
 from ..formats.ollama import encoder as ollama_encoder
 from ..formats.ollama.types import ChatChunk, GenerateChunk, Message, ToolCall
 from ..formats.openai.types import ChatCompletionChunk, CompletionChunk
@@ -38,6 +42,7 @@ class Collector:
         self._ollama_tools: list[ToolCall] = []
         self._openai_tools: dict[int, dict[str, Any]] = {}
         self._logprobs: list[Any] = []
+        self._message: dict[str, Any] | None = None  # Anthropic's message_start
         self.final: Any = None
         self.chunks = 0
 
@@ -50,7 +55,12 @@ class Collector:
             self._text.append(text)
         if thinking:
             self._thinking.append(thinking)
-        if isinstance(chunk, ChatChunk) and chunk.message.tool_calls:
+        if isinstance(chunk, MessageChunk):
+            if self._message is None:
+                for ev in chunk.before:
+                    if ev.type == "message_start" and ev.message is not None:
+                        self._message = ev.message
+        elif isinstance(chunk, ChatChunk) and chunk.message.tool_calls:
             self._ollama_tools.extend(chunk.message.tool_calls)
         elif isinstance(chunk, ChatCompletionChunk):
             for choice in chunk.choices:
@@ -91,6 +101,8 @@ class Collector:
             return ollama_encoder.encode_chunk(chat)
         if isinstance(final, ChatCompletionChunk):
             return self._chat_completion(final, text, thinking)
+        if isinstance(final, MessageChunk):
+            return self._message_body(final, text)
         assert isinstance(final, CompletionChunk)
         choice = final.choices[0] if final.choices else None
         return _enc(
@@ -105,6 +117,26 @@ class Collector:
                     }
                 ],
                 **_usage(final),
+            }
+        )
+
+    def _message_body(self, final: MessageChunk, text: str) -> bytes:
+        start = self._message or {}
+        ev = final.event
+        delta = ev.delta if ev is not None else None
+        usage = dict(start.get("usage") or {})
+        if ev is not None and ev.usage is not None:
+            usage.update(msgspec.to_builtins(ev.usage))
+        return _enc(
+            {
+                "id": start.get("id", ""),
+                "type": "message",
+                "role": "assistant",
+                "model": start.get("model", ""),
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": delta.stop_reason if delta is not None else None,
+                "stop_sequence": delta.stop_sequence if delta is not None else None,
+                "usage": usage,
             }
         )
 

@@ -73,7 +73,7 @@ def recognise(
     if tp in (GenerateRequest, ChatRequest):
         return _ollama_call(base, tp, fields, upgrade)
     if tp is MessagesRequest:
-        return _anthropic_call(base, fields)
+        return _anthropic_call(base, fields, upgrade)
     return _openai_call(base, tp, fields, flavor, upgrade)
 
 
@@ -131,9 +131,19 @@ def _openai_call(
     return Call(base, planner, planner.caller_chunk_type, Sse, upgraded)
 
 
-def _anthropic_call(base: str, fields: dict[str, Any]) -> Call | None:
-    """Streaming only (``stream: true``): a non-streaming call passes through."""
-    if fields.get("stream") is not True or not isinstance(fields.get("max_tokens"), int):
+def _anthropic_call(base: str, fields: dict[str, Any], upgrade: bool) -> Call | None:
+    """``stream: true``; or a non-streaming call of text only (no tools, no thinking:
+    the assembled body has one text block), when upgraded."""
+    if not isinstance(fields.get("max_tokens"), int):
+        return None
+    upgraded = fields.get("stream") in (False, None)
+    if upgraded:
+        thinking = fields.get("thinking")
+        thinks = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+        if not upgrade or fields.get("tools") or thinks:
+            return None
+        fields = {**fields, "stream": True}
+    elif fields.get("stream") is not True:
         return None
     if not _known_messages(fields.get("messages"), MessageParam.__struct_fields__):
         return None
@@ -147,7 +157,7 @@ def _anthropic_call(base: str, fields: dict[str, Any]) -> Call | None:
     except msgspec.ValidationError:
         return None
     planner = AnthropicPlanner(request)
-    return Call(base, planner, planner.caller_chunk_type, AnthropicSse)
+    return Call(base, planner, planner.caller_chunk_type, AnthropicSse, upgraded)
 
 
 def _known_messages(messages: Any, known: tuple[str, ...]) -> bool:

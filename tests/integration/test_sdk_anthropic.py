@@ -242,21 +242,34 @@ async def test_a_model_without_prefill_is_not_resumed_and_the_sdk_is_told_why() 
 # --- pass-through ------------------------------------------------------------------------
 
 
-async def test_non_streaming_create_passes_through(baseline: ReferenceServer) -> None:
-    expected = await unbroken(baseline)
-    async with transport() as t:
-        c = client(baseline.url, t)
-        try:
-            message = await c.messages.create(
-                model=MODEL,
-                max_tokens=N,
-                system=SYSTEM,
-                messages=USER,  # type: ignore[arg-type]
-            )
-        finally:
-            await c.close()
-    assert message.content[0].text == expected.text  # type: ignore[union-attr]
-    assert message.usage.output_tokens == N
+async def create_answer(url: str, t: httpx.AsyncBaseTransport | None, limit: int) -> Any:
+    c = client(url, t)
+    try:
+        return await c.messages.create(
+            model=MODEL,
+            max_tokens=limit,
+            system=SYSTEM,
+            messages=USER,  # type: ignore[arg-type]
+        )
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+async def test_non_streaming_create_is_streamed_resumed_and_answered_whole(ending: str) -> None:
+    stop, limit = ENDINGS[ending]
+    async with ReferenceServer(stop_probability=stop) as srv:
+        expected = await create_answer(srv.url, None, limit)
+    plan = Recorded({0: Fault("reset_stream", after_tokens=9)})
+    async with ReferenceServer(stop_probability=stop, faults=plan) as srv:
+        async with transport() as t:
+            got = await create_answer(srv.url, t, limit)
+    assert all(body["stream"] is True for body in plan.bodies)
+    assert len(plan.bodies) >= 2
+    assert got.content[0].text == expected.content[0].text
+    assert got.id == "msg_ref0" and got.stop_reason == expected.stop_reason == ending
+    truth = expected.usage.output_tokens
+    assert truth <= got.usage.output_tokens <= truth + len(got.content[0].text.encode())
 
 
 async def test_unbroken_stream_passes_the_servers_bytes_untouched(

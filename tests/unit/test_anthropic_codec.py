@@ -269,7 +269,11 @@ def test_recognise_streaming_messages_only() -> None:
     assert call is not None and call.wire is AnthropicSse and call.base == "http://h:1"
     assert call.caller_type is MessageChunk
     assert body_of(call.planner.initial())["container"] == "c"  # unknown fields are kept
-    assert recognise(*request(fields), "generic") is None  # not streamed: passes through
+    whole = recognise(*request(fields), "generic")  # not streamed: upgraded
+    assert whole is not None and whole.upgraded and body_of(whole.planner.initial())["stream"]
+    assert recognise(*request(fields), "generic", upgrade=False) is None
+    tools = {**fields, "tools": [{"name": "f", "input_schema": {}}]}
+    assert recognise(*request(tools), "generic") is None  # not text only: passes through
     odd = {**fields, "stream": True, "messages": [{"role": "user", "content": "x", "z": 1}]}
     assert recognise(*request(odd), "generic") is None
 
