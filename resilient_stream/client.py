@@ -22,6 +22,8 @@ import msgspec
 from .config import StreamConfig
 from .context import StreamContext
 from .errors import ConfigError, InvalidRequestError
+from .formats.anthropic.planner import AnthropicPlanner
+from .formats.anthropic.types import MessageChunk, MessagesRequest
 from .formats.ollama.planner import ResumePlanner
 from .formats.ollama.types import ChatChunk, ChatRequest, GenerateChunk, GenerateRequest, Message
 from .formats.plan import Planner
@@ -107,6 +109,23 @@ class StreamClient:
         request = _build(ChatRequest, dict(fields, model=model, messages=msgs))
         _require_streaming(request.stream)
         return self.open_stream(ResumePlanner(request), ChatChunk)
+
+    def messages(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        **fields: Any,
+    ) -> ResilientStream[MessageChunk]:
+        """Stream Anthropic's ``/v1/messages`` (``system``, ``stop_sequences``,
+        ``temperature``... as the API names them): chunks are
+        :class:`~resilient_stream.formats.anthropic.types.MessageChunk` (one per delta,
+        the events before it in ``before``); docs/sdk/anthropic.md says what resumes."""
+        body = dict(fields, model=model, messages=list(messages), max_tokens=max_tokens)
+        request = _build(MessagesRequest, body)
+        _require_streaming(request.stream)
+        return self.open_stream(AnthropicPlanner(request), MessageChunk)
 
     def open_stream(self, planner: Planner, caller_type: type[ChunkT]) -> ResilientStream[ChunkT]:
         """A resilient stream for any wire format: ``planner`` builds each attempt's

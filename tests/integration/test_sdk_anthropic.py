@@ -22,7 +22,7 @@ import httpx
 import pytest
 from support.sdk_calls import FAST, N
 
-from resilient_stream import ResilientSyncTransport, StreamConfig
+from resilient_stream import ResilientSyncTransport, StreamClient, StreamConfig
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 from resilient_stream.refserver.faults import RequestInfo
@@ -237,6 +237,21 @@ async def test_a_model_without_prefill_is_not_resumed_and_the_sdk_is_told_why() 
         chain.append(str(seen))
         seen = seen.__cause__ or seen.__context__
     assert any("prefill" in s for s in chain)
+
+
+async def test_stream_client_messages_resumes_byte_identical() -> None:
+    """The typed path: ``StreamClient.messages`` yields MessageChunks, text identical."""
+    expected = await expected_for("end_turn")
+    stop, limit = ENDINGS["end_turn"]
+    plan = FaultSchedule({0: Fault("reset_stream", after_tokens=11)})
+    async with ReferenceServer(stop_probability=stop, faults=plan) as srv:
+        async with StreamClient(srv.url, config=StreamConfig(**FAST)) as sc:
+            stream = sc.messages(model=MODEL, messages=USER, max_tokens=limit, system=SYSTEM)
+            result = await stream.collect()
+        assert srv.stats.requests == 2
+    assert result.text == expected.text
+    assert result.resumes == 1 and result.verified
+    assert result.done_reason == "end_turn"
 
 
 # --- pass-through ------------------------------------------------------------------------
