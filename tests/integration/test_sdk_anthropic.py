@@ -303,6 +303,29 @@ async def test_unbroken_stream_passes_the_servers_bytes_untouched(
     assert got.count(b"event: content_block_delta") == N
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"messages": [*USER, {"role": "assistant", "content": "Hello\n"}]}, "trailing whitespace"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 100}}, "thinking"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
+)
+async def test_reference_server_refuses_what_the_api_refuses(
+    baseline: ReferenceServer, change: dict[str, Any], says: str
+) -> None:
+    c = client(baseline.url, None)
+    try:
+        with pytest.raises(anthropic.BadRequestError) as info:
+            await c.messages.create(
+                **{"model": MODEL, "max_tokens": N, "messages": USER, **change}  # type: ignore[arg-type]
+            )
+    finally:
+        await c.close()
+    assert info.value.status_code == 400 and says in str(info.value)
+    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
 # --- the sync SDK ------------------------------------------------------------------------
 
 
