@@ -13,7 +13,7 @@ import pytest
 from resilient_stream.errors import ServerReportedError
 from resilient_stream.formats import adapter_for, framing
 from resilient_stream.formats.anthropic import encoder
-from resilient_stream.formats.anthropic.framing import AnthropicDecoder, AnthropicFramer
+from resilient_stream.formats.anthropic.framing import AnthropicDecoder, AnthropicFramer, held_back
 from resilient_stream.formats.anthropic.planner import AnthropicPlanner
 from resilient_stream.formats.anthropic.types import (
     Delta,
@@ -85,6 +85,18 @@ def test_encoding_the_chunks_gives_events_that_decode_to_the_same_chunks() -> No
     body = encoder.encode_chunks(chunks)
     assert decode(body, 5) == chunks
     assert body.count(b"event: ") == 9 and body.endswith(encoder.MESSAGE_STOP)
+
+
+def test_a_delta_whose_type_is_not_its_first_key_is_not_held() -> None:
+    reordered = (
+        b'data: {"index":0,"delta":{"type":"text_delta","text":"Hi"},'
+        b'"type":"content_block_delta"}\n\n'
+    )
+    f = AnthropicFramer()
+    assert f.feed(START) == []
+    assert len(f.feed(reordered)) == 4  # the held events go with it
+    # a string that spells a type key has its quotes escaped: still held
+    assert held_back(b'{"type":"ping","note":"\\"type\\":\\"message_stop\\""}')
 
 
 def test_a_body_without_message_stop_has_no_final_chunk() -> None:

@@ -42,12 +42,20 @@ def is_error(record: bytes) -> bool:
     return _ERROR.match(record) is not None
 
 
+#: A delta or the end, wherever its ``type`` key is (a proxy may reorder keys; inside a
+#: string the quotes would be escaped, so only a real key matches).
+_FLUSHES = re.compile(rb'"type"\s*:\s*"(?:content_block_delta|message_stop|error)"')
+
+
 def held_back(record: bytes) -> bool:
     """A text-less event, held until a delta, an error or ``message_stop`` follows (the
     framer here, and the SDK transport's pass-through, which must flush at the same
-    points). One ``find`` on a delta (the type comes first)."""
+    points). One ``find`` on a delta as Anthropic writes it (its type first); a search
+    of the record otherwise."""
     head = record[:40]
-    return not (_DELTA in head or _STOP in head or is_error(record))
+    if _DELTA in head or _STOP in head or is_error(record):
+        return False
+    return _FLUSHES.search(record) is None
 
 
 class AnthropicFramer:
