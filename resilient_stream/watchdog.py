@@ -112,6 +112,18 @@ class WatchedBody:
         self._watchdog.close()
 
 
+def direct_body(response: httpx.Response) -> H2ResponseStream | None:
+    """Our transport's stream, when it is what ``response`` reads (a wrapping transport
+    may put another body under the same extensions), else None."""
+    direct = response.extensions.get(BODY_EXTENSION)
+    stream = response.stream
+    if isinstance(direct, H2ResponseStream) and (
+        stream is direct or getattr(stream, "_stream", None) is direct  # httpx's wrapper
+    ):
+        return direct
+    return None
+
+
 def body_reader(response: httpx.Response) -> tuple[BodyReader, WatchedBody | None]:
     """How to read ``response``'s body, and the watchdog to close with it (None: none).
 
@@ -120,11 +132,8 @@ def body_reader(response: httpx.Response) -> tuple[BodyReader, WatchedBody | Non
     Only when that stream is what the response reads (a wrapping transport may put
     another body under the same extensions); otherwise through httpx, watched.
     """
-    direct = response.extensions.get(BODY_EXTENSION)
-    stream = response.stream
-    if isinstance(direct, H2ResponseStream) and (
-        stream is direct or getattr(stream, "_stream", None) is direct  # httpx's wrapper
-    ):
+    direct = direct_body(response)
+    if direct is not None:
         return direct.read, None
-    watched = WatchedBody(stream.__aiter__())  # type: ignore[union-attr]
+    watched = WatchedBody(response.stream.__aiter__())  # type: ignore[union-attr]
     return watched.read, watched

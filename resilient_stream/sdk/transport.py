@@ -220,7 +220,7 @@ def _permanent_server_error(exc: BaseException) -> bool:
 class _Body(httpx.AsyncByteStream):
     """The body the SDK reads: the server's bytes, then (after a failure) the engine's.
 
-    ``__aiter__`` hands httpx the pass-through generator itself (one generator
+    ``__aiter__`` hands httpx the pass-through itself (one ``__anext__`` per read
     between the SDK and the wrapped transport's body: every level costs per read)."""
 
     def __init__(
@@ -240,7 +240,7 @@ class _Body(httpx.AsyncByteStream):
         self._response = response
         self._stream = stream
         self._first = first
-        self._gen: AsyncGenerator[bytes, None] | None = None
+        self._gen: PassThrough | AsyncGenerator[bytes, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._gen is None:
@@ -250,17 +250,17 @@ class _Body(httpx.AsyncByteStream):
                 first, self._first = self._first, None
                 self._gen = _engine_chunks(self._stream, self._session, self._wire, first)
             else:
-                passed = PassThrough(
+                self._gen = PassThrough(
                     response,
                     self._wire,
                     self._owner.config,
                     token_limit=self._call.planner.token_limit,
                     endpoint=self._call.base,
+                    then=self._resume,
                 )
-                self._gen = passed.body(then=self._resume)
         return self._gen
 
-    def _resume(self, passed: PassThrough) -> AsyncIterator[bytes]:
+    def _resume(self, passed: PassThrough) -> AsyncGenerator[bytes, None]:
         """The first attempt broke: the engine replays it, resumes, and goes on."""
         response, self._response = self._response, None
         assert response is not None

@@ -76,6 +76,8 @@ class Ndjson(Wire):
         return "json" in content_type or not content_type
 
     def scan(self, buf: bytes) -> tuple[int, int]:
+        if buf.endswith(b"\n") and b"true" not in buf and b'"error"' not in buf:
+            return len(buf), MORE  # whole lines, none the last or an error: the usual read
         if buf.endswith(_NDJSON_STEADY):
             # the steady state (Ollama writes ``done`` last): every line a text chunk
             lines = buf.count(b"\n")
@@ -128,7 +130,16 @@ class Sse(Wire):
         if buf.endswith(b"\n\n"):
             # the steady state: whole events, the last a text chunk (raw newlines only
             # end lines: JSON escapes them); the text-less ones before it go with it
-            start = buf.rfind(b"\n\n", 0, len(buf) - 2) + 2
+            last = len(buf) - 2
+            if buf.find(b"\n") == last:  # the usual read: one event, one data line
+                if (
+                    buf.startswith(b"data: {")
+                    and b'"error"' not in buf
+                    and not held_back(buf[6:last])
+                ):
+                    return len(buf), MORE
+                return self._slow(buf)
+            start = buf.rfind(b"\n\n", 0, last) + 2
             data = buf[start if start > 1 else 0 : -2]
             if (
                 data.startswith(b"data: {")

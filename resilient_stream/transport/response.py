@@ -140,6 +140,10 @@ class H2ResponseStream(httpx.AsyncByteStream):
             self._conn.stream_data_consumed(s, n)
         return data
 
+    #: For a reader that checks ``stream.chunks`` and calls :meth:`wait` itself (the SDK
+    #: pass-through: one coroutine less per read than :meth:`read`).
+    take = _take
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         s = self._stream
         chunks = s.chunks
