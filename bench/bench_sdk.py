@@ -1,11 +1,15 @@
 """What ResilientTransport costs per chunk while no resume happens, beside what it wraps.
 
 One run, the reference server in its own process, and each client in a fresh child
-process (so its CPU, ``time.process_time()``, is measured alone), the same concurrent
+process (so its CPU, ``time.process_time()``, is measured alone, from after its imports
+and a ``gc.collect()``: a full collection of the imported SDKs' objects, landing in one
+mode's window or another's by chance, moved single runs by 0.1 s), the same concurrent
 streams through:
 
 * ``mt_ndjson`` / ``mt_sse``: ``httpx.AsyncClient(transport=MultiplexedTransport())``
   reading the raw body of ``/api/generate`` (NDJSON) / ``/v1/chat/completions`` (SSE);
+* ``mt_ndjson_t`` / ``mt_sse_t``: the same with a read timeout (``config.idle_timeout``):
+  equal settings, as ResilientTransport watches every read with a deadline;
 * ``rt_ndjson`` / ``rt_sse``: the same through ``ResilientTransport()`` (which wraps a
   MultiplexedTransport): the pass-through path;
 * ``ollama`` / ``ollama_rt``: ``ollama.AsyncClient().generate(stream=True)`` on stock
@@ -42,8 +46,9 @@ from resilient_stream.transport import MultiplexedTransport
 config = StreamConfig.load(env={})
 MSG = [{"role": "user", "content": "hi"}]
 
-async def raw(transport, sse):
-    async with httpx.AsyncClient(transport=transport, timeout=None) as http:
+async def raw(transport, sse, read_timeout=None):
+    timeout = httpx.Timeout(None, read=read_timeout)
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
         async def one(i):
             if sse:
                 path = "/v1/chat/completions"
@@ -95,6 +100,10 @@ async def run_openai(rt):
 async def run():
     if mode == "mt_ndjson":
         return await raw(MultiplexedTransport(config), False)
+    if mode == "mt_ndjson_t":
+        return await raw(MultiplexedTransport(config), False, config.idle_timeout)
+    if mode == "mt_sse_t":
+        return await raw(MultiplexedTransport(config), True, config.idle_timeout)
     if mode == "rt_ndjson":
         return await raw(ResilientTransport(config=config), False)
     if mode == "mt_sse":
@@ -105,6 +114,8 @@ async def run():
         return await run_ollama(mode.endswith("_rt"))
     return await run_openai(mode.endswith("_rt"))
 
+import gc
+gc.collect()  # the imports' garbage is settled before the clock: not the client's cost
 cpu0, t0 = time.process_time(), time.perf_counter()
 chunks = asyncio.run(run())
 cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
@@ -113,8 +124,10 @@ print(json.dumps({"chunks": chunks, "cpu": cpu, "wall": wall}))
 
 MODES = {
     "mt_ndjson": "MultiplexedTransport, raw NDJSON body",
+    "mt_ndjson_t": "MultiplexedTransport + read timeout, raw NDJSON body",
     "rt_ndjson": "ResilientTransport, raw NDJSON body",
     "mt_sse": "MultiplexedTransport, raw SSE body",
+    "mt_sse_t": "MultiplexedTransport + read timeout, raw SSE body",
     "rt_sse": "ResilientTransport, raw SSE body",
     "ollama": "ollama.AsyncClient, stock httpx",
     "ollama_rt": "ollama.AsyncClient + ResilientTransport",
@@ -125,6 +138,13 @@ MODES = {
 RATIOS = [
     ("ResilientTransport / MultiplexedTransport, NDJSON", "rt_ndjson", "mt_ndjson", 1.1),
     ("ResilientTransport / MultiplexedTransport, SSE", "rt_sse", "mt_sse", 1.1),
+    (
+        "ResilientTransport / MultiplexedTransport + read timeout, NDJSON",
+        "rt_ndjson",
+        "mt_ndjson_t",
+        1.1,
+    ),
+    ("ResilientTransport / MultiplexedTransport + read timeout, SSE", "rt_sse", "mt_sse_t", 1.1),
     ("ollama + ResilientTransport / ollama on stock httpx", "ollama_rt", "ollama", 0.8),
     ("openai + ResilientTransport / openai on stock httpx", "openai_rt", "openai", 0.8),
 ]
