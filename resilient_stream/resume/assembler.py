@@ -199,16 +199,18 @@ class StreamAssembler(Generic[ChunkT]):
         tokens_before = self._tokens
         text, thinking = delivered.joined()
         overlap = self._min_overlap > 0
-        # A request after a seam carries more than the one before it, so a server that
-        # breaks at the same place again cannot hold the stream at one point.
-        carried = carried_before = self._carried
+        # A request after a seam carries more than the one before it where it can, so a
+        # server that breaks at the same place again cannot hold the stream at one point.
+        carried_before = self._carried
         h_text = h_think = 0
-        if overlap and text:
-            keep = max(0, carried + 1 - len(thinking)) if carried >= 0 else 0
-            h_text = self._choose(text, delivered.text, keep)
-        elif overlap and thinking:
-            keep = carried + 1 if carried >= 0 else 0
-            h_think = self._choose(thinking, delivered.thinking, keep)
+        if overlap:
+            h_text, h_think = self._hold_back(text, thinking, carried_before + 1)
+            if not h_text and not h_think and carried_before >= 0:
+                # Carrying more would hold back nothing, and a seam without an overlap
+                # cannot tell new text from an echo of the carried text (llama-server
+                # repeats a chat prefill): carry what the last request carried instead.
+                # The stream still ends: every request counts against the attempts.
+                h_text, h_think = self._hold_back(text, thinking, carried_before)
         if self._limit is not None and h_text + h_think < len(text) + len(thinking):
             # Nothing certain is left to ask for after the text the request would carry,
             # because its tokens are only bounded: start over (exactly counted by the
@@ -223,6 +225,10 @@ class StreamAssembler(Generic[ChunkT]):
         self.unspent = False
         self._carried = len(text) - h_text + len(thinking) - h_think
         overlap_tokens = abs(delivered.tail_tokens(h_text, h_think))
+        if self._carried == 0:
+            # The request carries nothing: it is a start over, whatever the counts of the
+            # delivered pieces add up to (a carried bound kept after an echo, below).
+            overlap_tokens = tokens_before
         # A restart is recognised on a channel without an overlap only when the other
         # channel's overlap can confirm it (see SeamCheck).
         confirmable = bool(h_text or h_think)
@@ -373,6 +379,16 @@ class StreamAssembler(Generic[ChunkT]):
             return False
         text, thinking = self._adapter.texts(final)
         return not text and not thinking
+
+    def _hold_back(self, text: str, thinking: str, keep: int) -> tuple[int, int]:
+        """Characters of (text, thinking) to hold back, leaving at least ``keep``
+        characters in the request (``keep`` <= 0: no floor)."""
+        keep = max(0, keep)
+        if text:
+            return self._choose(text, self._delivered.text, max(0, keep - len(thinking))), 0
+        if thinking:
+            return 0, self._choose(thinking, self._delivered.thinking, keep)
+        return 0, 0
 
     def _choose(self, delivered: str, pieces: list[str], keep: int) -> int:
         return choose_overlap(
