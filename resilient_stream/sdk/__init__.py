@@ -12,10 +12,27 @@
     client = openai.OpenAI(base_url=url + "/v1", api_key="...",
                            http_client=httpx.Client(transport=ResilientSyncTransport()))
 
+    # SDKs built on httpx2 (anthropic>=1, openai>=3 take either): the same, bridged
+    client = anthropic.AsyncAnthropic(http_client=httpx2.AsyncClient(transport=Httpx2Transport()))
+
 See docs/sdk.md.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .sync import ResilientSyncTransport
 from .transport import ResilientTransport
 
-__all__ = ["ResilientSyncTransport", "ResilientTransport"]
+if TYPE_CHECKING:
+    from .httpx2_bridge import Httpx2SyncTransport, Httpx2Transport
+
+__all__ = ["Httpx2SyncTransport", "Httpx2Transport", "ResilientSyncTransport", "ResilientTransport"]
+
+
+def __getattr__(name: str) -> Any:
+    """The httpx2 bridge loads (and needs httpx2) only when it is asked for."""
+    if name in ("Httpx2Transport", "Httpx2SyncTransport"):
+        from . import httpx2_bridge
+
+        return getattr(httpx2_bridge, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """ResilientTransport under the official ``anthropic`` SDK (``/v1/messages``), real sockets.
 
 The SDK is used as its users use it, with one transport line added
-(``http_client=httpx.AsyncClient(transport=ResilientTransport())``); the reference
+(``http_client=httpx.AsyncClient(transport=ResilientTransport())`` for anthropic < 1,
+``http_client=httpx2.AsyncClient(transport=Httpx2Transport(ResilientTransport()))``
+for 1.0+, which is built on httpx2 and refuses httpx clients); the reference
 server's ``/v1/messages`` injects faults (and the chaos proxy breaks the network).
 The text the SDK yields equals an unbroken run byte for byte, its event stream is
 one message (one ``message_start``, one content block, one ``message_delta`` whose
@@ -45,9 +47,41 @@ def transport(http2: bool = True) -> ResilientTransport:
     return ResilientTransport(config=StreamConfig(http2=http2, **FAST))
 
 
+#: anthropic 1.0+ is built on httpx2 (and raises TypeError for an httpx client).
+ON_HTTPX2 = int(anthropic.__version__.split(".")[0]) >= 1
+
+
 def client(url: str, t: httpx.AsyncBaseTransport | None) -> anthropic.AsyncAnthropic:
-    http = httpx.AsyncClient(transport=t) if t else httpx.AsyncClient()
+    """The SDK's async client with the one transport line (``t``; None: stock)."""
+    http: Any
+    if ON_HTTPX2:
+        import httpx2
+
+        from resilient_stream.sdk import Httpx2Transport
+
+        http = httpx2.AsyncClient(transport=Httpx2Transport(t)) if t else httpx2.AsyncClient()
+    else:
+        http = httpx.AsyncClient(transport=t) if t else httpx.AsyncClient()
     return anthropic.AsyncAnthropic(base_url=url, api_key="x", http_client=http, max_retries=0)
+
+
+def read_errors() -> tuple[type[Exception], ...]:
+    """What a failed body read raises under the SDK (its httpx package's HTTPError)."""
+    if ON_HTTPX2:
+        import httpx2
+
+        return (httpx2.HTTPError,)
+    return (httpx.HTTPError,)
+
+
+def sync_http(t: httpx.BaseTransport) -> Any:
+    if ON_HTTPX2:
+        import httpx2
+
+        from resilient_stream.sdk import Httpx2SyncTransport
+
+        return httpx2.Client(transport=Httpx2SyncTransport(t))
+    return httpx.Client(transport=t)
 
 
 @dataclass
@@ -228,7 +262,7 @@ async def test_a_model_without_prefill_is_not_resumed_and_the_sdk_is_told_why() 
     plan = FaultSchedule({0: Fault("drop_connection", after_tokens=5)})
     async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
         async with transport() as t:
-            with pytest.raises((httpx.HTTPError, anthropic.APIError)) as info:
+            with pytest.raises((*read_errors(), anthropic.APIError)) as info:
                 await stream_answer(srv.url, t, model="claude-opus-4-6")
         assert srv.stats.requests == 1
     chain, exc = [], info.value
@@ -330,9 +364,7 @@ async def test_reference_server_refuses_what_the_api_refuses(
 
 
 def sync_text(url: str, t: httpx.BaseTransport) -> tuple[str, int, Counter[str]]:
-    c = anthropic.Anthropic(
-        base_url=url, api_key="x", http_client=httpx.Client(transport=t), max_retries=0
-    )
+    c = anthropic.Anthropic(base_url=url, api_key="x", http_client=sync_http(t), max_retries=0)
     events: Counter[str] = Counter()
     out: list[str] = []
     usage = -1
