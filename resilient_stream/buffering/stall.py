@@ -58,11 +58,20 @@ class IdleTimeoutPolicy:
         self._peak = 0.0
         self._seen = 0
 
-    def observe(self, gap: float) -> None:
-        """One gap (seconds) between two reads that carried chunks."""
+    def observe(self, gap: float) -> float:
+        """One gap (seconds) between two reads that carried chunks; returns the new
+        :attr:`timeout` (the per-record path needs both: one call instead of two)."""
         peak = self._peak * self._decay
-        self._peak = gap if gap > peak else peak
+        self._peak = peak = gap if gap > peak else peak
         self._seen += 1
+        if not self.enabled:
+            return self._cap
+        t = self._factor * peak
+        if self._seen < self._warmup:
+            t = t if t > self._early else self._early
+        if t < self._floor:
+            return self._floor
+        return t if t < self._cap else self._cap
 
     @property
     def timeout(self) -> float:

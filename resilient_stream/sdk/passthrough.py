@@ -36,6 +36,18 @@ from .wire import DONE, STOP, Wire
 _NO_LIMIT = 1 << 62
 
 
+def _no_observe(gap: float) -> float:  # pragma: no cover - replaced before the first read
+    raise AssertionError("observe before the first read")
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` as a plain function: ``time.monotonic`` itself when the loop's clock
+    is asyncio's own (one Python call fewer per record), else the bound method."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 class PassThrough:
     """Forwards one response's whole records; after the body, says how it ended.
 
@@ -56,6 +68,7 @@ class PassThrough:
         "_limit",
         "_max_bytes",
         "_now",
+        "_observe",
         "_over",
         "_read",
         "_record_cap",
@@ -114,6 +127,7 @@ class PassThrough:
         self._total = self._records = 0
         self._first = True
         self._idle: IdleTimeoutPolicy | None = None
+        self._observe: Callable[[float], float] = _no_observe
         self._since = self._last = self._until = self._deadline = self._limit = 0.0
 
     def __aiter__(self) -> PassThrough:
@@ -170,16 +184,17 @@ class PassThrough:
                 self.pending = pending
                 self.forwarded.append(out)
                 t = self._now()
-                idle = self._idle
-                assert idle is not None
                 if self._first:
                     self._first = False
+                    idle = self._idle
+                    assert idle is not None
+                    limit = idle.timeout
                 else:
-                    idle.observe(t - self._last)
+                    limit = self._observe(t - self._last)
                 self._last = self._since = t
                 # the wait for the next record starts now (partial reads do not
                 # restart it: a 1 byte/s body stalls)
-                self._limit = limit = idle.timeout
+                self._limit = limit
                 until = t + limit
                 self._until = until if until < self._deadline else self._deadline
                 if what == DONE:
@@ -210,15 +225,16 @@ class PassThrough:
         h2 = self._h2 = direct_body(self._response)
         if h2 is not None:
             self._s = h2.stream
-            self._now = asyncio.get_running_loop().time
+            self._now = loop_clock(asyncio.get_running_loop())
         cfg = self._cfg
-        self._idle = IdleTimeoutPolicy(
+        self._idle = idle = IdleTimeoutPolicy(
             cap=cfg.idle_timeout,
             floor=cfg.idle_timeout_floor,
             factor=cfg.idle_timeout_factor,
             enabled=cfg.adaptive_idle_timeout,
             warmup_timeout=cfg.idle_timeout_warmup,
         )
+        self._observe = idle.observe
         self._since = self._last = since = self._now()
         self._deadline = since + cfg.total_timeout
         self._limit = cfg.first_token_timeout

@@ -128,6 +128,22 @@ class Sse(Wire):
 
     def scan(self, buf: bytes) -> tuple[int, int]:
         if buf.endswith(b"\n\n"):
+            # the usual read: one compact chunk with text that does not finish its choice
+            # (held_back's first case, inlined: no call, no slice)
+            i = buf.find(b'"content":"')
+            j = i + 11
+            if i < 0:
+                i = buf.find(b'"text":"')
+                j = i + 8
+            if (
+                i > 0
+                and buf[j] != 34  # '"': the text is not empty
+                and b'"finish_reason":null' in buf
+                and buf.find(b"\n") == len(buf) - 2
+                and buf.startswith(b"data: {")
+                and b'"error"' not in buf
+            ):
+                return len(buf), MORE
             # the steady state: whole events, the last a text chunk (raw newlines only
             # end lines: JSON escapes them); the text-less ones before it go with it
             last = len(buf) - 2

@@ -54,6 +54,7 @@ class H2ResponseStream(httpx.AsyncByteStream):
         self._idle_since = 0.0
         self._until = 0.0  # loop time: the deadline a caller of read() gave (0.0: none)
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires (TimerHandle.when() is a Python call)
 
     @property
     def stream(self) -> H2Stream:
@@ -75,10 +76,11 @@ class H2ResponseStream(httpx.AsyncByteStream):
                     deadline = now + timeout
             self._until = until
             timer = self._timer
-            if timer is None or timer.when() > deadline:  # none yet, or set for a longer bound
+            if timer is None or self._timer_at > deadline:  # none yet, or a longer bound
                 if timer is not None:
                     timer.cancel()
                 self._timer = loop.call_at(deadline, self._on_timer)
+                self._timer_at = deadline
         try:
             await waiter
         finally:
@@ -103,6 +105,7 @@ class H2ResponseStream(httpx.AsyncByteStream):
             deadline = until
         if now < deadline:
             self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
             return
         what = "response headers" if not s.status else "data"
         waiter.set_exception(

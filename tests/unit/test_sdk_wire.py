@@ -112,6 +112,34 @@ def test_sse_crlf_events_and_comments_take_the_slow_path_to_the_same_answer() ->
     assert Sse().scan(text + comment + text) == (len(text + comment + text), MORE)
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"\\"content\\":\\""},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"reasoning_content":"x"},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"text":"Hi","finish_reason":null}]}',
+        b'{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"usage":{"total_tokens":3}}',
+        b'{"choices":[{"finish_reason":null,"index":0,"delta":{"content":"Hi"}}],"created":1}',
+        b'{"choices":[{"finish_reason":"stop","index":0,"delta":{"content":"Hi"}}],"created":1}',
+        b'{"choices":[{"index":0,"text":"","finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}',
+        b'{"error":{"message":"x"},"choices":[{"delta":{"content":"a"},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n',
+    ],
+)
+def test_sse_one_event_fast_path_decides_as_held_back_and_the_framer_do(record: bytes) -> None:
+    """The one-event read is decided without held_back's call (scan inlines its first
+    case): whatever the record, the answer is the general path's."""
+    buf = b"data: " + record + b"\n\n"
+    slow = Sse()._slow(buf)
+    assert Sse().scan(buf) == slow
+    if b"\n" not in record and b'"error"' not in record:
+        assert (slow == (len(buf), MORE)) == (not held_back(record))
+
+
 @pytest.mark.parametrize("size", [1, 7, 50, 160, 10_000])
 def test_sse_gate_over_any_reads_forwards_the_body_and_only_what_the_framer_delivers(
     size: int,
