@@ -12,7 +12,7 @@
     client = openai.OpenAI(base_url=url + "/v1", api_key="...",
                            http_client=httpx.Client(transport=ResilientSyncTransport()))
 
-    # SDKs built on httpx2 (anthropic>=1, openai>=3 take either): the same, bridged
+    # SDKs built on httpx2 (anthropic>=1 needs it; openai>=3 takes either): bridged
     client = anthropic.AsyncAnthropic(http_client=httpx2.AsyncClient(transport=Httpx2Transport()))
 
 See docs/sdk.md.

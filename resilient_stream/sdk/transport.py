@@ -5,7 +5,11 @@ knows from method, path and JSON body (recognise.py):
 
 * Ollama: ``POST .../api/generate`` and ``.../api/chat`` (``stream`` true or absent);
 * OpenAI-compatible: ``POST .../v1/chat/completions`` and ``.../v1/completions``
-  with ``"stream": true`` (and ``n`` 1 or unset).
+  with ``"stream": true`` (and ``n`` 1 or unset);
+* Anthropic: ``POST .../v1/messages`` with ``"stream": true`` (text in one block,
+  resumed by assistant prefill; docs/sdk/anthropic.md says what is not).
+
+SDKs built on httpx2 (anthropic 1.0+) take it through the bridge in httpx2_bridge.py.
 
 Pass-through first. The SDK's request goes out as the first attempt (asking for
 an identity body); while it holds, the SDK reads the server's bytes, whole
@@ -14,7 +18,7 @@ machinery of :class:`~resilient_stream.StreamClient` takes over (one client per
 base URL, on the wrapped transport: the same planners, verified seams, retry
 policy and budgets): it replays the forwarded bytes as its first attempt, resumes,
 and the body goes on with the continuation's chunks re-encoded by the format's
-encoder (``formats/ollama/encoder.py``, ``formats/openai/encoder.py``), with the
+encoder (``formats/ollama/``, ``formats/openai/``, ``formats/anthropic/``), with the
 first attempt's ``id``/``created``/``model`` on every OpenAI chunk, so the SDK
 still sees one role chunk, one id, one final chunk whose usage counts all
 attempts and ``[DONE]`` once.
