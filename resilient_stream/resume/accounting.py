@@ -100,6 +100,7 @@ class Region:
         "echoed",
         "end",
         "first",
+        "held",
         "old",
         "pos",
         "regenerated",
@@ -107,9 +108,18 @@ class Region:
         "total",
     )
 
-    def __init__(self, pieces: list[str], counts: list[int], chars: int) -> None:
+    def __init__(self, pieces: list[str], counts: list[int], chars: int, held: int = -1) -> None:
+        """``held``: the characters the request held back (the overlap), when the region
+        is more than that (a restart); -1: the region is the overlap."""
         self.counts, self.chars = counts, chars
         i, need = len(pieces), chars
+        h, held_need = len(pieces), held if held >= 0 else chars
+        while held_need > 0 and h > 0:
+            h -= 1
+            held_need -= len(pieces[h])
+        #: The first counts of the held-back pieces (what a server that echoes the
+        #: carried text counts again when it regenerates them).
+        self.held = sum(counts[h:])
         while need > 0 and i > 0:
             i -= 1
             need -= len(pieces[i])
@@ -153,15 +163,19 @@ class Region:
         extra = self.total - old_total
         # Counted again in full, by the server's own counts, with nothing else mixed in.
         self.regenerated = exact and extra >= 0 and straddle is None
-        if exact and extra < 0:
-            # Fewer tokens than when this text was first delivered: the server echoed
-            # text its request carried instead of generating it again (llama-server
-            # repeats a chat prefill in its first delta and counts only the new
-            # tokens). The first counts stand; the new ones go with the new text.
+        if exact and (extra < 0 or (extra == 0 and straddle is not None)):
+            # Fewer tokens than when this text was first delivered (or as many, with new
+            # text after it, which has at least one token): the server echoed text its
+            # request carried instead of generating it again (llama-server repeats a
+            # chat prefill in its first delta and counts only the new tokens). The
+            # first counts stand; the new ones go with the new text.
             self.counts[self.first : self.end] = self.old
             if straddle is not None and self.total:
+                # The echo is the carried text only: the server generated the held-back
+                # overlap again and counted it, so the new text has the rest.
+                new = self.total - self.held
                 counts, at = straddle
-                counts[at] = add_signed(counts[at], self.total)
+                counts[at] = add_signed(counts[at], new if new >= 0 else self.total)
             self.echoed = True
             return
         if self.aligned and straddle is None:

@@ -116,13 +116,23 @@ class Delivered:
                 count = add_signed(count, counts[i])
         return count  # signed: < 0 if any of it is a bound
 
-    def regions(self, text_cut: int, think_cut: int, restart: bool) -> Regions:
-        """The delivered pieces a seam's continuation regenerated, their counts zeroed.
-        They point into the pieces: no fold until :meth:`settled`."""
+    def regions(
+        self, text_cut: int, think_cut: int, restart: bool, held: tuple[int, int] = (-1, -1)
+    ) -> Regions:
+        """The delivered pieces a seam's continuation regenerated, their counts zeroed
+        (``held``: the characters the request held back, per channel). They point into
+        the pieces: no fold until :meth:`settled`."""
         self._fold_at = 1 << 62
+        if not restart:
+            held = (-1, -1)
         return Regions(
-            Region(self.text, self.text_n, chars_of(self.text) if restart else text_cut),
-            Region(self.thinking, self.think_n, chars_of(self.thinking) if restart else think_cut),
+            Region(self.text, self.text_n, chars_of(self.text) if restart else text_cut, held[0]),
+            Region(
+                self.thinking,
+                self.think_n,
+                chars_of(self.thinking) if restart else think_cut,
+                held[1],
+            ),
         )
 
     def settled(self) -> None:

@@ -120,7 +120,9 @@ class PendingSeam:
         # regenerated (the overlap, or all of it): each chunk's on the piece where its
         # text starts. Exact when the chunks fall on the old pieces' borders; otherwise
         # a later overlap inside that run subtracts too little, never too much.
-        regions = delivered.regions(cut_text, cut_think, restart)
+        regions = delivered.regions(
+            cut_text, cut_think, restart, (content.overlap_len, think.overlap_len)
+        )
         straddle: tuple[list[int], int] | None = None
         last = len(held) - 1
         held_n = self.held_n
