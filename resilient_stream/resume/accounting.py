@@ -104,6 +104,7 @@ class Region:
         "old",
         "pos",
         "regenerated",
+        "restart",
         "starts",
         "total",
     )
@@ -112,6 +113,7 @@ class Region:
         """``held``: the characters the request held back (the overlap), when the region
         is more than that (a restart); -1: the region is the overlap."""
         self.counts, self.chars = counts, chars
+        self.restart = held >= 0  # the region is all of the delivered text
         i, need = len(pieces), chars
         h, held_need = len(pieces), held if held >= 0 else chars
         while held_need > 0 and h > 0:
@@ -188,7 +190,14 @@ class Region:
             return
         for j in range(self.first, self.end):
             self.counts[j] = 0
-        self.counts[self.first] = -abs(self.total) or -1
+        bound = abs(self.total)
+        if self.restart:
+            # A restart, or an echo of the carried text followed by the regenerated
+            # overlap: the counts cannot tell. The text took at most the new bound (a
+            # restart) or its first counts (an echo: the carried text as counted then,
+            # the overlap regenerated as the same tokens); so at most the larger.
+            bound = max(bound, sum(map(abs, self.old)))
+        self.counts[self.first] = -bound or -1
 
 
 class Regions:

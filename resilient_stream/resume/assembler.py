@@ -197,6 +197,13 @@ class StreamAssembler(Generic[ChunkT]):
             self._seam = None
             return []
         tokens_before = self._tokens
+        if not self.tokens_exact:
+            # After a seam that the counts could not tell apart from an echo, the stream's
+            # count keeps the carried text's bound besides the continuation's (the final
+            # chunk needs both); what the delivered text took is the pieces' bound,
+            # which may be less (else a request asks 1 token with 55 left and cannot
+            # regenerate its overlap).
+            tokens_before = min(tokens_before, delivered.bound())
         text, thinking = delivered.joined()
         overlap = self._min_overlap > 0
         # A request after a seam carries more than the one before it where it can, so a
@@ -215,11 +222,20 @@ class StreamAssembler(Generic[ChunkT]):
             # Nothing certain is left to ask for after the text the request would carry,
             # because its tokens are only bounded: start over (exactly counted by the
             # server), holding back everything, which the server must then regenerate.
-            tail = abs(delivered.tail_tokens(h_text, h_think))
+            signed_tail = delivered.tail_tokens(h_text, h_think)
+            tail = abs(signed_tail)
             carried_exact = delivered.head_exact(len(text) - h_text, len(thinking) - h_think)
             # ... or perhaps too little to regenerate the overlap (its bound), so that the
             # seam could not verify. (With an exact count, what is left always covers it.)
-            short = self._limit - (tokens_before - tail) < max(tail, 1)
+            need = tail
+            if signed_tail <= 0:
+                # Not the server's count (or none: a seam that could not split its
+                # count put it all on the region's first piece): the overlap's own bound.
+                need = max(
+                    tail,
+                    self._bound(text[len(text) - h_text :], thinking[len(thinking) - h_think :]),
+                )
+            short = self._limit - (tokens_before - tail) < need
             if self.unspent or (not carried_exact and short):
                 h_text, h_think = len(text), len(thinking)
         self.unspent = False

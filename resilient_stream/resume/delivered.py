@@ -92,6 +92,11 @@ class Delivered:
         """Every delivered count is the server's."""
         return self.orphan >= 0 and all_exact(self.text_n) and all_exact(self.think_n)
 
+    def bound(self) -> int:
+        """The tokens all delivered text took, by its pieces' counts (an upper bound where
+        any is one)."""
+        return abs(self.orphan) + sum(map(abs, self.text_n)) + sum(map(abs, self.think_n))
+
     def head_exact(self, text_chars: int, think_chars: int) -> bool:
         """The counts of the first ``text_chars`` / ``think_chars`` characters are the
         server's (what a request carrying them would have been counted by)."""

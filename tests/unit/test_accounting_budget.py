@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resilient_stream.formats.ollama.planner import ResumePlanner
@@ -83,6 +83,8 @@ DISTINCT = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60).map(
     lambda ts: [t + str(i) for i, t in enumerate(ts)]
 )
 
+FOUND_TAIL = ["\n9", " 👍🏽10", " 👍🏽11"]
+
 
 @example(tokens=[" w0", " w1", " w2"], groups=[1], cuts=[1, 1], limit=3, running=True)
 @example(tokens=[" w0", " w1", " word", " w3"], groups=[1, 2], cuts=[2], limit=4, running=True)
@@ -91,8 +93,18 @@ DISTINCT = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60).map(
 @example(tokens=[f" a{i}" for i in range(4)], groups=[1, 2], cuts=[2], limit=5, running=True)
 @example(tokens=[f" a{i}" for i in range(4)], groups=[1, 2], cuts=[2, 2], limit=5, running=True)
 @example(tokens=[f" a{i}" for i in range(10)], groups=[3, 4], cuts=[2, 2], limit=11, running=True)
-# derandomized: the same 300 draws every run, so the known gap below cannot turn CI red
-# by chance (2 of 25 random runs of 3,000 draws failed, the one examined on that gap)
+# found by the random runs (2 of 25 runs of 3,000 draws), fixed in assembler.py: after a
+# seam that put its count on the region's first piece, the overlap's own bound decides
+# whether enough is left to regenerate it
+@example(
+    tokens=[*(f" a{i}" for i in range(4)), *(f" word{i}" for i in range(4, 9)), *FOUND_TAIL],
+    groups=[3],
+    cuts=[4, 1],
+    limit=67,
+    running=False,
+)
+# derandomized: the same 300 draws every run (a draw that finds a new gap is a bug to pin
+# as an example, not a red CI by chance); the soak tier below draws at random
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     tokens=DISTINCT,
@@ -113,21 +125,11 @@ def test_the_same_holds_against_a_server_that_echoes_what_the_request_carried(
     check_stream(tokens, groups, cuts, limit, running, echo=True)
 
 
-PERIODIC_ECHO = (
-    "known gaps: (1) on a periodic answer an echo of the carried text and a "
-    "regenerated overlap are the same bytes (' a a a' echoed, then ' a a' regenerated, "
-    "reads as the overlap right away and the echo's rest as new text), so text alone "
-    "cannot tell them apart; the server's running counts could (they leave the echo "
-    "out), or a flavor that knows the server echoes; (2) with end-only counts, an "
-    "attempt cut right after an echo that reproduced all the delivered text keeps that "
-    "chunk's bound in the count: the next request asks 1 token with 55 left, cannot "
-    "regenerate the overlap, and diverges on every attempt (flagged, never silent). "
-    "Found by the random runs of the property above; here as fixed examples, so the "
-    "xfail is deterministic"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PERIODIC_ECHO)
+#: Gaps this test found, fixed in accounting.py and assembler.py: (1) with end-only
+#: counts, an attempt cut right after an echo that reproduced all the delivered text kept
+#: the carried text's bound besides the echo's in the count, so the next request asked 1
+#: token with 55 left, could not regenerate the overlap and diverged on every attempt;
+#: (2) a periodic answer whose echo and regenerated overlap are the same bytes.
 @example(
     tokens=[" a"] * 14 + [" word", " a"],
     groups=[1, 1, 3, 1, 4],
@@ -143,18 +145,42 @@ PERIODIC_ECHO = (
     limit=63,
     running=False,
 )
-@settings(phases=[Phase.explicit], deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
-    tokens=st.lists(st.sampled_from(VOCAB)),
-    groups=st.lists(st.integers(1, 4), min_size=1),
-    cuts=st.lists(st.integers(0, 12)),
+    tokens=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
+    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 12), max_size=3),
     limit=st.integers(1, 70),
     running=st.booleans(),
 )
-def test_known_gaps_against_an_echoing_server(
+def test_the_same_holds_against_an_echoing_server_on_answers_that_repeat_themselves(
     tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
 ) -> None:
+    """Periodic answers (' a a a ...'): an echo of the carried text and a regenerated
+    overlap can be the same bytes."""
     check_stream(tokens, groups, cuts, limit, running, echo=True)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("tokens", [DISTINCT, st.lists(st.sampled_from(VOCAB), max_size=60)])
+def test_random_draws_against_an_echoing_server(tokens: st.SearchStrategy[list[str]]) -> None:
+    """The echo properties above with 3,000 fresh random draws each run (opt-in:
+    -m soak)."""
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        tokens=tokens,
+        groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+        cuts=st.lists(st.integers(0, 12), max_size=3),
+        limit=st.integers(1, 70),
+        running=st.booleans(),
+    )
+    def draw(
+        tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
+    ) -> None:
+        check_stream(tokens, groups, cuts, limit, running, echo=True)
+
+    draw()
 
 
 def check_stream(
