@@ -38,6 +38,10 @@ class RequestCounts:
         self._counts[digest] = n + 1
         return n
 
+    def keys(self) -> list[str]:
+        """The key of every request seen (``"<digest>#<n>"``)."""
+        return [f"{d}#{n}" for d, count in self._counts.items() for n in range(count)]
+
     def clear(self) -> None:
         self._counts.clear()
 

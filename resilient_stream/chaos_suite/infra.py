@@ -84,6 +84,7 @@ class ServerFaultPlan:
                 direction="downstream",
                 offset=after,
                 detail=f"request={key}",
+                request=f"server:{key}",
             )
         )
         return Fault(
@@ -216,6 +217,12 @@ class Infra:
         for proxy in self.proxies:
             out += proxy.faults
         return out
+
+    def request_keys(self) -> list[str]:
+        """Every request the proxies and the replicas saw, by the keys their fault draws
+        use (a retry of the same body is another key)."""
+        server = [f"server:{d}#{n}" for d, count in self._seen.items() for n in range(count)]
+        return sorted(self._requests.keys() + server)
 
     def streams_active(self) -> int:
         return sum(s.stats.streams_active for i, s in enumerate(self.servers) if i not in self.dead)

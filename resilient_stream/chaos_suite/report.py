@@ -17,6 +17,14 @@ class Progress:
     faults: int = 0
 
 
+class PlannedFault(msgspec.Struct, array_like=True, frozen=True):
+    """One fault as the seed decided it: the request it hit ("" when the proxy did not
+    know it) and its plan key."""
+
+    request: str
+    key: str
+
+
 class Report(msgspec.Struct, kw_only=True):
     scenario: str
     seed: int
@@ -50,6 +58,16 @@ class Report(msgspec.Struct, kw_only=True):
     """Requests that asked for more tokens than were left of the budget after the text
     they carried (``asks.py``)."""
     over_ask_examples: list[str] = msgspec.field(default_factory=list)
+    fault_plan: list[PlannedFault] = msgspec.field(default_factory=list)
+    """Every fault by its plan key (what ``fault_plan_digest`` hashes, unsorted)."""
+    requests: list[str] = msgspec.field(default_factory=list)
+    """The key of every request the proxies and replicas saw: two runs with one seed
+    decide the same fault for every request both made (a run that times out a slow
+    stream makes one more request, which gets a draw of its own)."""
+
+    def plan_on(self, requests: set[str]) -> list[str]:
+        """The plan keys of the faults on these requests, sorted."""
+        return sorted(f.key for f in self.fault_plan if f.request in requests)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +86,8 @@ class Report(msgspec.Struct, kw_only=True):
     def to_json(self) -> bytes:
         data = msgspec.to_builtins(self)
         data["ok"] = self.ok
+        for bulky in ("fault_plan", "requests"):  # hundreds of keys: the digest stands for them
+            del data[bulky]
         return msgspec.json.encode(data)
 
     def table(self) -> str:

@@ -25,7 +25,7 @@ from ..result import StreamResult
 from ..stream import ResilientStream
 from .asks import Baseline, OverAsk, over_asks
 from .infra import Infra
-from .report import Progress, Report, percentile
+from .report import PlannedFault, Progress, Report, percentile
 from .scenario import Scenario
 
 #: Client settings for chaos runs (a scenario's ``[client]`` table overrides them).
@@ -147,6 +147,7 @@ async def run_scenario(
         await asyncio.sleep(0.2)  # let servers see the last closes
         server_active = infra.streams_active()
         faults = infra.faults()
+        requests = infra.request_keys()
         asked_too_much = over_asks(infra.requests, answers, scenario.num_predict)
     finally:
         await infra.stop()
@@ -170,6 +171,7 @@ async def run_scenario(
         leaked_tasks=len(leaked_tasks),
         leaked_fds=leaked_fds,
         over_asks=asked_too_much,
+        requests=requests,
     )
 
 
@@ -189,6 +191,7 @@ def _report(
     faults: list[Any],
     *,
     over_asks: list[OverAsk],
+    requests: list[str],
     **measures: Any,
 ) -> Report:
     errors: Counter[str] = Counter()
@@ -226,6 +229,8 @@ def _report(
         attempts=sum(r.attempts for r in results),
         faults=dict(Counter(f.kind for f in faults)),
         fault_plan_digest=hashlib.sha256(repr(plan).encode()).hexdigest()[:16],
+        fault_plan=[PlannedFault(f.request, repr(f.plan_key())) for f in faults],
+        requests=requests,
         tokens=tokens,
         chunks=chunks,
         wall_seconds=round(wall, 3),
