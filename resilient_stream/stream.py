@@ -95,7 +95,10 @@ class ResilientStream(Generic[ChunkT]):
         self._cfg = cfg
         self._planner = planner
         self._asm: StreamAssembler[ChunkT] = StreamAssembler(
-            caller_type, min_overlap=cfg.seam_overlap, max_overlap=cfg.max_seam_overlap
+            caller_type,
+            min_overlap=cfg.seam_overlap,
+            max_overlap=cfg.max_seam_overlap,
+            raise_restarts=cfg.on_divergence == "raise",
         )
         self._attempts = Attempts(ctx, planner, self._asm, sid)
         self._policy = self._attempts.policy

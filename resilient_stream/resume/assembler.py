@@ -61,6 +61,7 @@ class StreamAssembler(Generic[ChunkT]):
         "_limit",
         "_max_overlap",
         "_min_overlap",
+        "_raise_restarts",
         "_running",
         "_seam",
         "_tokens",
@@ -73,9 +74,17 @@ class StreamAssembler(Generic[ChunkT]):
     )
 
     def __init__(
-        self, caller_type: type[ChunkT], *, min_overlap: int = 16, max_overlap: int = 256
+        self,
+        caller_type: type[ChunkT],
+        *,
+        min_overlap: int = 16,
+        max_overlap: int = 256,
+        raise_restarts: bool = False,
     ) -> None:
+        """``raise_restarts``: an answer started again after carried text is a divergence
+        (``on_divergence="raise"``), not a flagged seam (see :meth:`_release`)."""
         self._adapter = adapter_for(caller_type)
+        self._raise_restarts = raise_restarts
         self._convert: Callable[[Any], Any] | None = None
         # A seam holds back at most this many characters, of whole chunks (see verify).
         self._delivered = Delivered(max(min_overlap, max_overlap) + 1)
@@ -372,6 +381,17 @@ class StreamAssembler(Generic[ChunkT]):
         self.attempt_floor += 1
         return -n
 
+    def _undo_point(self, out: list[ChunkT]) -> tuple[Any, ...]:
+        """What :meth:`_restore` needs to take a seam's release back (a restart only)."""
+        d = self._delivered
+        return (len(out), d.text[:], d.text_n[:], d.thinking[:], d.think_n[:], d.orphan)
+
+    def _restore(self, undo: tuple[Any, ...], out: list[ChunkT]) -> None:
+        d = self._delivered
+        n, d.text, d.text_n, d.thinking, d.think_n, d.orphan = undo
+        del out[n:]
+        d.settled()
+
     def _end(self, chunk: ChunkT, out: list[ChunkT]) -> None:
         """The attempt's final chunk: deliver it with the stream's count (unless the
         seam diverged at the very end, or the budget may be unspent)."""
@@ -455,16 +475,37 @@ class StreamAssembler(Generic[ChunkT]):
             return False
         if state == DECIDED:
             self._release(seam, None, out)
+            return not self.diverged
         return True
 
     def _release(self, seam: PendingSeam, final: Any, out: list[ChunkT]) -> Any:
         """Decide the seam: deliver the held chunks, trimmed, and settle what the
-        continuation's counts say about the text the request carried."""
+        continuation's counts say about the text the request carried.
+
+        A continuation that reproduced all the delivered text after a request that
+        carried some (a prefill, a prompt + partial) either echoed the carried text and
+        went on (llama-server: the same context) or started the answer again, because
+        the server closed the carried turn (llama-cpp-python's chat template): a new
+        answer in another context, which may leave the unbroken one anywhere after the
+        repeated text. Only the server's counts tell the two apart (an echo is not
+        counted): without them the seam is flagged, with ``raise_restarts`` it diverges.
+        (Found on the real-model tier: a restart that repeated the 31 delivered
+        characters, then went on otherwise, read as verified.)"""
         self._seam = None
+        restart = seam.checks[0].restart or seam.checks[1].restart
+        undo = self._undo_point(out) if restart and self._raise_restarts else None
         released = seam.release(self._adapter, self._delivered, final, out)
+        verified = released.verified
+        if released.restart and self._carried > 0 and not released.echoed:
+            verified = False
+            if undo is not None:  # nothing of the other answer is delivered
+                self._restore(undo, out)
+                self._tokens = seam.tokens_before
+                self.diverged = True
+                return None
         if self.seams:
             self.seams[-1] = msgspec.structs.replace(
-                self.seams[-1], cut=released.cut, verified=released.verified
+                self.seams[-1], cut=released.cut, verified=verified
             )
         if released.restart and (self._base == 0 or released.regenerated):
             # The attempt regenerated everything, counted by the server: only its own

@@ -8,9 +8,11 @@ byte for byte; only then is what follows delivered. So the caller sees
 
 * **verified**: the continuation reproduced the overlap; the overlap is
   dropped from it (the caller has it) and the rest is new text;
-* **verified restart**: the continuation reproduced all of ``D`` (a server
-  whose chat template closes the assistant turn starts the answer again); all
-  of ``D`` is dropped from it, exactly, not by similarity;
+* **restart**: the continuation reproduced all of ``D`` (a server whose chat
+  template closes the assistant turn starts the answer again, or one that echoes
+  the carried text); all of ``D`` is dropped from it, exactly, not by similarity
+  (the assembler flags it unless the request carried nothing or the counts show
+  an echo: a new answer in another context may differ after ``D``);
 * **diverged**: neither. Nothing is trimmed on a guess: the stream flags the
   seam (or raises, by ``on_divergence``) and continues from all of ``D``.
 

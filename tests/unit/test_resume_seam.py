@@ -124,18 +124,66 @@ def test_a_continuation_that_differs_in_the_overlap_is_flagged_not_trimmed() -> 
     assert not seam.verified and not asm.verified and asm.text == "Hello big world!"
 
 
-def test_a_server_that_restarts_its_answer_is_recognised_exactly() -> None:
+def test_a_server_that_restarts_its_answer_is_recognised_exactly_and_flagged() -> None:
     """A chat template that closes the assistant turn starts the answer again: the
-    whole delivered text comes back first, and is dropped exactly once."""
+    whole delivered text comes back first, and is dropped exactly once. The new answer
+    comes from another context (the carried text as a closed turn), so it may leave the
+    unbroken answer anywhere after the repeated text: the seam is flagged (found on
+    llama-cpp-python, where such a restart read as verified and then differed)."""
     asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk, min_overlap=4)
     asm.begin_attempt(PLAN)
     asm.accept(gen("The", " sky", " is"))
     asm.interrupt(attempt=2, reason="cut", endpoint="e")
+    assert asm.progress().text == "The"  # the request carries text: " sky is" held back
     asm.begin_attempt(PLAN)
     out = asm.accept(gen("The", " sky", " is", " blue")) + asm.accept([DONE])
     assert [c.response for c in out] == [" blue", ""]
     (seam,) = asm.seams
-    assert seam.verified and seam.cut == len("The sky is")
+    assert seam.cut == len("The sky is") and not seam.verified and not asm.verified
+
+
+def test_a_restart_after_a_request_that_carried_nothing_is_verified() -> None:
+    """A start over (nothing carried) regenerates the answer in its own context."""
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk, min_overlap=40)
+    asm.begin_attempt(PLAN)
+    asm.accept(gen("The", " sky", " is"))
+    asm.interrupt(attempt=2, reason="cut", endpoint="e")
+    assert asm.progress().text == ""  # all of it held back
+    asm.begin_attempt(PLAN)
+    out = asm.accept(gen("The", " sky", " is", " blue")) + asm.accept([DONE])
+    assert [c.response for c in out] == [" blue", ""] and asm.verified
+
+
+def test_an_echo_the_counts_show_is_verified() -> None:
+    """llama-server repeats a chat prefill in its first delta and leaves it out of its
+    running counts: the counts show the same context went on, so the seam verifies."""
+
+    def counted(*texts: str, start: int = 0) -> list[GenerateChunk]:
+        return [GenerateChunk(response=t, eval_count=start + i + 1) for i, t in enumerate(texts)]
+
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(GenerateChunk, min_overlap=4)
+    asm.begin_attempt(PLAN)
+    asm.accept(counted("The", " sky", " is"))
+    asm.interrupt(attempt=2, reason="cut", endpoint="e")
+    asm.begin_attempt(PLAN)
+    # "The" echoed (not counted), " sky is" regenerated (2 tokens), then " blue"
+    echo = [GenerateChunk(response="The sky", eval_count=1)] + counted(" is", " blue", start=1)
+    out = asm.accept(echo) + asm.accept([DONE])
+    assert [c.response for c in out] == [" blue", ""]
+    assert asm.verified and asm.tokens_exact and asm.tokens == 4
+
+
+def test_a_restart_diverges_when_divergence_raises() -> None:
+    """``on_divergence="raise"``: nothing of the other answer is delivered."""
+    asm: StreamAssembler[GenerateChunk] = StreamAssembler(
+        GenerateChunk, min_overlap=4, raise_restarts=True
+    )
+    asm.begin_attempt(PLAN)
+    asm.accept(gen("The", " sky", " is"))
+    asm.interrupt(attempt=2, reason="cut", endpoint="e")
+    asm.begin_attempt(PLAN)
+    assert asm.accept(gen("The", " sky", " is", " blue")) == []
+    assert asm.diverged and asm.text == "The sky is"
 
 
 def test_text_in_the_final_chunk_is_checked_like_any_other() -> None:
