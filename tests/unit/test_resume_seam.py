@@ -167,7 +167,7 @@ def test_an_echo_the_counts_show_is_verified() -> None:
     asm.interrupt(attempt=2, reason="cut", endpoint="e")
     asm.begin_attempt(PLAN)
     # "The" echoed (not counted), " sky is" regenerated (2 tokens), then " blue"
-    echo = [GenerateChunk(response="The sky", eval_count=1)] + counted(" is", " blue", start=1)
+    echo = [GenerateChunk(response="The sky", eval_count=1), *counted(" is", " blue", start=1)]
     out = asm.accept(echo) + asm.accept([DONE])
     assert [c.response for c in out] == [" blue", ""]
     assert asm.verified and asm.tokens_exact and asm.tokens == 4
