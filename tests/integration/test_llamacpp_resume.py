@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from support.llama_server_like import (
     BOS,
@@ -23,6 +24,7 @@ from support.llama_server_like import (
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.capabilities import CapabilityCache, detect_capabilities
+from resilient_stream.errors import ResumeDivergedError
 from resilient_stream.openai import openai_chat, openai_completion
 
 CFG = StreamConfig(http2=False, backoff_initial=0.01, backoff_max=0.02)
@@ -181,6 +183,24 @@ async def test_chat_on_a_server_that_closes_the_turn_resumes_through_completions
     # the budget and the stream then starts over, counted: resume/accounting.py)
     assert templated.text == want and templated.verified
     assert srv.bodies[1]["prompt"].startswith(render(messages))
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_chat_raises_when_divergence_raises() -> None:
+    """``on_divergence="raise"``: the new answer of a server that closes the turn is
+    not delivered; the caller gets ResumeDivergedError with what it has."""
+    model = ToyModel(multibyte=False, newlines=False)
+    messages = [{"role": "user", "content": "hi"}]
+    cfg = msgspec.structs.replace(CFG, on_divergence="raise")
+    async with LlamaServerLike(model=model, cuts=[25]) as srv:
+        async with StreamClient(srv.url, config=cfg) as client:
+            stream = openai_chat(client, model="m", messages=messages, max_tokens=MAX)
+            got: list[str] = []
+            with pytest.raises(ResumeDivergedError) as info:
+                async for chunk in stream:
+                    got += [c.delta.content or "" for c in chunk.choices]
+    assert info.value.delivered == "".join(got) and got
+    assert srv.paths == ["/v1/chat/completions"] * 2  # cut, then the restart: no more
 
 
 @pytest.mark.asyncio
