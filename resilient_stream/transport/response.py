@@ -29,18 +29,6 @@ from .stream import H2Stream
 BODY_EXTENSION = "resilient_stream.body"
 
 
-#: Idle timers fire on this grid (seconds): the timers of many streams that come due
-#: within one tick run in one loop iteration, instead of a wake-up each (a stream's
-#: timer fires once per timeout period, and the adaptive timeouts are short). A stall
-#: is then seen at most one tick late.
-TIMER_TICK = 1 / 32
-
-
-def _on_tick(t: float) -> float:
-    """``t`` rounded up to the timer grid."""
-    return -(-t // TIMER_TICK) * TIMER_TICK
-
-
 class ReadDeadline(Exception):
     """:meth:`H2ResponseStream.read` waited past the deadline its caller gave it."""
 
@@ -88,7 +76,6 @@ class H2ResponseStream(httpx.AsyncByteStream):
                     deadline = now + timeout
             self._until = until
             timer = self._timer
-            deadline = _on_tick(deadline)
             if timer is None or self._timer_at > deadline:  # none yet, or a longer bound
                 if timer is not None:
                     timer.cancel()
@@ -117,7 +104,6 @@ class H2ResponseStream(httpx.AsyncByteStream):
         if until and until < deadline:
             deadline = until
         if now < deadline:
-            deadline = _on_tick(deadline)
             self._timer = loop.call_at(deadline, self._on_timer)
             self._timer_at = deadline
             return
