@@ -22,6 +22,7 @@ from ..formats.ollama.types import ChatRequest, GenerateRequest, Message
 from ..formats.openai.planner import CHAT_PATH, COMPLETION_PATH, Flavor, OpenAIPlanner
 from ..formats.openai.types import ChatCompletionRequest, ChatMessage, CompletionRequest
 from ..formats.plan import Planner
+from ..formats.vllm.planner import VllmChatPlanner, VllmCompletionPlanner
 from .wire import AnthropicSse, Ndjson, Sse, Wire
 
 _OLLAMA_PATHS = {"/api/generate": GenerateRequest, "/api/chat": ChatRequest}
@@ -39,6 +40,9 @@ class Call:
     wire: type[Wire]
     #: The SDK asked for one JSON body: streamed here, answered assembled (assemble.py).
     upgraded: bool = False
+    #: The first attempt's body when it is not the SDK's own: the same request asking
+    #: vLLM for token ids (flavor ``"vllm"``), so that a resume is token-exact.
+    first_body: bytes | None = None
 
 
 def recognise(
@@ -99,6 +103,7 @@ def _ollama_call(base: str, tp: type[Any], fields: dict[str, Any], upgrade: bool
 def _openai_call(
     base: str, tp: type[Any], fields: dict[str, Any], flavor: Flavor, upgrade: bool
 ) -> Call | None:
+    sent = fields
     upgraded = fields.get("stream") in (False, None)
     if upgraded:
         if not upgrade:
@@ -127,8 +132,27 @@ def _openai_call(
         request = msgspec.convert(fields, tp)
     except msgspec.ValidationError:
         return None
+    if flavor == "vllm":
+        ids = _vllm_planner(request)
+        if ids is not None:
+            # Every attempt asks for token ids, the first (the SDK's request) too: the
+            # SDK's chunks then carry ``token_ids`` fields, which SDKs keep as extras.
+            first = None if upgraded else msgspec.json.encode({**sent, "return_token_ids": True})
+            return Call(base, ids, ids.caller_chunk_type, Sse, upgraded, first)
     planner = OpenAIPlanner(request, flavor=flavor)
     return Call(base, planner, planner.caller_chunk_type, Sse, upgraded)
+
+
+def _vllm_planner(request: Any) -> VllmChatPlanner | VllmCompletionPlanner | None:
+    """vLLM's token-id planner where it applies (as ``openai_chat``/``openai_completion``
+    choose it), else None (the text path of flavor ``"vllm"``)."""
+    if isinstance(request, ChatCompletionRequest):
+        if request.tools or request.response_format is not None:
+            return None
+        return VllmChatPlanner(request)
+    if request.echo or request.suffix is not None:
+        return None
+    return VllmCompletionPlanner(request)
 
 
 def _anthropic_call(base: str, fields: dict[str, Any], upgrade: bool) -> Call | None:

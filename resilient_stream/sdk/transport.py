@@ -354,7 +354,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     async def _resilient(self, request: httpx.Request, call: Call) -> httpx.Response:
         session = _Session(request)
         wire = call.wire()
-        first = await self._first_attempt(request)
+        first = await self._first_attempt(_first_request(request, call))
         if isinstance(first, httpx.Response) and _passable(first, wire):
             out = _out_headers(first.headers, wire)
             passing = _Body(self, call, session, wire, first)
@@ -440,6 +440,20 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         for client in clients:
             await client.aclose()
         await self._inner.aclose()
+
+
+def _first_request(request: httpx.Request, call: Call) -> httpx.Request:
+    """The SDK's request, or the same one with the body the call's first attempt needs."""
+    if call.first_body is None:
+        return request
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=call.first_body,
+        extensions=request.extensions,
+    )
 
 
 def _passable(response: httpx.Response, wire: Wire) -> bool:
