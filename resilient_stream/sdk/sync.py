@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx
 
 from ..config import StreamConfig
 from ..formats.openai.planner import Flavor
+from ..result import StreamResult
 from .transport import ResilientTransport
 
 __all__ = ["ResilientSyncTransport"]
@@ -107,9 +108,10 @@ class ResilientSyncTransport(httpx.BaseTransport):
     Takes what :class:`ResilientTransport` takes: ``transport`` is the async
     transport the attempts and the pass-through requests go over (default: a
     :class:`~resilient_stream.transport.MultiplexedTransport`; HTTP/1.1 with
-    ``StreamConfig(http2=False)``), ``config``, ``openai_flavor`` and
-    ``upgrade_non_streaming``. It runs them on its own event loop thread, started
-    here and stopped by :meth:`close` (the httpx client that owns it calls it).
+    ``StreamConfig(http2=False)``), ``config``, ``openai_flavor``,
+    ``upgrade_non_streaming`` and ``on_resumed`` (called on this transport's thread).
+    It runs them on its own event loop thread, started here and stopped by
+    :meth:`close` (the httpx client that owns it calls it).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ResilientSyncTransport(httpx.BaseTransport):
         config: StreamConfig | None = None,
         openai_flavor: Flavor = "generic",
         upgrade_non_streaming: bool = True,
+        on_resumed: Callable[[StreamResult], None] | None = None,
     ) -> None:
         if isinstance(transport, httpx.BaseTransport):
             raise TypeError(
@@ -129,7 +132,7 @@ class ResilientSyncTransport(httpx.BaseTransport):
         self._loop = _Loop()
         try:
             self._async = self._loop.call(
-                _make(transport, config, openai_flavor, upgrade_non_streaming)
+                _make(transport, config, openai_flavor, upgrade_non_streaming, on_resumed)
             )
         except BaseException:
             self._loop.stop()
@@ -182,8 +185,13 @@ async def _make(
     config: StreamConfig | None,
     flavor: Flavor,
     upgrade: bool,
+    on_resumed: Callable[[StreamResult], None] | None,
 ) -> ResilientTransport:
     """Built on the loop: the wrapped transport binds to the loop it is made on."""
     return ResilientTransport(
-        transport, config=config, openai_flavor=flavor, upgrade_non_streaming=upgrade
+        transport,
+        config=config,
+        openai_flavor=flavor,
+        upgrade_non_streaming=upgrade,
+        on_resumed=on_resumed,
     )

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from ..client import StreamClient
 from ..config import StreamConfig
 from ..errors import HTTPStatusError, IncompleteStreamError, ServerReportedError, StreamError
 from ..formats.openai.planner import FLAVORS, Flavor
+from ..result import StreamResult
 from ..stream import ResilientStream
 from ..transport import MultiplexedTransport
 from .assemble import Collector
@@ -93,6 +94,8 @@ class _Session:
     response_headers: httpx.Headers | None = None
     #: The last error answer (status, headers, body as far as it was read).
     error: tuple[int, httpx.Headers, bytearray] | None = None
+    #: ``ResilientTransport(on_resumed=...)``: told each engine-carried call's result.
+    on_resumed: Callable[[StreamResult], None] | None = None
 
     _headers: list[tuple[str, str]] | None = None
 
@@ -195,12 +198,14 @@ async def _engine_chunks(
         try:
             chunk = await stream.__anext__()
         except StopAsyncIteration:
+            _tell(session, stream)
             return
         except StreamError as exc:
             failure = exc
         finally:
             _SESSION.reset(token)
         if failure is not None:
+            _tell(session, stream)
             if _permanent_server_error(failure):
                 assert isinstance(failure, ServerReportedError)
                 yield wire.error_record(failure.error)
@@ -214,6 +219,13 @@ async def _engine_chunks(
             yield out
         else:
             wire.remember(chunk)
+
+
+def _tell(session: _Session, stream: ResilientStream[Any]) -> None:
+    """The engine is done with the call: its result to ``on_resumed`` (seams, whether
+    each verified: what an SDK has no field for)."""
+    if session.on_resumed is not None:
+        session.on_resumed(stream.result)
 
 
 def _permanent_server_error(exc: BaseException) -> bool:
@@ -300,6 +312,13 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     server continues an assistant prefill (docs/openai.md). ``upgrade_non_streaming``:
     non-streaming calls of the recognised kinds are streamed (and resumed) and
     answered with the one JSON body the SDK expects (False: they pass through).
+    ``on_resumed``: called with the :class:`~resilient_stream.StreamResult` of every
+    recognised call the resume engine carried (each that broke, was retried or was
+    upgraded; one that passed through unbroken is the server's own bytes), when its
+    body ends, on the transport's event loop. It is where an SDK user sees what the
+    SDK has no field for: ``result.verified`` False means a seam was flagged (the
+    text after it may differ from an unbroken run; ``StreamConfig(on_divergence=
+    "raise")`` makes that the SDK's connection error instead). It must not raise.
     """
 
     def __init__(
@@ -309,6 +328,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         config: StreamConfig | None = None,
         openai_flavor: Flavor = "generic",
         upgrade_non_streaming: bool = True,
+        on_resumed: Callable[[StreamResult], None] | None = None,
     ) -> None:
         if openai_flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {openai_flavor!r}; one of {sorted(FLAVORS)}")
@@ -317,6 +337,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._tap = _Tap(self._inner)
         self._flavor: Flavor = openai_flavor
         self._upgrade = upgrade_non_streaming
+        self._on_resumed = on_resumed
         self._clients: dict[str, StreamClient] = {}
         self._timeout = httpx.Timeout(
             connect=self.config.connect_timeout,
@@ -352,7 +373,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         return await self._resilient(request, call)
 
     async def _resilient(self, request: httpx.Request, call: Call) -> httpx.Response:
-        session = _Session(request)
+        session = _Session(request, on_resumed=self._on_resumed)
         wire = call.wire()
         first = await self._first_attempt(_first_request(request, call))
         if isinstance(first, httpx.Response) and _passable(first, wire):
@@ -408,7 +429,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
 
     async def _assembled(self, request: httpx.Request, call: Call) -> httpx.Response:
         """A non-streaming call, streamed and resumed; the SDK gets one JSON body."""
-        session = _Session(request)
+        session = _Session(request, on_resumed=self._on_resumed)
         wire = call.wire()
         collector = Collector(call.caller_type)
         stream = self.open_stream(call)
@@ -427,6 +448,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         finally:
             _SESSION.reset(token)
             await stream.aclose()
+            _tell(session, stream)
         headers = [
             (k, v)
             for k, v in (session.response_headers or httpx.Headers()).multi_items()

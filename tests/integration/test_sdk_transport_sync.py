@@ -19,7 +19,7 @@ import openai
 import pytest
 from support.sdk_calls import FAST, MESSAGES, PROMPT, N
 
-from resilient_stream import ResilientSyncTransport, StreamConfig
+from resilient_stream import ResilientSyncTransport, StreamConfig, StreamResult
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.refserver import Fault, FaultSchedule, ReferenceServer
 
@@ -166,6 +166,28 @@ async def test_sync_sdk_through_chaos_proxy_is_byte_identical(
         assert srv.stats.requests == 2
     assert "reset_stream" in kinds
     assert text == expected
+
+
+async def test_on_resumed_tells_the_sync_caller_each_resumed_calls_result(
+    baseline: ReferenceServer,
+) -> None:
+    """What the SDK has no field for: the seams of a resumed call, verified, and an
+    unbroken call (passed through) tells nothing."""
+    expected = await run("ollama", baseline.url, "generate", None, True)
+    results: list[StreamResult] = []
+    plan = FaultSchedule({0: Fault("drop_connection", after_tokens=5)})
+    async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
+
+        def t() -> ResilientSyncTransport:  # each run closes its client's transport
+            config = StreamConfig(http2=False, **FAST)
+            return ResilientSyncTransport(config=config, on_resumed=results.append)
+
+        text = await run("ollama", srv.url, "generate", t(), True)
+        again = await run("ollama", srv.url, "generate", t(), True)  # no fault this time
+    assert text == again == expected
+    (result,) = results
+    assert result.text == expected and result.resumes == 1 and result.verified
+    assert result.seams[0].verified and result.eval_count == N
 
 
 async def test_sync_transport_over_http2_resumes(baseline: ReferenceServer) -> None:

@@ -16,7 +16,7 @@ import openai
 import pytest
 from support.vllm_like import ToyModel, VllmLike, render, tokens_of
 
-from resilient_stream import StreamConfig
+from resilient_stream import StreamConfig, StreamResult
 from resilient_stream.sdk import ResilientTransport
 
 CFG = StreamConfig(http2=False, backoff_initial=0.01, backoff_max=0.02)
@@ -25,9 +25,15 @@ PROMPT = "Once upon"
 MAX = 40
 
 
-async def sdk_text(srv: VllmLike, kind: str, flavor: str) -> tuple[str, list[Any]]:
-    """The text the SDK streams, and its chunks."""
-    transport = ResilientTransport(config=CFG, openai_flavor=flavor)  # type: ignore[arg-type]
+async def sdk_text(
+    srv: VllmLike, kind: str, flavor: str, results: list[StreamResult] | None = None
+) -> tuple[str, list[Any]]:
+    """The text the SDK streams, and its chunks (``results``: what on_resumed got)."""
+    transport = ResilientTransport(
+        config=CFG,
+        openai_flavor=flavor,  # type: ignore[arg-type]
+        on_resumed=None if results is None else results.append,
+    )
     async with httpx.AsyncClient(transport=transport, timeout=None) as http:
         client = openai.AsyncOpenAI(
             base_url=srv.url + "/v1", api_key="x", http_client=http, max_retries=0
@@ -93,16 +99,22 @@ async def test_chat_resumes_by_token_ids_under_the_sdk_as_one_chat_stream() -> N
 async def test_the_generic_flavor_of_the_same_cut_resumes_by_text() -> None:
     """What the flavor changes: without it the resume is prompt + text, so the ids of
     "\\n","\\n" come back as "\\n\\n" on some cut and the continuation differs there
-    (the SDK has no flag to read: that is what the token-id path is for)."""
+    (the SDK has no field for the flag: ``on_resumed`` gets it)."""
     model = ToyModel(multibyte=False)
     want = VllmLike(model=model).text_of(PROMPT, MAX)
     differs = 0
     for cut in range(18, 32, 2):
+        results: list[StreamResult] = []
         async with VllmLike(model=model, cuts=[cut]) as srv:
-            text, _ = await sdk_text(srv, "completions", "generic")
+            text, _ = await sdk_text(srv, "completions", "generic", results)
         assert isinstance(srv.bodies[-1]["prompt"], str)
         differs += text != want
+        # what the SDK cannot show, on_resumed does: identical or flagged, never silent
+        (result,) = results
+        assert result.resumes >= 1 and result.text == text
+        assert text == want or not result.verified
+        results = []
         async with VllmLike(model=model, cuts=[cut]) as srv:
-            exact, _ = await sdk_text(srv, "completions", "vllm")
-        assert exact == want
+            exact, _ = await sdk_text(srv, "completions", "vllm", results)
+        assert exact == want and results[0].verified and results[0].resumes >= 1
     assert differs > 0
