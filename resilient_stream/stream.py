@@ -41,8 +41,8 @@ from .formats import Decoder, Framer
 from .formats.plan import Planner
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
-from .transport.response import ReadDeadline
-from .watchdog import BodyReader, WatchedBody, body_reader
+from .transport.response import H2ResponseStream, ReadDeadline
+from .watchdog import BodyReader, WatchedBody, body_reader, direct_body
 
 ChunkT = TypeVar("ChunkT")
 
@@ -70,9 +70,11 @@ class ResilientStream(Generic[ChunkT]):
         "_error",
         "_first_token_at",
         "_framer",
+        "_h2",
         "_idle",
         "_inflate",
         "_last_read",
+        "_limit",
         "_max_body_bytes",
         "_out",
         "_planner",
@@ -108,6 +110,9 @@ class ResilientStream(Generic[ChunkT]):
         # the current attempt
         self._response: httpx.Response | None = None
         self._read: BodyReader | None = None  # the body's next piece, within a deadline
+        # our transport's stream, read here directly (one coroutine less per read) when
+        # its loop's clock is time.monotonic (the deadlines here are in that clock)
+        self._h2: H2ResponseStream | None = None
         self._watched: WatchedBody | None = None  # its watchdog (bodies not of our transport)
         self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
         self._framer: Framer | None = None
@@ -123,6 +128,7 @@ class ResilientStream(Generic[ChunkT]):
         )
         self._last_read = 0.0
         self._waiting_since: float | None = None  # None: not waiting for a record
+        self._limit = cfg.first_token_timeout  # the wait for the next record may last
         # limits against servers that do not stop
         self._body_bytes = 0
         self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
@@ -234,14 +240,25 @@ class ResilientStream(Generic[ChunkT]):
         if since is None:
             since = self._waiting_since = now
         first = self._attempt_first_chunk
-        limit = self._cfg.first_token_timeout if first else self._idle.timeout
+        limit = self._limit
         until = since + limit
         deadline = self._policy.deadline
         if until > deadline:
             until = deadline
         failure: BaseException | None = None
+        h2 = self._h2
         try:
-            data = await read(until - now)
+            if h2 is not None:
+                s = h2.stream
+                while not s.chunks:
+                    if s.error is not None:
+                        raise s.error
+                    if s.ended:
+                        raise StopAsyncIteration
+                    await h2.wait(until)
+                data = h2.take()
+            else:
+                data = await read(until - now)
             if self._inflate is not None:
                 data = self._inflate.decompress(data)
             self._body_bytes += len(data)
@@ -277,8 +294,9 @@ class ResilientStream(Generic[ChunkT]):
         if chunks:
             now = time.monotonic()
             self._waiting_since = None
-            if not first:
-                self._idle.observe(now - self._last_read)
+            self._limit = (
+                self._idle.observe(now - self._last_read) if not first else self._idle.timeout
+            )
             self._last_read = now
             self._deliver(chunks)
             asm = self._asm
@@ -366,9 +384,12 @@ class ResilientStream(Generic[ChunkT]):
         self._response, self._inflate = opened.response, opened.inflate
         self._framer, self._decoder = opened.framer, opened.decoder
         self._read, self._watched = body_reader(opened.response)
+        direct = direct_body(opened.response) if self._watched is None else None
+        self._h2 = direct if direct is not None and _monotonic_loop(direct) else None
         self._attempt_first_chunk = True
         self._idle.reset()
         self._waiting_since = None
+        self._limit = self._cfg.first_token_timeout
 
     async def _fail(self, exc: BaseException) -> None:
         """The current attempt broke after headers: resume, retry, or give up."""
@@ -402,7 +423,7 @@ class ResilientStream(Generic[ChunkT]):
         self._ctx.streams.discard(self)
 
     async def _close_response(self) -> None:
-        response, self._response, self._read = self._response, None, None
+        response, self._response, self._read, self._h2 = self._response, None, None, None
         watched, self._watched = self._watched, None
         if watched is not None:
             watched.close()
@@ -424,3 +445,9 @@ class ResilientStream(Generic[ChunkT]):
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
             self._ctx.spawn(self._close_response())
+
+
+def _monotonic_loop(body: H2ResponseStream) -> bool:
+    """The stream's loop keeps time with ``time.monotonic`` (asyncio's own loops; uvloop
+    has a clock of its own), so a deadline here is one there."""
+    return type(body.loop).time is asyncio.BaseEventLoop.time

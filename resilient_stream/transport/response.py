@@ -60,6 +60,11 @@ class H2ResponseStream(httpx.AsyncByteStream):
     def stream(self) -> H2Stream:
         return self._stream
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop whose clock :meth:`wait`'s ``until`` is in."""
+        return self._conn.loop
+
     async def wait(self, until: float = 0.0) -> None:
         """Wait for any news (headers, data, end, error), bounded by the idle timer and,
         if given, by ``until`` (loop time; past it, :class:`ReadDeadline`)."""
