@@ -8,12 +8,14 @@ official ones; the resume happens below it, in the httpx transport.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import ollama
 
 from ..config import ENV_PREFIX, StreamConfig, _read_toml
+from ..result import StreamResult
 from ..sdk import ResilientSyncTransport, ResilientTransport
 
 
@@ -28,7 +30,10 @@ class AsyncClient(ollama.AsyncClient):
     ``MultiplexedTransport``), wrapped in the :class:`ResilientTransport`, and
     ``upgrade_non_streaming``: stream ``stream=False`` calls underneath so they resume
     too (default: off, or ``$RESILIENT_OLLAMA_UPGRADE_NON_STREAMING=1``; off, the
-    request goes out exactly as ollama builds it, ``"stream": false`` and all).
+    request goes out exactly as ollama builds it, ``"stream": false`` and all), and
+    ``on_resumed``: called with the :class:`~resilient_stream.StreamResult` of each
+    call the resume engine carried (``result.verified`` is the flag ollama's types
+    have no field for; see :class:`ResilientTransport`).
     """
 
     def __init__(
@@ -38,11 +43,15 @@ class AsyncClient(ollama.AsyncClient):
         config: StreamConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         upgrade_non_streaming: bool | None = None,
+        on_resumed: Callable[[StreamResult], None] | None = None,
         **kwargs: Any,
     ) -> None:
         cfg = client_config(config, kwargs.get("timeout"), kwargs.get("verify"))
         self.resilient_transport = ResilientTransport(
-            transport, config=cfg, upgrade_non_streaming=upgrades(upgrade_non_streaming)
+            transport,
+            config=cfg,
+            upgrade_non_streaming=upgrades(upgrade_non_streaming),
+            on_resumed=on_resumed,
         )
         """The transport below the client (its :meth:`~ResilientTransport.client_for`
         gives the ``StreamClient`` of a base URL)."""
@@ -65,11 +74,15 @@ class Client(ollama.Client):
         config: StreamConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         upgrade_non_streaming: bool | None = None,
+        on_resumed: Callable[[StreamResult], None] | None = None,
         **kwargs: Any,
     ) -> None:
         cfg = client_config(config, kwargs.get("timeout"), kwargs.get("verify"))
         self.resilient_transport = ResilientSyncTransport(
-            transport, config=cfg, upgrade_non_streaming=upgrades(upgrade_non_streaming)
+            transport,
+            config=cfg,
+            upgrade_non_streaming=upgrades(upgrade_non_streaming),
+            on_resumed=on_resumed,
         )
         """The transport below the client."""
         super().__init__(host, transport=self.resilient_transport, **kwargs)

@@ -22,7 +22,7 @@ import ollama
 import pytest
 from ollama._client import CONNECTION_ERROR_MESSAGE
 
-from resilient_stream import StreamClient, StreamConfig
+from resilient_stream import StreamClient, StreamConfig, StreamResult
 from resilient_stream.chaos import ChaosProxy
 from resilient_stream.ollama import AsyncClient, Client
 from resilient_stream.ollama._request import parse_host
@@ -246,23 +246,29 @@ async def test_resumed_answer_equals_unbroken_answer_async_and_sync() -> None:
             expected = await client.chat("m", MSGS, options=OPTS)
     for kind in ("drop_connection", "reset_stream", "stall"):
         plan = FaultSchedule({0: Fault(kind, after_tokens=7)})
+        results: list[StreamResult] = []
         async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
-            async with AsyncClient(srv.url, config=FAST) as client:
+            async with AsyncClient(srv.url, config=FAST, on_resumed=results.append) as client:
                 stream = await client.chat("m", MSGS, options=OPTS, stream=True)
                 text = "".join([p.message.content async for p in stream])
             assert srv.stats.requests == 2, kind  # one resume, not a restart
         assert text == expected.message.content, kind
+        # the seam ollama's types cannot show, told to on_resumed
+        (result,) = results
+        assert result.resumes == 1 and result.verified and result.text == text, kind
 
-    def sync_run(url: str) -> str:
-        with Client(url, config=FAST) as client:
+    def sync_run(url: str, results: list[StreamResult]) -> str:
+        with Client(url, config=FAST, on_resumed=results.append) as client:
             parts = client.chat("m", MSGS, options=OPTS, stream=True)
             return "".join(p.message.content or "" for p in parts)
 
     plan = FaultSchedule({0: Fault("drop_connection", after_tokens=7)})
+    results = []
     async with ReferenceServer(stop_probability=0.0, faults=plan) as srv:
-        text = await asyncio.to_thread(sync_run, srv.url)
+        text = await asyncio.to_thread(sync_run, srv.url, results)
         assert srv.stats.requests == 2
     assert text == expected.message.content
+    assert [r.verified for r in results] == [True]
 
 
 async def test_non_streaming_calls_resume_when_the_upgrade_is_chosen() -> None:
