@@ -42,7 +42,7 @@ from .formats.plan import Planner
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
 from .transport.response import H2ResponseStream, ReadDeadline
-from .watchdog import BodyReader, WatchedBody, body_reader, direct_body
+from .watchdog import BodyReader, WatchedBody, body_reader, direct_body, loop_clock
 
 ChunkT = TypeVar("ChunkT")
 
@@ -384,8 +384,10 @@ class ResilientStream(Generic[ChunkT]):
         self._response, self._inflate = opened.response, opened.inflate
         self._framer, self._decoder = opened.framer, opened.decoder
         self._read, self._watched = body_reader(opened.response)
-        direct = direct_body(opened.response) if self._watched is None else None
-        self._h2 = direct if direct is not None and _monotonic_loop(direct) else None
+        direct = direct_body(opened.response)
+        # read directly where the deadlines here (time.monotonic) are the loop's
+        monotonic = direct is not None and loop_clock(direct.loop) is time.monotonic
+        self._h2 = direct if monotonic else None
         self._attempt_first_chunk = True
         self._idle.reset()
         self._waiting_since = None
@@ -445,9 +447,3 @@ class ResilientStream(Generic[ChunkT]):
         # leave the upstream generating: close the response from the event loop.
         if self._response is not None and not self._closed:
             self._ctx.spawn(self._close_response())
-
-
-def _monotonic_loop(body: H2ResponseStream) -> bool:
-    """The stream's loop keeps time with ``time.monotonic`` (asyncio's own loops; uvloop
-    has a clock of its own), so a deadline here is one there."""
-    return type(body.loop).time is asyncio.BaseEventLoop.time

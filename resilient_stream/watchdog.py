@@ -22,6 +22,7 @@ cancels the waiting task, and the waiter turns that cancellation into a stall
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -110,6 +111,15 @@ class WatchedBody:
 
     def close(self) -> None:
         self._watchdog.close()
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` as a plain function: ``time.monotonic`` itself when the loop's clock
+    is asyncio's own (one Python call fewer per record, and a deadline in
+    ``time.monotonic`` is one in loop time), else the bound method (uvloop)."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def direct_body(response: httpx.Response) -> H2ResponseStream | None:

@@ -38,7 +38,7 @@ class RequestCounts:
         self._counts[digest] = n + 1
         return n
 
-    def keys(self) -> list[str]:
+    def seen(self) -> list[str]:
         """The key of every request seen (``"<digest>#<n>"``)."""
         return [f"{d}#{n}" for d, count in self._counts.items() for n in range(count)]
 

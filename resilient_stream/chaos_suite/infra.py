@@ -35,7 +35,7 @@ class ServerFaultPlan:
         seed: int,
         replica: int,
         records: list[FaultRecord],
-        seen: dict[str, int],
+        seen: RequestCounts,
         requests: list[tuple[str, dict[str, Any]]],
     ):
         self.cfg = scenario.server_faults
@@ -66,8 +66,7 @@ class ServerFaultPlan:
         # fate in every run with this seed, whatever the timing.
         # The n-th time the same request arrives (a retry) gets a draw of its own.
         body_key = hashlib.sha256(msgspec.json.encode(info.body)).hexdigest()[:16]
-        n = self.seen.get(body_key, 0)
-        self.seen[body_key] = n + 1
+        n = self.seen.occurrence(body_key)
         key = f"{body_key}#{n}"
         rng = random.Random(f"{self.seed}:server:{info.path}:{key}")
         if rng.random() >= cfg.probability:
@@ -110,7 +109,7 @@ class Infra:
         self.proxies: list[ChaosProxy] = []
         self.baseline: ReferenceServer | None = None
         self.server_faults: list[FaultRecord] = []
-        self._seen: dict[str, int] = {}
+        self._seen = RequestCounts()  # the replicas' requests (the proxies': _requests)
         #: (path, body) of every request a replica received, for the budget check.
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._requests = RequestCounts()
@@ -221,8 +220,8 @@ class Infra:
     def request_keys(self) -> list[str]:
         """Every request the proxies and the replicas saw, by the keys their fault draws
         use (a retry of the same body is another key)."""
-        server = [f"server:{d}#{n}" for d, count in self._seen.items() for n in range(count)]
-        return sorted(self._requests.keys() + server)
+        server = [f"server:{key}" for key in self._seen.seen()]
+        return sorted(self._requests.seen() + server)
 
     def streams_active(self) -> int:
         return sum(s.stats.streams_active for i, s in enumerate(self.servers) if i not in self.dead)

@@ -90,6 +90,16 @@ def chars_of(pieces: list[str]) -> int:
     return sum(map(len, pieces))
 
 
+def tail_start(pieces: list[str], chars: int) -> tuple[int, int]:
+    """The first of the last pieces that cover ``chars`` characters, and how far before
+    the region it begins (<= 0)."""
+    i, need = len(pieces), chars
+    while need > 0 and i > 0:
+        i -= 1
+        need -= len(pieces[i])
+    return i, need
+
+
 class Region:
     """The last ``chars`` characters of one channel's pieces, regenerated after a seam."""
 
@@ -114,19 +124,13 @@ class Region:
         is more than that (a restart); -1: the region is the overlap."""
         self.counts, self.chars = counts, chars
         self.restart = held >= 0  # the region is all of the delivered text
-        i, need = len(pieces), chars
-        h, held_need = len(pieces), held if held >= 0 else chars
-        while held_need > 0 and h > 0:
-            h -= 1
-            held_need -= len(pieces[h])
-        #: The first counts of the held-back pieces (what a server that echoes the
-        #: carried text counts again when it regenerates them).
-        self.held = sum(counts[h:])
-        while need > 0 and i > 0:
-            i -= 1
-            need -= len(pieces[i])
+        i, need = tail_start(pieces, chars)
         self.first, self.end = i, len(counts)
         self.old = counts[i:]  # the counts of the first time it was delivered
+        #: The first counts of the held-back pieces (what a server that echoes the
+        #: carried text counts again when it regenerates them): the region's, unless
+        #: the region is more than the overlap.
+        self.held = sum(counts[tail_start(pieces, held)[0] :]) if held >= 0 else sum(self.old)
         for j in range(i, len(counts)):
             counts[j] = 0
         self.starts: list[int] = []  # where each piece of the region starts in it

@@ -492,8 +492,7 @@ class StreamAssembler(Generic[ChunkT]):
         (Found on the real-model tier: a restart that repeated the 31 delivered
         characters, then went on otherwise, read as verified.)"""
         self._seam = None
-        restart = seam.checks[0].restart or seam.checks[1].restart
-        undo = self._undo_point(out) if restart and self._raise_restarts else None
+        undo = self._undo_point(out) if seam.restart and self._raise_restarts else None
         released = seam.release(self._adapter, self._delivered, final, out)
         verified = released.verified
         if released.restart and self._carried > 0 and not released.echoed:

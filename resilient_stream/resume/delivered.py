@@ -15,7 +15,15 @@ This is the per-chunk path: :meth:`Delivered.add` is a few appends.
 
 from __future__ import annotations
 
-from .accounting import Region, Regions, add_signed, all_exact, chars_of, head_counts
+from .accounting import (
+    Region,
+    Regions,
+    add_signed,
+    all_exact,
+    chars_of,
+    head_counts,
+    tail_start,
+)
 
 #: Pieces beyond the needed tail before they are folded (a fold every this many chunks).
 SLACK = 64
@@ -24,10 +32,7 @@ SLACK = 64
 def _fold(pieces: list[str], counts: list[int], chars: int) -> None:
     """Join the pieces before the last ones that cover ``chars`` characters into one,
     in place (their counts summed, a bound if any of them is one)."""
-    i, need = len(pieces), chars
-    while need > 0 and i > 0:
-        i -= 1
-        need -= len(pieces[i])
+    i = tail_start(pieces, chars)[0]
     if i < 2:
         return
     old = counts[:i]

@@ -73,6 +73,11 @@ class PendingSeam:
         self.held: list[Any] = []  # the chunks held while checking
         self.held_n: list[int] = []  # the signed token count of each held chunk
 
+    @property
+    def restart(self) -> bool:
+        """The continuation reproduced all the delivered text (of either channel)."""
+        return self.checks[0].restart or self.checks[1].restart
+
     def hold(self, chunk: Any, text: str, thinking: str | None) -> int:
         """Hold a chunk and check its texts: HOLDING, DECIDED (release now) or DIVERGED."""
         content, think = self.checks
@@ -115,7 +120,7 @@ class PendingSeam:
         self.held = []
         if final is not None:
             held.append(final)
-        restart = content.restart or think.restart
+        restart = self.restart
         # The tokens that regenerated delivered text replace the counts of what they
         # regenerated (the overlap, or all of it): each chunk's on the piece where its
         # text starts. Exact when the chunks fall on the old pieces' borders; otherwise

@@ -30,7 +30,7 @@ from ..config import StreamConfig
 from ..errors import StreamError
 from ..transport.response import H2ResponseStream, ReadDeadline
 from ..transport.stream import H2Stream
-from ..watchdog import BodyReader, WatchedBody, body_reader, direct_body
+from ..watchdog import BodyReader, WatchedBody, body_reader, direct_body, loop_clock
 from .wire import DONE, STOP, Wire
 
 _NO_LIMIT = 1 << 62
@@ -38,14 +38,6 @@ _NO_LIMIT = 1 << 62
 
 def _no_observe(gap: float) -> float:  # pragma: no cover - replaced before the first read
     raise AssertionError("observe before the first read")
-
-
-def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time`` as a plain function: ``time.monotonic`` itself when the loop's clock
-    is asyncio's own (one Python call fewer per record), else the bound method."""
-    if type(loop).time is asyncio.BaseEventLoop.time:
-        return time.monotonic
-    return loop.time
 
 
 class PassThrough:

@@ -64,14 +64,21 @@ def serve(
     return chunks, ask
 
 
+#: An answer's tokens, drawn from the vocabulary (they may repeat: periodic answers).
+ANSWERS = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60)
+#: How the server streams it and how it breaks: chunk sizes (tokens per chunk, cycled),
+#: the chunks each attempt gets before its cut, the caller's num_predict, and whether
+#: the server counts every chunk or only the final one.
+STREAMS = {
+    "groups": st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    "cuts": st.lists(st.integers(0, 12), max_size=3),
+    "limit": st.integers(1, 70),
+    "running": st.booleans(),
+}
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    tokens=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
-    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
-    cuts=st.lists(st.integers(0, 12), max_size=3),
-    limit=st.integers(1, 70),
-    running=st.booleans(),
-)
+@given(tokens=ANSWERS, **STREAMS)
 def test_no_request_asks_more_than_is_left_and_the_total_stays_within_num_predict(
     tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
 ) -> None:
@@ -79,9 +86,7 @@ def test_no_request_asks_more_than_is_left_and_the_total_stays_within_num_predic
 
 
 #: Tokens that never repeat (each carries its position), with the vocabulary's bytes.
-DISTINCT = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60).map(
-    lambda ts: [t + str(i) for i, t in enumerate(ts)]
-)
+DISTINCT = ANSWERS.map(lambda ts: [t + str(i) for i, t in enumerate(ts)])
 
 FOUND_TAIL = ["\n9", " 👍🏽10", " 👍🏽11"]
 
@@ -106,13 +111,7 @@ FOUND_TAIL = ["\n9", " 👍🏽10", " 👍🏽11"]
 # derandomized: the same 300 draws every run (a draw that finds a new gap is a bug to pin
 # as an example, not a red CI by chance); the soak tier below draws at random
 @settings(max_examples=300, deadline=None, derandomize=True)
-@given(
-    tokens=DISTINCT,
-    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
-    cuts=st.lists(st.integers(0, 12), max_size=3),
-    limit=st.integers(1, 70),
-    running=st.booleans(),
-)
+@given(tokens=DISTINCT, **STREAMS)
 def test_the_same_holds_against_a_server_that_echoes_what_the_request_carried(
     tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
 ) -> None:
@@ -146,13 +145,7 @@ def test_the_same_holds_against_a_server_that_echoes_what_the_request_carried(
     running=False,
 )
 @settings(max_examples=300, deadline=None, derandomize=True)
-@given(
-    tokens=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
-    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
-    cuts=st.lists(st.integers(0, 12), max_size=3),
-    limit=st.integers(1, 70),
-    running=st.booleans(),
-)
+@given(tokens=ANSWERS, **STREAMS)
 def test_the_same_holds_against_an_echoing_server_on_answers_that_repeat_themselves(
     tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
 ) -> None:
@@ -162,19 +155,13 @@ def test_the_same_holds_against_an_echoing_server_on_answers_that_repeat_themsel
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("tokens", [DISTINCT, st.lists(st.sampled_from(VOCAB), max_size=60)])
+@pytest.mark.parametrize("tokens", [DISTINCT, ANSWERS])
 def test_random_draws_against_an_echoing_server(tokens: st.SearchStrategy[list[str]]) -> None:
     """The echo properties above with 3,000 fresh random draws each run (opt-in:
     -m soak)."""
 
     @settings(max_examples=3000, deadline=None)
-    @given(
-        tokens=tokens,
-        groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
-        cuts=st.lists(st.integers(0, 12), max_size=3),
-        limit=st.integers(1, 70),
-        running=st.booleans(),
-    )
+    @given(tokens=tokens, **STREAMS)
     def draw(
         tokens: list[str], groups: list[int], cuts: list[int], limit: int, running: bool
     ) -> None:
