@@ -236,8 +236,9 @@ def _permanent_server_error(exc: BaseException) -> bool:
 class _Body(httpx.AsyncByteStream):
     """The body the SDK reads: the server's bytes, then (after a failure) the engine's.
 
-    ``__aiter__`` hands httpx the pass-through itself (one ``__anext__`` per read
-    between the SDK and the wrapped transport's body: every level costs per read)."""
+    ``__aiter__`` hands httpx the pass-through's generator itself (one ``__anext__``
+    per read between the SDK and the wrapped transport's body: every level costs per
+    read)."""
 
     def __init__(
         self,
@@ -256,7 +257,7 @@ class _Body(httpx.AsyncByteStream):
         self._response = response
         self._stream = stream
         self._first = first
-        self._gen: PassThrough | AsyncGenerator[bytes, None] | None = None
+        self._gen: AsyncGenerator[bytes, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._gen is None:
@@ -273,7 +274,7 @@ class _Body(httpx.AsyncByteStream):
                     token_limit=self._call.planner.token_limit,
                     endpoint=self._call.base,
                     then=self._resume,
-                )
+                ).body()
         return self._gen
 
     def _resume(self, passed: PassThrough) -> AsyncGenerator[bytes, None]:
