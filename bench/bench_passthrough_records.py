@@ -23,7 +23,6 @@ import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 
@@ -130,7 +129,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode in modes:
                 us[mode].append(_run(mode, kind, args.records))
-        best: dict[str, Any] = {m: min(v) for m, v in us.items()}
+        best = {m: min(v) for m, v in us.items()}
         print(
             f"| {kind} | {best['mt']:.2f} | {best['mt_t']:.2f} | {best['rt']:.2f} "
             f"| {best['rt'] - best['mt_t']:+.2f} |"

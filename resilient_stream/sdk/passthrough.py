@@ -116,7 +116,7 @@ class PassThrough:
         last = now()
         deadline = last + cfg.total_timeout
         limit = cfg.first_token_timeout
-        until = last + limit if last + limit < deadline else deadline
+        until = min(last + limit, deadline)
         pending = b""
         total = records = 0
         first = True
@@ -183,21 +183,14 @@ class PassThrough:
                     if until > deadline:
                         until = deadline
                     if what or total > max_bytes:
-                        self.pending = pending
-                        if what == DONE:
-                            self.done = True
-                        else:
-                            self.failure = self._over_limit(what, total)
+                        failure = self._end(what, total)
                         yield out
                         break
                     yield out
                     continue
                 pending = buf
-                if what == DONE:
-                    self.done = True
-                    break
-                if what == STOP or total > max_bytes:
-                    failure = self._over_limit(what, total)
+                if what or total > max_bytes:
+                    failure = self._end(what, total)
                     break
         finally:
             self.pending = pending
@@ -219,7 +212,12 @@ class PassThrough:
         with contextlib.suppress(Exception):
             await self._response.aclose()
 
-    def _over_limit(self, what: int, total: int) -> StreamError | None:
+    def _end(self, what: int, total: int) -> StreamError | None:
+        """The first attempt ends here (the last record, a hand-over, or too many bytes):
+        ``done`` set, or the failure to book (None for a hand-over to the engine)."""
+        if what == DONE:
+            self.done = True
+            return None
         if what == STOP:
             return None
         return self._limit_error(
