@@ -37,6 +37,12 @@ RECORDS = {
         b'{"model":"m","created_at":"2024-01-01T00:00:00Z","response":" tok","done":false}\n',
         b'{"model":"m","response":"","done":true,"eval_count":3}\n',
     ),
+    # the reference server's shape: fields after ``done`` (the scan's slower branch)
+    "ndjson_ref": (
+        b'{"model":"m","created_at":"2024-01-01T00:00:00Z","response":" tok","done":false,'
+        b'"eval_count":1}\n',
+        b'{"model":"m","response":"","done":true,"eval_count":3}\n',
+    ),
     "sse": (
         b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
         b'"choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n',
@@ -91,7 +97,7 @@ async def _one(mode: str, kind: str, n: int) -> int:
     body = H2ResponseStream(_Conn(loop), s, first=timeout, idle=timeout)  # type: ignore[arg-type]
     if mode == "rt":
         inner = httpx.Response(200, stream=body, extensions={BODY_EXTENSION: body})
-        wire: Wire = Ndjson() if kind == "ndjson" else Sse()
+        wire: Wire = Ndjson() if kind.startswith("ndjson") else Sse()
         passing = PassThrough(
             inner, wire, StreamConfig.load(env={}), token_limit=None, endpoint="bench"
         )
