@@ -73,6 +73,13 @@ class IdleTimeoutPolicy:
             return self._floor
         return t if t < self._cap else self._cap
 
+    def constants(self) -> tuple[float, float, float, float, int, float]:
+        """``(factor, decay, floor, cap, warmup, early)`` for a loop that runs
+        :meth:`observe`'s arithmetic on locals (a call per record is a measurable cost
+        there: ``PassThrough.body``). Disabled: ``floor == cap``, the cap every time."""
+        floor = self._cap if not self.enabled else self._floor
+        return self._factor, self._decay, floor, self._cap, self._warmup, self._early
+
     @property
     def timeout(self) -> float:
         if not self.enabled:

@@ -1,8 +1,9 @@
 """The pass-through: the first attempt's body reaches the SDK as the server sent it.
 
 While the first attempt holds, nothing is decoded: each read is scanned for record
-boundaries (:meth:`~resilient_stream.sdk.wire.Wire.scan`), whole records go to the
-SDK at once and are kept, the rest waits for the next read. Liveness is watched as
+boundaries (:meth:`~resilient_stream.sdk.wire.Wire.scan`, or its first case inlined:
+:attr:`~resilient_stream.sdk.wire.Wire.plain`), whole records go to the SDK at once
+and are kept, the rest waits for the next read. Liveness is watched as
 :class:`~resilient_stream.stream.ResilientStream` watches it (complete records, the
 first-token and adaptive idle timeouts, ``total_timeout``, one lazily re-armed
 timer), and so are the output limits.
@@ -105,8 +106,12 @@ class PassThrough:
             enabled=cfg.adaptive_idle_timeout,
             warmup_timeout=cfg.idle_timeout_warmup,
         )
-        observe = idle.observe
+        # observe()'s arithmetic, on locals (tests pin it to the policy, record by record)
+        factor, decay, floor, cap, warmup, early = idle.constants()
+        peak = 0.0
+        seen = 0
         scan = self._wire.scan
+        plain = self._wire.plain
         forward = self.forwarded.append
         token_limit = self._token_limit
         # a server that sends far more than asked ignores the limit (counted in reads
@@ -154,44 +159,64 @@ class PassThrough:
                     failure = exc
                     break
                 total += len(data)
-                buf = pending + data if pending else data
-                end, what = scan(buf)
-                if end:
+                if (
+                    plain is not None
+                    and not pending
+                    and data
+                    and data[-1] == 10
+                    and data.find(plain[0]) < 0
+                    and data.find(plain[1]) < 0
+                ):
+                    out, what = data, 0  # the scan's first case, without the call
+                else:
+                    buf = pending + data if pending else data
+                    end, what = scan(buf)
+                    if not end:
+                        pending = buf
+                        if what or total > max_bytes:
+                            failure = self._end(what, total)
+                            break
+                        continue
                     if end == len(buf):
                         out, pending = buf, b""
                     else:
                         out, pending = buf[:end], buf[end:]
-                    records += 1  # reads with records: a lower bound, and no scan
-                    if records > record_cap:
-                        pending = out + pending
-                        failure = self._limit_error(
-                            f"{records} records received for a limit of "
-                            f"{token_limit} tokens: the server ignores the limit"
-                        )
-                        break
-                    forward(out)
-                    t = now()
-                    # the wait for the next record starts now (partial reads do not
-                    # restart it: a 1 byte/s body stalls)
-                    if first:
-                        first = False
-                        limit = idle.timeout
-                    else:
-                        limit = observe(t - last)
-                    last = t
-                    until = t + limit
-                    if until > deadline:
-                        until = deadline
-                    if what or total > max_bytes:
-                        failure = self._end(what, total)
-                        yield out
-                        break
-                    yield out
-                    continue
-                pending = buf
+                records += 1  # reads with records: a lower bound, and no scan
+                if records > record_cap:
+                    pending = out + pending
+                    failure = self._limit_error(
+                        f"{records} records received for a limit of "
+                        f"{token_limit} tokens: the server ignores the limit"
+                    )
+                    break
+                forward(out)
+                t = now()
+                # the wait for the next record starts now (partial reads do not
+                # restart it: a 1 byte/s body stalls)
+                if first:
+                    first = False
+                    limit = idle.timeout
+                else:
+                    peak *= decay
+                    if t - last > peak:
+                        peak = t - last
+                    seen += 1
+                    limit = factor * peak
+                    if seen < warmup and limit < early:
+                        limit = early
+                    if limit < floor:
+                        limit = floor
+                    elif limit > cap:
+                        limit = cap
+                last = t
+                until = t + limit
+                if until > deadline:
+                    until = deadline
                 if what or total > max_bytes:
                     failure = self._end(what, total)
+                    yield out
                     break
+                yield out
         finally:
             self.pending = pending
             if failure is not None:

@@ -43,6 +43,9 @@ class Wire:
     """One wire format: its pass-through gate, its encoder, its error body."""
 
     content_type = ""
+    #: Two needles: a read that ends with a newline and holds neither is whole records,
+    #: none the last nor an error (forwarded as it is, no :meth:`scan` call). None: always scan.
+    plain: tuple[bytes, bytes] | None = None
 
     def accepts(self, content_type: str) -> bool:
         """Is a 200 with this Content-Type this format's stream (else: not passed)?"""
@@ -71,6 +74,7 @@ class Wire:
 
 class Ndjson(Wire):
     content_type = "application/x-ndjson"
+    plain = (b"true", b'"error"')
 
     def accepts(self, content_type: str) -> bool:
         return "json" in content_type or not content_type

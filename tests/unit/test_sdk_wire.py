@@ -63,6 +63,32 @@ def test_ndjson_error_line_is_never_forwarded() -> None:
     assert Ndjson().scan(err) == (0, STOP)
 
 
+def _plain(wire: Ndjson, buf: bytes) -> bool:
+    """The pass-through loop's inlined gate (``PassThrough.body``), as it reads there."""
+    assert wire.plain is not None
+    return (
+        bool(buf) and buf[-1] == 10 and buf.find(wire.plain[0]) < 0 and buf.find(wire.plain[1]) < 0
+    )
+
+
+def test_ndjson_plain_gate_passes_only_what_the_scan_forwards_whole() -> None:
+    wire = Ndjson()
+    a, b, final = line("Hel"), line("lo"), line("", done=True)
+    counted = a[:-2] + b',"eval_count":3}\n'  # the reference server's shape
+    err = ollama_encoder.error_line("model crashed")
+    passed = 0
+    for buf in (
+        a, a + b, counted, counted + a, a + final, final, err, a + err, a[:10], a + b[:10],
+        line("it is true"), line('say "error"'), b"", b"\n",
+    ):  # fmt: skip
+        if _plain(wire, buf):
+            passed += 1
+            assert wire.scan(buf) == (len(buf), MORE), buf
+    # a, a + b, counted, counted + a, b"\n", and the quoted "error" (escaped: \\"error\\")
+    assert passed == 6
+    assert Sse().plain is None  # SSE always scans (held-back chunks)
+
+
 # --- SSE ---------------------------------------------------------------------------------
 
 
