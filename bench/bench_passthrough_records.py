@@ -29,6 +29,7 @@ import httpx
 from resilient_stream import StreamConfig
 from resilient_stream.sdk.passthrough import PassThrough
 from resilient_stream.sdk.wire import Ndjson, Sse, Wire
+from resilient_stream.transport.deadlines import DeadlineWheel
 from resilient_stream.transport.response import BODY_EXTENSION, H2ResponseStream
 from resilient_stream.transport.stream import H2Stream
 
@@ -59,6 +60,7 @@ class _Conn:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.deadlines = DeadlineWheel(loop)
 
     def stream_data_consumed(self, stream: H2Stream, n: int) -> None:
         pass

@@ -54,6 +54,9 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Deadline for a whole stream, all attempts and resumes included."""
     pool_timeout: float = 30.0
     """Longest wait for a free stream slot when every connection is full."""
+    deadline_resolution: float = 0.05
+    """Seconds between checks of the streams' stall deadlines (one loop timer per
+    connection, not one per stream): a stall is noticed at most this late, never early."""
 
     # --- transport (HTTP/2 multiplexing) ---
     http2: bool = True
@@ -166,6 +169,11 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 raise ConfigError(f"config key {name!r} must be >= 0, got {value!r}", key=name)
         if self.max_attempts < 1:
             raise ConfigError("config key 'max_attempts' must be >= 1", key="max_attempts")
+        if self.deadline_resolution <= 0:
+            raise ConfigError(
+                f"config key 'deadline_resolution' must be > 0, got {self.deadline_resolution!r}",
+                key="deadline_resolution",
+            )
 
     @classmethod
     def load(

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ..errors import ConnectionLostError, GoAwayError, StallError
 from ..h2wire import error_name
 from .core import H2Core
+from .deadlines import DeadlineWheel
 from .events import (
     ConnectionEnded,
     Event,
@@ -80,6 +81,8 @@ class H2ClientConnection(asyncio.Protocol):
         self._send_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._keepalive: asyncio.TimerHandle | None = None
+        #: The stall deadlines of this connection's readers, on one loop timer.
+        self.deadlines = DeadlineWheel(loop, settings.deadline_resolution)
 
     # --- state seen by the pool and the transport ----------------------------------
 

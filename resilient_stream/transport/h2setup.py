@@ -16,6 +16,7 @@ import h2.connection
 import h2.settings
 
 from ..h2wire import FLAG_ACK, INITIAL_MAX_FRAME_SIZE, SETTINGS
+from .deadlines import RESOLUTION
 
 if TYPE_CHECKING:
     from ..buffering.consumer import ConsumerBudget
@@ -86,6 +87,7 @@ class ConnectionSettings:
         "bdp_probe",
         "budget",
         "connection_window",
+        "deadline_resolution",
         "max_streams",
         "ping_interval",
         "ping_timeout",
@@ -104,7 +106,9 @@ class ConnectionSettings:
         sizing: WindowSizing | None = None,
         budget: ConsumerBudget | None = None,
         bdp_probe: bool = True,
+        deadline_resolution: float = RESOLUTION,
     ) -> None:
+        self.deadline_resolution = deadline_resolution
         self.sizing = sizing  # adaptive windows (None: fixed)
         self.budget = budget
         self.bdp_probe = bdp_probe

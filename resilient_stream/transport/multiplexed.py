@@ -116,6 +116,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             connection_window=cfg.connection_window,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
+            deadline_resolution=cfg.deadline_resolution,
             sizing=WindowSizing(
                 floor=cfg.stream_window_floor,
                 cap=cfg.stream_window_cap,

@@ -8,7 +8,9 @@ reopens the stream's window.
 
 The idle timer measures how long *this reader* has been waiting for its
 stream's next byte; traffic on other streams cannot reset it. It costs one
-timer per timeout period, not one per chunk: the timer re-arms itself lazily.
+filing per timeout period, not one per chunk: the reader re-files itself lazily,
+on its connection's :class:`~resilient_stream.transport.deadlines.DeadlineWheel`
+(one loop timer for all its streams, at most ``RESOLUTION`` late, never early).
 Two bounds, both optional: ``first`` until the first DATA frame (headers
 included: a model may be loading), then ``idle`` between chunks.
 """
@@ -16,6 +18,7 @@ included: a model may be loading), then ``idle`` between chunks.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 
 import httpx
@@ -53,8 +56,10 @@ class H2ResponseStream(httpx.AsyncByteStream):
         self._closed = False
         self._idle_since = 0.0
         self._until = 0.0  # loop time: the deadline a caller of read() gave (0.0: none)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when _timer fires (TimerHandle.when() is a Python call)
+        self._wheel = conn.deadlines
+        self._tick = 0  # the wheel tick this reader is filed under (0: none)
+        # a deadline before this needs an earlier tick (a float compare per wait, no call)
+        self._refile_below = math.inf
 
     @property
     def stream(self) -> H2Stream:
@@ -80,20 +85,27 @@ class H2ResponseStream(httpx.AsyncByteStream):
                 if not until or now + timeout < until:
                     deadline = now + timeout
             self._until = until
-            timer = self._timer
-            if timer is None or self._timer_at > deadline:  # none yet, or a longer bound
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(deadline, self._on_timer)
-                self._timer_at = deadline
+            if deadline < self._refile_below:  # not filed yet, or filed for a longer bound
+                self._file(deadline)
         try:
             await waiter
         finally:
             s.waiter = None
             self._until = 0.0
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _file(self, deadline: float) -> None:
+        wheel = self._wheel
+        if self._tick:
+            wheel.discard(self, self._tick)
+        self._tick = tick = wheel.add(self, deadline)
+        self._refile_below = (tick - 1) * wheel.resolution
+
+    def on_due(self, tick: int) -> None:
+        """The wheel's tick: fail the wait if its deadline has passed, else re-file."""
+        if tick != self._tick:
+            return  # a stale filing: re-filed under an earlier tick, or dropped
+        self._tick = 0
+        self._refile_below = math.inf
         s = self._stream
         waiter = s.waiter
         timeout = self._timeout
@@ -109,8 +121,7 @@ class H2ResponseStream(httpx.AsyncByteStream):
         if until and until < deadline:
             deadline = until
         if now < deadline:
-            self._timer = loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+            self._file(deadline)
             return
         what = "response headers" if not s.status else "data"
         waiter.set_exception(
@@ -123,9 +134,10 @@ class H2ResponseStream(httpx.AsyncByteStream):
         )
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._tick:
+            self._wheel.discard(self, self._tick)
+            self._tick = 0
+            self._refile_below = math.inf
 
     def _take(self) -> bytes:
         """What is buffered (all of it, or one DATA frame without coalescing); credits

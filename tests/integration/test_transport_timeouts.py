@@ -17,6 +17,7 @@ from resilient_stream.config import StreamConfig
 from resilient_stream.refserver.faults import Fault, RequestInfo
 from resilient_stream.refserver.server import ReferenceServer
 from resilient_stream.transport import MultiplexedTransport
+from resilient_stream.transport.deadlines import DeadlineWheel
 from resilient_stream.transport.timeouts import STREAM_TIMEOUTS, request_timeouts
 
 CFG = StreamConfig(
@@ -87,3 +88,43 @@ async def test_without_a_read_timeout_the_transport_never_ends_a_quiet_stream() 
                 ) as r:
                     await r.aread()
             assert info.value.waited == 0.2
+
+
+def stall_the_prompt_named_stall(info: RequestInfo) -> Fault | None:
+    return Fault("stall", after_tokens=2) if info.body.get("prompt") == "stall" else None
+
+
+@pytest.mark.timeout(60)
+async def test_fifty_streams_stall_deadlines_share_one_loop_timer_and_still_catch_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each stream's idle bound is filed on its connection's DeadlineWheel, not armed as
+    # an asyncio timer of its own: the loop sees a handful of the wheel's timers for 50
+    # streams (before: at least one per stream), and the stalled one still fails.
+    loop = asyncio.get_running_loop()
+    wheel_timers: list[float] = []
+    real_call_at = loop.call_at
+
+    def call_at(when: float, callback: object, *args: object, **kw: object) -> object:
+        if isinstance(getattr(callback, "__self__", None), DeadlineWheel):
+            wheel_timers.append(when)
+        return real_call_at(when, callback, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_at", call_at)
+    plan = stall_the_prompt_named_stall
+    async with ReferenceServer(stop_probability=0.0, tokens_per_second=50, faults=plan) as srv:
+        transport = MultiplexedTransport(max_connections=1)
+        timeout = httpx.Timeout(5.0, read=0.5)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+
+            async def one(prompt: str) -> int:
+                body = {"model": "m", "prompt": prompt, "options": {"num_predict": 20}}
+                async with client.stream("POST", srv.url + "/api/generate", json=body) as r:
+                    return (await r.aread()).count(b"\n")
+
+            results = await asyncio.gather(
+                *(one(f"p{i}") for i in range(49)), one("stall"), return_exceptions=True
+            )
+    assert results[:49] == [21] * 49  # 20 tokens and the final line each
+    assert isinstance(results[49], errors.StallError)
+    assert 1 <= len(wheel_timers) < 25

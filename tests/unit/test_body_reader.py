@@ -3,6 +3,7 @@ any other body, or one spliced over ours by a wrapping transport, through httpx.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -13,7 +14,8 @@ from resilient_stream.watchdog import WatchedBody, body_reader
 
 
 def _h2_body() -> H2ResponseStream:
-    return H2ResponseStream(cast(Any, None), H2Stream(1, 65535), first=None, idle=None)
+    conn = SimpleNamespace(deadlines=None)  # never read from here
+    return H2ResponseStream(cast(Any, conn), H2Stream(1, 65535), first=None, idle=None)
 
 
 def test_our_body_handed_to_the_caller_as_is_is_read_directly() -> None:
