@@ -2,8 +2,8 @@
 
 asyncio keeps its timers in a heap of Python objects ordered by a Python ``__lt__``:
 arming, firing or cancelling one costs a heap operation of about log2(n) Python calls
-(some 35k instructions a firing with 100 streams open, counted with cachegrind). A
-stall deadline that follows the stream's pace fires about once per
+(about 40k instructions a firing and its re-arm with 100 streams open, counted with
+cachegrind). A stall deadline that follows the stream's pace fires about once per
 ``idle_timeout_factor`` records, so with one timer per stream that heap is paid on
 the hot path.
 
