@@ -81,9 +81,16 @@ class DeadlineWheel:
         last = max(self._loop.time() * self._per_tick, self._timer_tick)
         heap = self._heap
         ticks = self._ticks
-        while heap and heap[0] <= last:
-            tick = heapq.heappop(heap)
-            for reader in ticks.pop(tick, ()):
-                reader.on_due(tick)  # may file it again, always under a later tick
-        if heap:
-            self._arm(heap[0])
+        try:
+            while heap and heap[0] <= last:
+                tick = heapq.heappop(heap)
+                for reader in ticks.pop(tick, ()):
+                    try:
+                        reader.on_due(tick)  # may file it again, always under a later tick
+                    except Exception as exc:  # one reader's bug must not blind the others
+                        self._loop.call_exception_handler(
+                            {"message": "DeadlineWheel: on_due failed", "exception": exc}
+                        )
+        finally:
+            if heap:
+                self._arm(heap[0])

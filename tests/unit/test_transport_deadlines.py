@@ -114,3 +114,26 @@ def test_resolution_must_be_positive() -> None:
         loop.close()
     with pytest.raises(ConfigError, match="deadline_resolution"):
         StreamConfig(deadline_resolution=0.0)
+
+
+class Broken(Reader):
+    def on_due(self, tick: int) -> None:
+        super().on_due(tick)
+        raise RuntimeError("a reader's bug")
+
+
+async def test_a_reader_that_raises_does_not_keep_the_others_from_being_told() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        wheel = DeadlineWheel(loop, resolution=0.01)
+        at = loop.time() + 0.02
+        broken, same_tick, later = Broken(loop, at), Reader(loop, at), Reader(loop, at + 0.05)
+        for r in (broken, same_tick, later):
+            wheel.add(r, r.at)
+        await _until(lambda: bool(later.told))
+        assert broken.told and same_tick.told
+        assert [type(e["exception"]) for e in errors] == [RuntimeError]
+    finally:
+        loop.set_exception_handler(None)
