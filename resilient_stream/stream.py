@@ -119,13 +119,7 @@ class ResilientStream(Generic[ChunkT]):
         self._decoder: Decoder | None = None
         self._attempt_first_chunk = True
         # liveness: progress is complete records, not bytes
-        self._idle = IdleTimeoutPolicy(
-            cap=cfg.idle_timeout,
-            floor=cfg.idle_timeout_floor,
-            factor=cfg.idle_timeout_factor,
-            enabled=cfg.adaptive_idle_timeout,
-            warmup_timeout=cfg.idle_timeout_warmup,
-        )
+        self._idle = IdleTimeoutPolicy.for_config(cfg)
         self._last_read = 0.0
         self._waiting_since: float | None = None  # None: not waiting for a record
         self._limit = cfg.first_token_timeout  # the wait for the next record may last

@@ -18,6 +18,11 @@ The first chunk is not a gap: time to first token has its own, longer timeout.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import StreamConfig
+
 
 class IdleTimeoutPolicy:
     __slots__ = (
@@ -52,6 +57,17 @@ class IdleTimeoutPolicy:
         self.enabled = enabled
         self._peak = 0.0
         self._seen = 0
+
+    @classmethod
+    def for_config(cls, cfg: StreamConfig) -> IdleTimeoutPolicy:
+        """The policy ``cfg``'s ``idle_timeout*`` keys describe (one per stream)."""
+        return cls(
+            cap=cfg.idle_timeout,
+            floor=cfg.idle_timeout_floor,
+            factor=cfg.idle_timeout_factor,
+            enabled=cfg.adaptive_idle_timeout,
+            warmup_timeout=cfg.idle_timeout_warmup,
+        )
 
     def reset(self) -> None:
         """A new attempt: forget the gaps of the previous connection."""

@@ -99,13 +99,7 @@ class PassThrough:
         now: Callable[[], float] = time.monotonic
         if h2 is not None:
             now = loop_clock(asyncio.get_running_loop())
-        idle = IdleTimeoutPolicy(
-            cap=cfg.idle_timeout,
-            floor=cfg.idle_timeout_floor,
-            factor=cfg.idle_timeout_factor,
-            enabled=cfg.adaptive_idle_timeout,
-            warmup_timeout=cfg.idle_timeout_warmup,
-        )
+        idle = IdleTimeoutPolicy.for_config(cfg)
         # observe()'s arithmetic, on locals (tests pin it to the policy, record by record)
         factor, decay, floor, cap, warmup, early = idle.constants()
         peak = 0.0
@@ -198,8 +192,9 @@ class PassThrough:
                     limit = idle.timeout
                 else:
                     peak *= decay
-                    if t - last > peak:
-                        peak = t - last
+                    gap = t - last
+                    if gap > peak:
+                        peak = gap
                     seen += 1
                     limit = factor * peak
                     if seen < warmup and limit < early:

@@ -37,6 +37,8 @@ _SSE_ERROR = re.compile(rb'"error"\s*:|"object"\s*:\s*"error"')
 _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 #: How Ollama ends a line that is not the last: ``done`` is its last field.
 _NDJSON_STEADY = b'"done":false}\n'
+#: Neither in a read of whole lines: none is the last (``"done":true``) or an error.
+_TRUE, _ERROR = _NDJSON_PLAIN = (b"true", b'"error"')
 
 
 class Wire:
@@ -74,7 +76,7 @@ class Wire:
 
 class Ndjson(Wire):
     content_type = "application/x-ndjson"
-    plain = (b"true", b'"error"')
+    plain = _NDJSON_PLAIN
 
     def accepts(self, content_type: str) -> bool:
         return "json" in content_type or not content_type
@@ -88,8 +90,8 @@ class Ndjson(Wire):
                 return len(buf), MORE
             if buf.count(_NDJSON_STEADY) == buf.count(b"\n"):
                 return len(buf), MORE
-        if buf.endswith(b"\n") and buf.find(b"true") < 0 and buf.rfind(b'"error"') < 0:
-            return len(buf), MORE  # whole lines, none the last or an error
+        if buf.endswith(b"\n") and buf.find(_TRUE) < 0 and buf.find(_ERROR) < 0:
+            return len(buf), MORE  # whole lines, none the last or an error (Wire.plain)
         end = len(buf) if buf.endswith(b"\n") else buf.rfind(b"\n") + 1
         if not end:
             return 0, MORE

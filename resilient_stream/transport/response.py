@@ -103,7 +103,9 @@ class H2ResponseStream(httpx.AsyncByteStream):
     def on_due(self, tick: int) -> None:
         """The wheel's tick: fail the wait if its deadline has passed, else re-file."""
         if tick != self._tick:
-            return  # a stale filing: re-filed under an earlier tick, or dropped
+            # a filing dropped while its tick was being told (discard cannot reach a
+            # tick the wheel has already taken out)
+            return
         self._tick = 0
         self._refile_below = math.inf
         s = self._stream

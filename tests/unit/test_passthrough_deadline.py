@@ -93,13 +93,7 @@ async def _deadlines(config: StreamConfig, monkeypatch: pytest.MonkeyPatch) -> l
 
 
 def _expected(config: StreamConfig, start: float) -> list[float]:
-    policy = IdleTimeoutPolicy(
-        cap=config.idle_timeout,
-        floor=config.idle_timeout_floor,
-        factor=config.idle_timeout_factor,
-        enabled=config.adaptive_idle_timeout,
-        warmup_timeout=config.idle_timeout_warmup,
-    )
+    policy = IdleTimeoutPolicy.for_config(config)
     t = start
     out = [t + config.first_token_timeout, t + policy.timeout]  # before and after record 1
     for gap in GAPS:

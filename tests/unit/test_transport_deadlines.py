@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from resilient_stream.config import ConfigError, StreamConfig
-from resilient_stream.transport.deadlines import DeadlineWheel
+from resilient_stream.transport.deadlines import RESOLUTION, DeadlineWheel
 
 
 class Reader:
@@ -103,6 +103,11 @@ async def test_an_earlier_filing_moves_the_loop_timer_earlier(
     await _until(lambda: bool(soon.told))
     assert calls[0] > now + 59 and calls[1] < now + 1  # re-armed for the earlier tick
     assert late.told == [] and len(wheel) == 1
+
+
+def test_the_wheels_default_resolution_is_the_configs() -> None:
+    # the transport's default (ConnectionSettings, a bare wheel) and the config key's
+    assert StreamConfig().deadline_resolution == RESOLUTION
 
 
 def test_resolution_must_be_positive() -> None:
