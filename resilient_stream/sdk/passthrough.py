@@ -2,7 +2,8 @@
 
 While the first attempt holds, nothing is decoded: each read is scanned for record
 boundaries (:meth:`~resilient_stream.sdk.wire.Wire.scan`, or its first case inlined:
-:attr:`~resilient_stream.sdk.wire.Wire.plain`), whole records go to the SDK at once
+:attr:`~resilient_stream.sdk.wire.Wire.plain`, or the last record's prefix:
+:meth:`~resilient_stream.sdk.wire.Wire.prefix_of`), whole records go to the SDK at once
 and are kept, the rest waits for the next read. Liveness is watched as
 :class:`~resilient_stream.stream.ResilientStream` watches it (complete records, the
 first-token and adaptive idle timeouts, ``total_timeout``, one lazily re-armed
@@ -104,8 +105,16 @@ class PassThrough:
         factor, decay, floor, cap, warmup, early = idle.constants()
         peak = 0.0
         seen = 0
-        scan = self._wire.scan
-        plain = self._wire.plain
+        wire = self._wire
+        scan = wire.scan
+        plain = wire.plain
+        # the prefix of the last read the scan forwarded whole as one text record: a read
+        # with that prefix goes through the rest of the scan's first case here, with no
+        # call (Wire.prefix_of)
+        learn = wire.prefix_of if wire.learns else None
+        prefix: bytes | None = None
+        lead = 0
+        settled = False
         forward = self.forwarded.append
         token_limit = self._token_limit
         # a server that sends far more than asked ignores the limit (counted in reads
@@ -162,6 +171,17 @@ class PassThrough:
                     and data.find(plain[1]) < 0
                 ):
                     out, what = data, 0  # the scan's first case, without the call
+                elif (
+                    prefix is not None
+                    and not pending
+                    and data.startswith(prefix)
+                    and data[-1] == 10
+                    and data[lead] != 34  # '"': the text is not empty
+                    and data.find(b"\n") == len(data) - 2
+                    and (settled or data.find(b'"finish_reason":null', lead) > 0)
+                    and data.find(b'"error"') < 0
+                ):
+                    out, what = data, 0  # Sse.scan's first case, its text key known
                 else:
                     buf = pending + data if pending else data
                     end, what = scan(buf)
@@ -173,6 +193,11 @@ class PassThrough:
                         continue
                     if end == len(buf):
                         out, pending = buf, b""
+                        if learn is not None and not what:
+                            known = learn(buf)
+                            if known is not None:
+                                prefix, settled = known
+                                lead = len(prefix)
                     else:
                         out, pending = buf[:end], buf[end:]
                 records += 1  # reads with records: a lower bound, and no scan

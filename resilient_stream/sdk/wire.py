@@ -39,6 +39,8 @@ _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _NDJSON_STEADY = b'"done":false}\n'
 #: Neither in a read of whole lines: none is the last (``"done":true``) or an error.
 _TRUE, _ERROR = _NDJSON_PLAIN = (b"true", b'"error"')
+_FINISH_NULL = b'"finish_reason":null'
+_CONTENT = b'"content":"'
 
 
 class Wire:
@@ -48,6 +50,8 @@ class Wire:
     #: Two needles: a read that ends with a newline and holds neither is whole records,
     #: none the last nor an error (forwarded as it is, no :meth:`scan` call). None: always scan.
     plain: tuple[bytes, bytes] | None = None
+    #: Whether :meth:`prefix_of` can name a prefix (the pass-through asks it then).
+    learns = False
 
     def accepts(self, content_type: str) -> bool:
         """Is a 200 with this Content-Type this format's stream (else: not passed)?"""
@@ -58,6 +62,11 @@ class Wire:
         more bytes), DONE (``buf[:end]`` ends with the stream's last record) or STOP
         (the record at ``end`` must go to the engine: hand over)."""
         raise NotImplementedError
+
+    def prefix_of(self, buf: bytes) -> tuple[bytes, bool] | None:
+        """``(prefix, settled)``: reads that start with ``prefix`` are checked by the
+        pass-through's inlined first case (None: this read names none)."""
+        return None
 
     def encode(self, chunk: Any) -> bytes:
         raise NotImplementedError
@@ -128,6 +137,7 @@ def _sse_data(block: bytes) -> bytes | None:
 
 class Sse(Wire):
     content_type = "text/event-stream"
+    learns = True
 
     def __init__(self) -> None:
         self.id: tuple[str, int, str, str | None] | None = None
@@ -178,6 +188,33 @@ class Sse(Wire):
             ):
                 return len(buf), MORE
         return self._slow(buf)
+
+    def prefix_of(self, buf: bytes) -> tuple[bytes, bool] | None:
+        """The prefix of a one-event read that scan's first case forwards whole: its
+        bytes through the text key, and whether ``"finish_reason":null`` is among them.
+
+        OpenAI, vLLM and llama-server repeat a chunk's leading fields (id, created,
+        model, ...), so the pass-through checks its next reads against this prefix
+        instead of calling :meth:`scan`: a read that starts with it and passes the rest
+        of the first case (text not empty, ``"finish_reason":null``, one line, no
+        ``"error"``) is forwarded whole, with four byte scans instead of seven and no
+        call. Only the chat key (``"content":"``): a completions prefix could be
+        followed by a content key the scan would judge first."""
+        i = buf.find(_CONTENT)
+        j = i + 11
+        if (
+            i < 0
+            or buf.find(b"\n") != len(buf) - 2
+            or not buf.endswith(b"\n\n")
+            or not buf.startswith(b"data: {")
+            or buf[j] == 34
+            or buf.find(_ERROR) >= 0
+        ):
+            return None
+        settled = buf.find(_FINISH_NULL, 0, i) > 0
+        if not settled and buf.find(_FINISH_NULL, j) < 0:
+            return None
+        return buf[:j], settled
 
     def _slow(self, buf: bytes) -> tuple[int, int]:
         end = start = held = 0

@@ -86,7 +86,7 @@ def test_ndjson_plain_gate_passes_only_what_the_scan_forwards_whole() -> None:
             assert wire.scan(buf) == (len(buf), MORE), buf
     # a, a + b, counted, counted + a, b"\n", and the quoted "error" (escaped: \\"error\\")
     assert passed == 6
-    assert Sse().plain is None  # SSE always scans (held-back chunks)
+    assert Sse().plain is None  # SSE: held-back chunks (its gate: test_passthrough_prefix)
 
 
 # --- SSE ---------------------------------------------------------------------------------
