@@ -10,10 +10,16 @@ counts summed) as the stream goes: a seam never holds back more than
 holds its text in one string plus a bounded tail of pieces, not a string object
 and a count per token (about 70 bytes each).
 
-This is the per-chunk path: :meth:`Delivered.add` is a few appends.
+This is the per-chunk path: :meth:`Delivered.add` is a few appends. A short piece
+is kept as the interned string (``sys.intern``): token texts repeat across a
+process's streams (a model's vocabulary is finite and skewed), so thousands of open
+streams share one string per distinct token instead of holding one each (about
+56 bytes a piece). Interned strings are freed with their last holder.
 """
 
 from __future__ import annotations
+
+from sys import intern
 
 from .accounting import (
     Region,
@@ -27,6 +33,8 @@ from .accounting import (
 
 #: Pieces beyond the needed tail before they are folded (a fold every this many chunks).
 SLACK = 64
+#: Pieces up to this many characters are interned (longer ones rarely repeat).
+SHARED = 24
 
 
 def _fold(pieces: list[str], counts: list[int], chars: int) -> None:
@@ -80,13 +88,13 @@ class Delivered:
             n = add_signed(n, self.orphan)
             self.orphan = 0
         if thinking:
-            self.thinking.append(thinking)
+            self.thinking.append(intern(thinking) if len(thinking) <= SHARED else thinking)
             self.think_n.append(n)
             n = 0
             if len(self.thinking) > self._fold_at:
                 self.fold()
         if text:
-            self.text.append(text)
+            self.text.append(intern(text) if len(text) <= SHARED else text)
             self.text_n.append(n)
             if len(self.text) > self._fold_at:
                 self.fold()

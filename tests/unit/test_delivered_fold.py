@@ -1,4 +1,4 @@
-"""Long answers: the delivered pieces are folded as the stream goes (resume/delivered.py).
+"""Long answers: delivered pieces folded as the stream goes, short ones shared (delivered.py).
 
 A seam holds back at most ``max_overlap`` characters of whole chunks, so only the
 pieces covering the last ``max_overlap + 1`` characters stay one per chunk; the
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_accounting_budget import VOCAB, check_stream
 
-from resilient_stream.resume.delivered import SLACK, Delivered
+from resilient_stream.resume.delivered import SHARED, SLACK, Delivered
 
 
 def test_a_long_answer_keeps_a_bounded_tail_of_pieces_and_its_exact_counts() -> None:
@@ -54,3 +54,20 @@ def test_seams_after_folds_count_as_before(
 ) -> None:
     tokens = [VOCAB[(seed + 7 * i + i * i) % len(VOCAB)] for i in range(length)]
     check_stream(tokens, groups, cuts, length + 10, running)
+
+
+def test_short_pieces_are_shared_across_streams_and_long_ones_kept_as_they_came() -> None:
+    """Token texts repeat across streams: each stream's short pieces are the one
+    interned string (held once per process, not once per stream), the text unchanged."""
+    a, b = Delivered(257), Delivered(257)
+    words = [" the", " cat", "é", " x" * (SHARED // 2)]
+    long = "y" * (SHARED + 1)
+    for d in (a, b):
+        for w in [*words, long]:
+            d.add("".join(list(w)), None, 1)  # a fresh string object, as a decoder makes
+        d.add("", "".join(list(" hmm")), 1)
+    assert a.joined() == b.joined() == ("".join(words) + long, " hmm")
+    for x, y in zip(a.text[: len(words)], b.text[: len(words)], strict=True):
+        assert x is y
+    assert a.thinking[0] is b.thinking[0]
+    assert a.text[-1] == b.text[-1] and a.text[-1] is not b.text[-1]
