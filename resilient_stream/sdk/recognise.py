@@ -8,7 +8,6 @@ can continue: one choice, streamed. Everything else passes through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -28,11 +27,14 @@ from .wire import AnthropicSse, Ndjson, Sse, Wire
 _OLLAMA_PATHS = {"/api/generate": GenerateRequest, "/api/chat": ChatRequest}
 _OPENAI_PATHS = {CHAT_PATH: ChatCompletionRequest, COMPLETION_PATH: CompletionRequest}
 _ANTHROPIC_PATHS = {MESSAGES_PATH: MessagesRequest}
+#: Every path suffix a call is recognised by, and its request type (searched per request).
+_PATHS = (*_OLLAMA_PATHS.items(), *_OPENAI_PATHS.items(), *_ANTHROPIC_PATHS.items())
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A recognised call: where its engine lives and how its attempts are planned."""
+class Call(msgspec.Struct, frozen=True, gc=False):
+    """A recognised call: where its engine lives and how its attempts are planned.
+
+    (A Struct: one is made per request, and a frozen dataclass takes 0.8 us to.)"""
 
     base: str
     planner: Planner
@@ -55,14 +57,10 @@ def recognise(
     if request.headers.get("content-encoding", "identity").lower() != "identity":
         return None
     path = request.url.path
-    found = [
-        (s, t)
-        for s, t in (*_OLLAMA_PATHS.items(), *_OPENAI_PATHS.items(), *_ANTHROPIC_PATHS.items())
-        if path.endswith(s)
-    ]
-    if not found:
+    found = next((entry for entry in _PATHS if path.endswith(entry[0])), None)
+    if found is None:
         return None
-    suffix, tp = found[0]
+    suffix, tp = found
     try:
         fields = msgspec.json.decode(body)
     except msgspec.DecodeError:
