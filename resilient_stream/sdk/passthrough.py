@@ -32,7 +32,7 @@ from ..config import StreamConfig
 from ..errors import StreamError
 from ..transport.response import ReadDeadline
 from ..watchdog import body_reader, direct_body, loop_clock
-from .wire import DONE, STOP, Wire
+from .wire import DONE, ERROR, FINISH_NULL, STOP, Wire
 
 _NO_LIMIT = 1 << 62
 
@@ -112,6 +112,7 @@ class PassThrough:
         # with that prefix goes through the rest of the scan's first case here, with no
         # call (Wire.prefix_of)
         learn = wire.prefix_of if wire.learns else None
+        finish_null, error = FINISH_NULL, ERROR
         prefix: bytes | None = None
         lead = 0
         settled = False
@@ -178,8 +179,8 @@ class PassThrough:
                     and data[-1] == 10
                     and data[lead] != 34  # '"': the text is not empty
                     and data.find(b"\n") == len(data) - 2
-                    and (settled or data.find(b'"finish_reason":null', lead) > 0)
-                    and data.find(b'"error"') < 0
+                    and (settled or data.find(finish_null, lead) > 0)
+                    and data.find(error) < 0
                 ):
                     out, what = data, 0  # Sse.scan's first case, its text key known
                 else:

@@ -39,7 +39,9 @@ _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _NDJSON_STEADY = b'"done":false}\n'
 #: Neither in a read of whole lines: none is the last (``"done":true``) or an error.
 _TRUE, _ERROR = _NDJSON_PLAIN = (b"true", b'"error"')
-_FINISH_NULL = b'"finish_reason":null'
+#: What an SSE text chunk that does not finish its choice holds (the prefix gate's needles).
+FINISH_NULL = b'"finish_reason":null'
+ERROR = _ERROR
 _CONTENT = b'"content":"'
 
 
@@ -200,19 +202,14 @@ class Sse(Wire):
         ``"error"``) is forwarded whole, with four byte scans instead of seven and no
         call. Only the chat key (``"content":"``): a completions prefix could be
         followed by a content key the scan would judge first."""
+        if buf.find(b"\n") != len(buf) - 2 or buf[-1] != 10:  # one line, one event
+            return None
         i = buf.find(_CONTENT)
         j = i + 11
-        if (
-            i < 0
-            or buf.find(b"\n") != len(buf) - 2
-            or not buf.endswith(b"\n\n")
-            or not buf.startswith(b"data: {")
-            or buf[j] == 34
-            or buf.find(_ERROR) >= 0
-        ):
+        if i < 0 or not buf.startswith(b"data: {") or buf[j] == 34 or buf.find(_ERROR) >= 0:
             return None
-        settled = buf.find(_FINISH_NULL, 0, i) > 0
-        if not settled and buf.find(_FINISH_NULL, j) < 0:
+        settled = buf.find(FINISH_NULL, 0, i) > 0
+        if not settled and buf.find(FINISH_NULL, j) < 0:
             return None
         return buf[:j], settled
 
