@@ -24,9 +24,11 @@ import httpx
 
 from .codec.content_encoding import IDENTITY, Inflater, UnsupportedEncodingError, inflater_for
 from .context import StreamContext
+from .errors import HeadersTimeoutError
 from .failures import status_error
 from .formats import FRAMINGS
 from .formats.plan import AttemptPlan
+from .transport.timeouts import STREAM_TIMEOUTS
 
 # identity: compression holds tokens back until a compressor block fills (a body that is
 # compressed anyway is decoded as it comes: codec/content_encoding.py)
@@ -37,6 +39,12 @@ _HEADERS = {
 _httpx_log = logging.getLogger("httpx")
 
 
+def _bound(headers_within: float) -> dict[str, float | None]:
+    """The ``stream_timeouts`` of an attempt: its headers bound, and no read bound
+    (the stream watches its body itself)."""
+    return {"headers": headers_within, "first": None, "idle": None}
+
+
 async def send(
     ctx: StreamContext, plan: AttemptPlan, url: str, *, headers_within: float
 ) -> tuple[httpx.Response, Inflater | None]:
@@ -45,10 +53,37 @@ async def send(
     A non-200 answer raises its :class:`~resilient_stream.errors.HTTPStatusError`
     (read and closed); no headers within ``headers_within`` seconds raises ``TimeoutError``.
     """
+    response = await _exchange(ctx, plan, url, headers_within)
+    try:
+        inflate = inflater_for(response.headers.get("content-encoding"))
+    except UnsupportedEncodingError:
+        await response.aclose()
+        raise
+    return response, inflate
+
+
+async def _exchange(
+    ctx: StreamContext, plan: AttemptPlan, url: str, headers_within: float
+) -> httpx.Response:
     headers = _HEADERS.get(plan.framing, _HEADERS["ndjson"])
+    transport = ctx.transport
+    direct = transport is not None and _plain(ctx.http)
+    if direct and transport is not None and _bounds_headers(transport):
+        # the transport bounds the headers itself (HTTP/2: a deadline on its timing
+        # wheel), so no asyncio timer is armed and cancelled per attempt
+        try:
+            response = await _send_direct(
+                ctx, transport, url + plan.path, plan.body, headers, headers_within
+            )
+        except HeadersTimeoutError:
+            raise TimeoutError from None
+        if response.status_code != 200:
+            async with asyncio.timeout(headers_within):  # the error body, read within it
+                raise await status_error(response, url)
+        return response
     async with asyncio.timeout(headers_within):
-        transport = ctx.transport
-        if transport is not None and _plain(ctx.http):
+        if direct:
+            assert transport is not None
             response = await _send_direct(ctx, transport, url + plan.path, plan.body, headers)
         else:
             request = ctx.http.build_request(
@@ -57,12 +92,13 @@ async def send(
             response = await ctx.http.send(request, stream=True)
         if response.status_code != 200:
             raise await status_error(response, url)
-    try:
-        inflate = inflater_for(response.headers.get("content-encoding"))
-    except UnsupportedEncodingError:
-        await response.aclose()
-        raise
-    return response, inflate
+    return response
+
+
+def _bounds_headers(transport: httpx.AsyncBaseTransport) -> bool:
+    """The transport honours the ``"headers"`` bound of ``stream_timeouts``
+    (:class:`~resilient_stream.transport.MultiplexedTransport`, or one passing to it)."""
+    return getattr(transport, "bounds_headers", False) is True
 
 
 def _plain(http: httpx.AsyncClient) -> bool:
@@ -85,8 +121,11 @@ async def _send_direct(
     url: str,
     body: bytes,
     headers: dict[str, str],
+    headers_within: float | None = None,
 ) -> httpx.Response:
     request = _request(ctx, url, body, headers)
+    if headers_within is not None:
+        request.extensions = {**request.extensions, STREAM_TIMEOUTS: _bound(headers_within)}
     try:
         response = await transport.handle_async_request(request)
     except httpx.RequestError as exc:  # as AsyncClient.send: the error names its request

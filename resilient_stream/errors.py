@@ -300,6 +300,12 @@ class StallError(TransportError, httpx.ReadTimeout):
         self.waited = waited
 
 
+class HeadersTimeoutError(StallError):
+    """No response headers within the request's ``headers`` bound (the transport's
+    ``stream_timeouts`` request extension): the server took the request and never
+    answered it, or the wait for a connection or a stream slot outlasted the bound."""
+
+
 # --- giving up -----------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from ..formats.openai.planner import FLAVORS, Flavor
 from ..result import StreamResult
 from ..stream import ResilientStream
 from ..transport import MultiplexedTransport
+from ..transport.timeouts import STREAM_TIMEOUTS
 from .assemble import Collector
 from .passthrough import PassThrough, Replay
 from .recognise import Call, recognise
@@ -166,6 +167,11 @@ class _Tap(httpx.AsyncBaseTransport):
             stream=_ErrorCopy(stream, sink),
             extensions=response.extensions,
         )
+
+    @property
+    def bounds_headers(self) -> bool:
+        """The wrapped transport bounds the wait for headers itself (attempt.py)."""
+        return getattr(self._inner, "bounds_headers", False) is True
 
     async def aclose(self) -> None:
         """The wrapped transport is closed by :class:`ResilientTransport`."""
@@ -346,6 +352,15 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             write=self.config.idle_timeout,
             pool=self.config.pool_timeout,
         ).as_dict()
+        self._timer_free = getattr(self._inner, "bounds_headers", False) is True
+        self._bounded = {
+            "timeout": self._timeout,
+            STREAM_TIMEOUTS: {
+                "headers": self.config.first_token_timeout,
+                "first": None,
+                "idle": None,
+            },
+        }
 
     def client_for(self, base: str) -> StreamClient:
         """The internal StreamClient of one base URL (its replica health and budgets)."""
@@ -388,10 +403,16 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         """The SDK's own request (asking for an identity body, with the engine's timeouts:
         stalls are watched per stream), its headers within first_token_timeout."""
         request.headers["accept-encoding"] = "identity"
-        request.extensions = {**request.extensions, "timeout": self._timeout}
+        inner = self._inner
         try:
+            if self._timer_free:
+                # the wrapped transport bounds the headers: a deadline on its timing
+                # wheel, not an asyncio timer per request
+                request.extensions = {**request.extensions, **self._bounded}
+                return await inner.handle_async_request(request)
+            request.extensions = {**request.extensions, "timeout": self._timeout}
             async with asyncio.timeout(self.config.first_token_timeout):
-                return await self._inner.handle_async_request(request)
+                return await inner.handle_async_request(request)
         except (httpx.TransportError, StreamError, OSError, TimeoutError) as exc:
             return exc
 

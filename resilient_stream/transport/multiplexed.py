@@ -16,7 +16,9 @@ window while the request body goes out; ``connect`` bounds TCP + TLS + the HTTP/
 handshake; ``pool`` the wait for a stream slot (``None``: the config's
 ``connect_timeout`` and ``pool_timeout``). The request extension
 ``"stream_timeouts"`` asks for the config's two-phase bound instead of ``read``
-(``first_token_timeout`` until the first DATA frame, then ``idle_timeout``).
+(``first_token_timeout`` until the first DATA frame, then ``idle_timeout``), and may
+bound the wait for the response headers on its own (``"headers"``: a deadline on the
+connection's timing wheel, so a caller need not arm an asyncio timer per request).
 
 Streams refused by the server (REFUSED_STREAM) or above a GOAWAY's
 ``last_stream_id`` were never processed, so the first such failure of a request is
@@ -58,8 +60,8 @@ from ..retry import (
 from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
 from .headers import request_headers
 from .pool import OriginPool, UseHttp1
-from .response import BODY_EXTENSION, H2ResponseStream
-from .timeouts import request_timeouts
+from .response import BODY_EXTENSION, H2ResponseStream, ReadDeadline
+from .timeouts import HeadersDeadline, request_timeouts
 
 #: Resends of one request that the server never processed (RST_STREAM(REFUSED_STREAM), a
 #: stream above a GOAWAY's last_stream_id): the first at once and for free (gRPC's
@@ -98,6 +100,10 @@ class TransportStats(msgspec.Struct, frozen=True):
 
 class MultiplexedTransport(httpx.AsyncBaseTransport):
     """HTTP/2 multiplexing with per-stream flow control, liveness and typed errors."""
+
+    #: Honours the ``"headers"`` bound of the ``stream_timeouts`` extension (timeouts.py):
+    #: callers that see this need no timer of their own around the request.
+    bounds_headers = True
 
     def __init__(
         self,
@@ -174,13 +180,17 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
 
     async def _send_http2(self, pool: OriginPool, request: httpx.Request) -> httpx.Response:
         bounds = request_timeouts(request.extensions, self.config)
+        by: HeadersDeadline | None = None
+        if bounds.headers is not None:
+            now = asyncio.get_running_loop().time()
+            by = HeadersDeadline(now + bounds.headers, bounds.headers)
         headers = request_headers(request)  # checked before the request takes a slot
         body = await request.aread()
         last_error: BaseException | None = None
         refused = 0  # failures of this request that the server never processed, in a row
         for _ in range(_MAX_PICKS):
             try:
-                conn = await pool.acquire(bounds.pool, bounds.connect)
+                conn = await pool.acquire(bounds.pool, bounds.connect, by)
             except errors.GoAwayError as exc:  # drained while we waited for its handshake
                 if not never_processed(exc):
                     raise
@@ -209,8 +219,15 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             try:
                 if body:
                     await conn.send_body(s, body, bounds.write)
+                # the headers bound: a deadline on the connection's timing wheel, as the
+                # idle bound (no asyncio timer per request)
+                until = by.until if by is not None else 0.0
                 while not s.status and s.error is None:
-                    await response.wait()
+                    await response.wait(until)
+            except ReadDeadline:
+                response.close()
+                assert by is not None
+                raise by.error(pool.endpoint, f"HTTP/2 stream {s.stream_id}") from None
             except BaseException:
                 response.close()
                 raise
@@ -314,9 +331,13 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
         }
         endpoint = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
         try:
-            response = await self._http1.handle_async_request(request)
+            async with asyncio.timeout(bounds.headers):
+                response = await self._http1.handle_async_request(request)
         except httpx.TransportError as exc:
             raise _map_http1_error(exc, endpoint) from exc
+        except TimeoutError:
+            assert bounds.headers is not None
+            raise HeadersDeadline(0.0, bounds.headers).error(endpoint, "HTTP/1.1") from None
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Http1Body(response.stream, endpoint)
         return response

@@ -29,6 +29,7 @@ from .h2setup import (
     ConnectionSettings,
     NotHttp2Error,
 )
+from .timeouts import HeadersDeadline
 
 #: Capacity assumed for a connection before the server's SETTINGS arrive.
 _DEFAULT_GUESS = 100
@@ -72,9 +73,15 @@ class OriginPool:
     # --- slots ------------------------------------------------------------------
 
     async def acquire(
-        self, pool_timeout: float | None, connect_timeout: float
+        self,
+        pool_timeout: float | None,
+        connect_timeout: float,
+        headers: HeadersDeadline | None = None,
     ) -> H2ClientConnection:
-        """Reserve a stream slot on a ready connection (opening one if allowed)."""
+        """Reserve a stream slot on a ready connection (opening one if allowed).
+
+        ``headers``: the request's headers deadline; a wait here (for a slot, for a
+        handshake) that outlasts it ends with its error."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         lost = 0  # connections that closed between their handshake and our stream
@@ -85,16 +92,19 @@ class OriginPool:
             if conn is None:
                 if deadline is None:
                     deadline = loop.time() + (pool_timeout if pool_timeout is not None else 1e9)
-                await self._wait_for_slot(loop, deadline, pool_timeout)
+                await self._wait_for_slot(loop, deadline, pool_timeout, headers)
                 continue
             if not conn.ready.done():
                 try:
-                    await asyncio.shield(conn.ready)
-                except BaseException:
+                    async with asyncio.timeout_at(headers.until if headers else None):
+                        await asyncio.shield(conn.ready)
+                except BaseException as failed:
                     self.release(conn)
                     if isinstance(conn.close_reason, NotHttp2Error):
                         self._mark_http1(conn.close_reason)
                         raise UseHttp1(self.endpoint) from None
+                    if headers is not None and isinstance(failed, TimeoutError):
+                        raise headers.error(self.endpoint, "the connection's handshake") from None
                     raise
             exc = conn.ready.exception()
             if exc is not None:
@@ -143,10 +153,21 @@ class OriginPool:
         return best
 
     async def _wait_for_slot(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, pool_timeout: float | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        pool_timeout: float | None,
+        headers: HeadersDeadline | None,
     ) -> None:
+        cut = headers is not None and headers.until < deadline  # the request's bound is first
+        if cut:
+            assert headers is not None
+            deadline = headers.until
         remaining = deadline - loop.time()
         if remaining <= 0:
+            if cut:
+                assert headers is not None
+                raise headers.error(self.endpoint, "a stream slot")
             raise self._pool_timeout(pool_timeout)
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
@@ -156,6 +177,9 @@ class OriginPool:
                 await waiter
             woken = True
         except TimeoutError:
+            if cut:
+                assert headers is not None
+                raise headers.error(self.endpoint, "a stream slot") from None
             raise self._pool_timeout(pool_timeout) from None
         finally:
             if not waiter.done():

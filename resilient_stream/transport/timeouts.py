@@ -18,27 +18,33 @@ own two-phase bound asks for it explicitly with the request extension
 - ``"config"``: ``first_token_timeout`` until the first DATA frame (a model may
   be loading), then ``idle_timeout`` between chunks;
 - ``{"first": seconds, "idle": seconds}``: those bounds (``None``: no bound; a key
-  left out: the config's value for it).
+  left out: the config's value for it), and optionally ``"headers"``: seconds from
+  the request until its response headers, connecting and waiting for a stream slot
+  included (left out or ``None``: no bound of its own). Past it the request fails with
+  :class:`~resilient_stream.errors.HeadersTimeoutError`. On HTTP/2 it is a deadline
+  on the connection's timing wheel (no asyncio timer per request, as
+  ``asyncio.timeout`` around the call would be); over HTTP/1.1 it bounds the call
+  that returns the headers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import StreamConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, HeadersTimeoutError
 
 #: The request extension that asks for the transport's per-stream bounds (see above).
 STREAM_TIMEOUTS = "stream_timeouts"
 
-_KEYS = frozenset({"first", "idle"})
+_KEYS = frozenset({"first", "headers", "idle"})
 
 
 class RequestTimeouts:
     """The bounds of one request, in seconds (``None``: no bound)."""
 
-    __slots__ = ("connect", "first", "idle", "pool", "write")
+    __slots__ = ("connect", "first", "headers", "idle", "pool", "write")
 
     def __init__(
         self,
@@ -48,12 +54,14 @@ class RequestTimeouts:
         first: float | None,
         idle: float | None,
         write: float | None,
+        headers: float | None = None,
     ) -> None:
         self.connect = connect
         self.pool = pool
         self.first = first  # headers and the first DATA frame
         self.idle = idle  # each gap between two DATA frames after that
         self.write = write
+        self.headers = headers  # from the request to its response headers, all included
 
     @property
     def read(self) -> float | None:
@@ -70,18 +78,20 @@ def request_timeouts(extensions: Mapping[str, Any], config: StreamConfig) -> Req
     pool = timeouts.get("pool")
     read = timeouts.get("read")
     first, idle = read, read
+    headers = None
     asked = extensions.get(STREAM_TIMEOUTS)
     if asked == "config":
         first, idle = config.first_token_timeout, config.idle_timeout
-    elif isinstance(asked, Mapping):
-        unknown = sorted(set(asked) - _KEYS)
-        if unknown:
+    elif type(asked) is dict or isinstance(asked, Mapping):
+        if not _KEYS.issuperset(asked):
+            unknown = sorted(set(asked) - _KEYS)
             raise ConfigError(
                 f"unknown key {unknown[0]!r} in the {STREAM_TIMEOUTS!r} request extension "
-                "(known: 'first', 'idle')"
+                "(known: 'first', 'headers', 'idle')"
             )
         first = asked.get("first", config.first_token_timeout)
         idle = asked.get("idle", config.idle_timeout)
+        headers = asked.get("headers")
     elif asked is not None:
         raise ConfigError(
             f"the {STREAM_TIMEOUTS!r} request extension is 'config' or a mapping with "
@@ -93,4 +103,21 @@ def request_timeouts(extensions: Mapping[str, Any], config: StreamConfig) -> Req
         first=first,
         idle=idle,
         write=timeouts.get("write"),
+        headers=headers,
     )
+
+
+class HeadersDeadline(NamedTuple):
+    """A request's ``headers`` bound as a deadline in loop time (set when it starts)."""
+
+    until: float
+    seconds: float
+
+    def error(self, endpoint: str, waiting: str) -> HeadersTimeoutError:
+        """The bound passed while the request was ``waiting`` (for what)."""
+        return HeadersTimeoutError(
+            f"no response headers within {self.seconds:.3g}s (the request's headers "
+            f"bound; {waiting})",
+            waited=self.seconds,
+            endpoint=endpoint,
+        )
