@@ -34,6 +34,10 @@ BENCHMARKS = {
         "bench_e2e.py",
         "every user-facing path, 300-10,000 streams, CPU/RSS/TTFT ratios (~15 min)",
     ),
+    "ttft": (
+        "bench_ttft.py",
+        "time to first token StreamClient adds over the bare loop, 1,000 live streams",
+    ),
     "realmodel": (
         "bench_realmodel.py",
         "resume on real llama.cpp servers (opt-in: scripts/realmodel-setup first)",
