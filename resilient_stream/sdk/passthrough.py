@@ -35,6 +35,10 @@ from ..watchdog import body_reader, direct_body, loop_clock
 from .wire import DONE, ERROR, FINISH_NULL, STOP, Wire
 
 _NO_LIMIT = 1 << 62
+#: Forwarded reads kept as one ``bytes`` per this many (a power of two): a long answer
+#: then holds its replay bytes in few objects, not an object and a list slot per read
+#: (about 41 bytes each, 16 KB on a 400-record answer).
+FOLD = 64
 
 
 class PassThrough:
@@ -76,7 +80,7 @@ class PassThrough:
         self._endpoint = endpoint
         self._token_limit = token_limit
         self._then = then
-        #: Everything forwarded to the SDK, in reads.
+        #: Everything forwarded to the SDK, in reads (every ``FOLD`` of them joined).
         self.forwarded: list[bytes] = []
         #: Received but not forwarded (a partial record, held records, an error record).
         self.pending = b""
@@ -116,11 +120,15 @@ class PassThrough:
         prefix: bytes | None = None
         lead = 0
         settled = False
-        forward = self.forwarded.append
+        forwarded = self.forwarded
+        forward = forwarded.append
+        folded = 0  # forwarded[:folded]: FOLD reads each, joined
         token_limit = self._token_limit
         # a server that sends far more than asked ignores the limit (counted in reads
         # that carried records: never more than the records, so never too early)
         record_cap = 2 * token_limit + 16 if token_limit is not None else _NO_LIMIT
+        # the next read count at which the cap or a fold is due (one compare per read)
+        check = min(record_cap + 1, FOLD + 1)
         max_bytes = cfg.max_output_bytes or _NO_LIMIT
         last = now()
         deadline = last + cfg.total_timeout
@@ -202,13 +210,18 @@ class PassThrough:
                     else:
                         out, pending = buf[:end], buf[end:]
                 records += 1  # reads with records: a lower bound, and no scan
-                if records > record_cap:
-                    pending = out + pending
-                    failure = self._limit_error(
-                        f"{records} records received for a limit of "
-                        f"{token_limit} tokens: the server ignores the limit"
-                    )
-                    break
+                if records >= check:
+                    if records > record_cap:
+                        pending = out + pending
+                        failure = self._limit_error(
+                            f"{records} records received for a limit of "
+                            f"{token_limit} tokens: the server ignores the limit"
+                        )
+                        break
+                    # the FOLD reads forwarded since the last fold, as one bytes
+                    forwarded[folded:] = [b"".join(forwarded[folded:])]
+                    folded += 1
+                    check = min(record_cap + 1, records + FOLD)
                 forward(out)
                 t = now()
                 # the wait for the next record starts now (partial reads do not

@@ -137,6 +137,35 @@ async def test_sdk_stream_resumes_byte_identical_after_server_fault(
     assert text == expected
 
 
+@pytest.mark.parametrize("after", [64, 150])
+async def test_a_long_answer_broken_after_many_records_resumes_byte_identical(
+    baseline: ReferenceServer, after: int
+) -> None:
+    # The pass-through keeps its forwarded reads joined FOLD (64) at a time; the
+    # replay the engine decodes must be those bytes exactly, at a fold and between two
+    async def text(url: str, t: httpx.AsyncBaseTransport | None) -> tuple[str, int]:
+        client = ollama.AsyncClient(host=url, transport=t) if t else ollama.AsyncClient(host=url)
+        options = {"num_predict": 200, "temperature": 0}
+        out: list[str] = []
+        try:
+            gen = await client.generate(model="ref", prompt=PROMPT, stream=True, options=options)
+            async for g in gen:
+                out.append(g.response)
+        finally:
+            await client._client.aclose()
+        assert g.done
+        return "".join(out), g.eval_count or 0
+
+    expected = await text(baseline.url, None)
+    plan = FaultSchedule({0: Fault("reset_stream", after_tokens=after)})
+    # paced: a read per record or so, so that the reads before the fault pass a fold
+    async with ReferenceServer(stop_probability=0.0, faults=plan, tokens_per_second=400) as srv:
+        async with transport() as t:
+            got = await text(srv.url, t)
+        assert srv.stats.requests == 2
+    assert got == expected and expected[1] == 200
+
+
 @pytest.mark.parametrize("fault", ["error_line", "truncate"])
 @pytest.mark.parametrize(("sdk", "kind"), CASES)
 async def test_pass_through_hands_an_error_record_or_a_cut_body_to_the_engine(
