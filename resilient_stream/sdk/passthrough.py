@@ -31,7 +31,7 @@ from ..buffering import IdleTimeoutPolicy
 from ..config import StreamConfig
 from ..errors import StreamError
 from ..transport.response import ReadDeadline
-from ..watchdog import body_reader, direct_body, loop_clock
+from ..watchdog import BodyReader, WatchedBody, body_reader, direct_body, loop_clock
 from .wire import DONE, ERROR, FINISH_NULL, STOP, Wire
 
 _NO_LIMIT = 1 << 62
@@ -39,6 +39,24 @@ _NO_LIMIT = 1 << 62
 #: then holds its replay bytes in few objects, not an object and a list slot per read
 #: (about 41 bytes each, 16 KB on a 400-record answer).
 FOLD = 64
+
+
+_IdleConstants = tuple[float, float, float, float, int, float, float]
+#: The last config's idle-timeout constants (a config is frozen: one entry, by identity).
+_idle_cache: tuple[StreamConfig, _IdleConstants] | None = None
+
+
+def _idle_of(cfg: StreamConfig) -> _IdleConstants:
+    """``IdleTimeoutPolicy.constants()`` for ``cfg`` and a fresh policy's first timeout
+    (what every stream starts with), made once per config, not once per stream."""
+    global _idle_cache
+    cached = _idle_cache
+    if cached is not None and cached[0] is cfg:
+        return cached[1]
+    idle = IdleTimeoutPolicy.for_config(cfg)
+    value = (*idle.constants(), idle.timeout)
+    _idle_cache = (cfg, value)
+    return value
 
 
 class PassThrough:
@@ -98,15 +116,18 @@ class PassThrough:
         # watchdog
         cfg = self._cfg
         response = self._response
-        read, watched = body_reader(response)
         h2 = direct_body(response)
         s = h2.stream if h2 is not None else None
         now: Callable[[], float] = time.monotonic
+        watched: WatchedBody | None = None
+        read: BodyReader
         if h2 is not None:
+            read = h2.read
             now = loop_clock(asyncio.get_running_loop())
-        idle = IdleTimeoutPolicy.for_config(cfg)
+        else:
+            read, watched = body_reader(response)
         # observe()'s arithmetic, on locals (tests pin it to the policy, record by record)
-        factor, decay, floor, cap, warmup, early = idle.constants()
+        factor, decay, floor, cap, warmup, early, first_limit = _idle_of(cfg)
         peak = 0.0
         seen = 0
         wire = self._wire
@@ -228,7 +249,7 @@ class PassThrough:
                 # restart it: a 1 byte/s body stalls)
                 if first:
                     first = False
-                    limit = idle.timeout
+                    limit = first_limit
                 else:
                     peak *= decay
                     gap = t - last
