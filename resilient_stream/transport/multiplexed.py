@@ -61,7 +61,7 @@ from .h2setup import STREAM_TRANSPARENT_RETRY, ConnectionSettings
 from .headers import request_headers
 from .pool import OriginPool, UseHttp1
 from .response import BODY_EXTENSION, H2ResponseStream, ReadDeadline
-from .timeouts import HeadersDeadline, request_timeouts
+from .timeouts import HeadersDeadline, headers_timeout_error, request_timeouts
 
 #: Resends of one request that the server never processed (RST_STREAM(REFUSED_STREAM), a
 #: stream above a GOAWAY's last_stream_id): the first at once and for free (gRPC's
@@ -337,7 +337,7 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
             raise _map_http1_error(exc, endpoint) from exc
         except TimeoutError:
             assert bounds.headers is not None
-            raise HeadersDeadline(0.0, bounds.headers).error(endpoint, "HTTP/1.1") from None
+            raise headers_timeout_error(bounds.headers, endpoint, "HTTP/1.1") from None
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Http1Body(response.stream, endpoint)
         return response

@@ -115,9 +115,13 @@ class HeadersDeadline(NamedTuple):
 
     def error(self, endpoint: str, waiting: str) -> HeadersTimeoutError:
         """The bound passed while the request was ``waiting`` (for what)."""
-        return HeadersTimeoutError(
-            f"no response headers within {self.seconds:.3g}s (the request's headers "
-            f"bound; {waiting})",
-            waited=self.seconds,
-            endpoint=endpoint,
-        )
+        return headers_timeout_error(self.seconds, endpoint, waiting)
+
+
+def headers_timeout_error(seconds: float, endpoint: str, waiting: str) -> HeadersTimeoutError:
+    """No headers within a request's ``headers`` bound of ``seconds``, ``waiting`` for what."""
+    return HeadersTimeoutError(
+        f"no response headers within {seconds:.3g}s (the request's headers bound; {waiting})",
+        waited=seconds,
+        endpoint=endpoint,
+    )

@@ -105,6 +105,33 @@ async def test_the_headers_bound_also_ends_a_wait_for_a_stream_slot() -> None:
     assert srv.stats.requests == 1  # the second request never went out
 
 
+@pytest.mark.timeout(30)
+async def test_the_headers_bound_also_ends_a_wait_for_the_connections_handshake() -> None:
+    # a peer that takes the TCP connection and never sends its SETTINGS: the bound
+    # (0.3 s) ends the wait long before connect_timeout (20 s) would
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client goes away
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport = MultiplexedTransport(connect_timeout=20.0)
+        async with httpx.AsyncClient(transport=transport, timeout=None) as client:
+            with pytest.raises(errors.HeadersTimeoutError) as info:
+                await client.post(
+                    f"http://127.0.0.1:{port}/api/generate", json=BODY, extensions=HEADERS_ONLY
+                )
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert "handshake" in str(info.value) and len(held) == 1
+
+
 @pytest.mark.timeout(60)
 async def test_streamclient_and_resilient_transport_arm_no_asyncio_timer_per_stream() -> None:
     # 20 streams each, over HTTP/2: the headers are bounded on the timing wheel. Before,
