@@ -52,26 +52,35 @@ def recognise(
 ) -> Call | None:
     """The call ``request`` makes, if the engine can resume it; ``upgrade``: also the
     non-streaming ones (streamed, then answered as the one body the SDK expects)."""
-    if request.method != "POST" or request.url.query:
+    if request.method != "POST":
         return None
+    url = request.url
+    raw = str(url)
+    if "?" in raw:
+        return None  # a query: not a call the engine re-sends
     if request.headers.get("content-encoding", "identity").lower() != "identity":
         return None
-    path = request.url.path
-    found = next((entry for entry in _PATHS if path.endswith(entry[0])), None)
-    if found is None:
-        return None
-    suffix, tp = found
+    # the URL as sent ends with the path (one str(), no decoding); only a percent-encoded
+    # path or a fragment needs the decoded path (copy_with costs ~30x more)
+    found = next((entry for entry in _PATHS if raw.endswith(entry[0])), None)
+    if found is not None:
+        base = raw[: -len(found[0])].rstrip("/")
+    else:
+        if "%" not in raw and "#" not in raw:
+            return None
+        path = url.path
+        found = next((entry for entry in _PATHS if path.endswith(entry[0])), None)
+        if found is None:
+            return None
+        rest = path[: -len(found[0])] or "/"
+        base = str(url.copy_with(path=rest, fragment=None)).rstrip("/")
+    tp = found[1]
     try:
         fields = msgspec.json.decode(body)
     except msgspec.DecodeError:
         return None
     if not isinstance(fields, dict):
         return None
-    raw = str(request.url)  # no query: it ends with the path (copy_with costs ~30x more)
-    if raw.endswith(suffix):
-        base = raw[: -len(suffix)].rstrip("/")
-    else:
-        base = str(request.url.copy_with(path=path[: -len(suffix)] or "/")).rstrip("/")
     if tp in (GenerateRequest, ChatRequest):
         return _ollama_call(base, tp, fields, upgrade)
     if tp is MessagesRequest:
