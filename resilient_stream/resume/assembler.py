@@ -322,11 +322,10 @@ class StreamAssembler(Generic[ChunkT]):
         delivered = self._delivered
         for raw in chunks:
             chunk: ChunkT = convert(raw) if convert is not None else raw
-            if adapter.is_done(chunk):
+            done, text, thinking, running = adapter.facts(chunk)
+            if done:
                 self._end(chunk, out)
                 return out
-            text, thinking = adapter.texts(chunk)
-            running = adapter.running_tokens(chunk)
             if running >= 0:
                 last = self._running
                 n = running - last if running > last else 0

@@ -26,6 +26,9 @@ class MessageAdapter:
     def is_done(self, chunk: MessageChunk) -> bool:
         return chunk.done
 
+    def facts(self, chunk: MessageChunk) -> tuple[bool, str, str | None, int]:
+        return (chunk.done, *self.texts(chunk), -1)  # no running count (running_tokens)
+
     def has_payload(self, chunk: MessageChunk) -> bool:
         """A delta besides text (a tool's JSON, a signature). The text-less events in
         ``before`` are not (they would be bounded by their JSON as if tokens): a resumed

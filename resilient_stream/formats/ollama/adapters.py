@@ -18,6 +18,10 @@ class GenerateAdapter:
     def is_done(self, chunk: GenerateChunk) -> bool:
         return chunk.done
 
+    def facts(self, chunk: GenerateChunk) -> tuple[bool, str, str | None, int]:
+        n = chunk.eval_count
+        return chunk.done, chunk.response, chunk.thinking, n if n is not None else -1
+
     def has_payload(self, chunk: GenerateChunk) -> bool:
         return False
 
@@ -53,6 +57,11 @@ class ChatAdapter:
 
     def is_done(self, chunk: ChatChunk) -> bool:
         return chunk.done
+
+    def facts(self, chunk: ChatChunk) -> tuple[bool, str, str | None, int]:
+        msg = chunk.message
+        n = chunk.eval_count
+        return chunk.done, msg.content, msg.thinking, n if n is not None else -1
 
     def has_payload(self, chunk: ChatChunk) -> bool:
         return bool(chunk.message.tool_calls)

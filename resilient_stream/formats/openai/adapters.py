@@ -23,6 +23,10 @@ class ChatCompletionAdapter:
     def is_done(self, chunk: ChatCompletionChunk) -> bool:
         return chunk.done
 
+    def facts(self, chunk: ChatCompletionChunk) -> tuple[bool, str, str | None, int]:
+        text, thinking = self.texts(chunk)
+        return chunk.done, text, thinking, _running(chunk)
+
     def has_payload(self, chunk: ChatCompletionChunk) -> bool:
         return bool(chunk.choices) and bool(chunk.choices[0].delta.tool_calls)
 
@@ -68,6 +72,10 @@ class CompletionAdapter:
 
     def is_done(self, chunk: CompletionChunk) -> bool:
         return chunk.done
+
+    def facts(self, chunk: CompletionChunk) -> tuple[bool, str, str | None, int]:
+        text = chunk.choices[0].text if chunk.choices else ""
+        return chunk.done, text, None, _running(chunk)
 
     def has_payload(self, chunk: CompletionChunk) -> bool:
         return False
