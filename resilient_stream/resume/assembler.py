@@ -372,7 +372,12 @@ class StreamAssembler(Generic[ChunkT]):
 
     def _bounded(self, chunk: Any, text: str, thinking: str | None) -> int:
         """A chunk the server did not count: its upper bound, added, returned negative."""
-        n = self._bound(text, thinking or "")
+        bound = self._bound
+        if bound is bytes_bound and not thinking and text.isascii():
+            n = len(text) or 1  # bytes_bound's answer, without its two calls (every chunk
+            # of a server that counts only at the end, as Ollama does)
+        else:
+            n = bound(text, thinking or "")
         if self._adapter.has_payload(chunk):
             n += len(msgspec.json.encode(chunk))
         self._tokens += n
