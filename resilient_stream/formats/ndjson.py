@@ -44,6 +44,14 @@ class NdjsonFramer:
     def feed(self, data: bytes) -> list[bytes]:
         if self._buffer:
             data = self._buffer + data
+        else:
+            # the usual read of a paced stream: one whole line (no scan of the rest, no
+            # split, no empty remainder made)
+            end = len(data) - 1
+            if end > 0 and data[end] == 10 and data.find(b"\n") == end and data[end - 1] != 13:
+                line = data[:end]
+                if end <= self._max and not line.isspace():
+                    return [line]
         end = data.rfind(b"\n")
         if end < 0:
             self._buffer = data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -173,3 +175,53 @@ def test_garbage_gives_a_typed_error_or_chunks_never_a_crash(
             assert framer.pending <= 64  # memory stays bounded
     except StreamError as exc:
         assert isinstance(exc, ProtocolError | ServerReportedError)
+
+
+class _ReferenceFramer:
+    """The framer before its one-line shortcut (split, strip, skip, check), as a model."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._buffer = b""
+        self._max = max_line_bytes
+
+    def feed(self, data: bytes) -> list[bytes]:
+        data = self._buffer + data
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._buffer = data
+            if len(data) > self._max:
+                raise LineTooLongError(self._max, len(data))
+            return []
+        self._buffer = data[end + 1 :]
+        if len(self._buffer) > self._max:
+            raise LineTooLongError(self._max, len(self._buffer))
+        out = []
+        for line in data[:end].split(b"\n"):
+            line = line[:-1] if line.endswith(b"\r") else line
+            if not line or line.isspace():
+                continue
+            if len(line) > self._max:
+                raise LineTooLongError(self._max, len(line))
+            out.append(line)
+        return out
+
+
+def test_the_one_line_shortcut_frames_as_the_general_path_does() -> None:
+    rng = random.Random(7)
+    alphabet = [b"a", b"{}", b" ", b"\r", b"\n", b"\n", b"\t"]
+    for _ in range(3000):
+        limit = rng.choice([3, 6, 1_000])
+        ours, model = NdjsonFramer(limit), _ReferenceFramer(limit)
+        for _ in range(rng.randint(1, 6)):
+            data = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 9)))
+            try:
+                want: object = model.feed(data)
+            except LineTooLongError as exc:
+                want = ("too long", exc.args)
+            try:
+                got: object = ours.feed(data)
+            except LineTooLongError as exc:
+                got = ("too long", exc.args)
+            assert got == want, data
+            if isinstance(want, tuple):
+                break
