@@ -26,11 +26,14 @@ class RecordDecoder(Generic[T]):
     ``before`` from the values decoded ahead of it) keeps what already arrived.
     """
 
-    __slots__ = ("_array", "_one")
+    __slots__ = ("_array", "_one", "one")
 
     def __init__(self, value_type: type[T]) -> None:
         self._one: msgspec.json.Decoder[T] = msgspec.json.Decoder(value_type)
         self._array = msgspec.json.Decoder(list[value_type])  # type: ignore[valid-type]
+        #: One record's value, for a caller's own one-record fast path (raises
+        #: ``msgspec.DecodeError``: :meth:`decode` names what is wrong).
+        self.one: Callable[[bytes], T] = self._one.decode
 
     def decode(
         self, records: list[bytes], before: Callable[[list[T]], list[Any]] = list

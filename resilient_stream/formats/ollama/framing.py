@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+import msgspec
+
 from ...errors import ServerReportedError
 from ..records import RecordDecoder
 from .types import ChatChunk, GenerateChunk
@@ -26,11 +28,12 @@ class ChunkDecoder(Generic[ChunkT]):
     of the right shape raises :class:`MalformedChunkError`.
     """
 
-    __slots__ = ("_records", "chunk_type")
+    __slots__ = ("_one", "_records", "chunk_type")
 
     def __init__(self, chunk_type: type[ChunkT]) -> None:
         self.chunk_type = chunk_type
         self._records: RecordDecoder[ChunkT] = RecordDecoder(chunk_type)
+        self._one = self._records.one
 
     def decode_lines(self, lines: list[bytes]) -> list[ChunkT]:
         """Decode lines, raising on an error line or a malformed one.
@@ -38,6 +41,14 @@ class ChunkDecoder(Generic[ChunkT]):
         Chunks that precede a bad line are attached to the raised error as
         ``chunks_before`` so that nothing already received is lost.
         """
+        if len(lines) == 1:  # a paced stream's usual read: one line, no error in it
+            try:
+                one = self._one(lines[0])
+            except msgspec.DecodeError:
+                pass  # the general path below names what is wrong
+            else:
+                if one.error is None:
+                    return [one]
         chunks = self._records.decode(lines)
         for i, chunk in enumerate(chunks):
             if chunk.error is not None:
