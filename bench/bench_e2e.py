@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)  # let the server's sockets go before the next cell
     if not args.from_json:
         save(out, meta | {"merged": args.merge}, results)
-    md = render(results, meta)
+    ttft_file = ROOT / "bench" / "results" / "ttft.json"
+    ttft = json.loads(ttft_file.read_text()) if ttft_file.exists() else None
+    md = render(results, meta, ttft)
     print(md)
     if not (args.quick or args.no_docs):
         plot(results, ROOT / "docs" / "img" / "bench_e2e.png")
