@@ -24,11 +24,10 @@ import httpx
 
 from .codec.content_encoding import IDENTITY, Inflater, UnsupportedEncodingError, inflater_for
 from .context import StreamContext
-from .errors import HeadersTimeoutError
 from .failures import status_error
 from .formats import FRAMINGS
 from .formats.plan import AttemptPlan
-from .transport.timeouts import STREAM_TIMEOUTS
+from .transport.within import send_within
 
 # identity: compression holds tokens back until a compressor block fills (a body that is
 # compressed anyway is decoded as it comes: codec/content_encoding.py)
@@ -37,12 +36,6 @@ _HEADERS = {
     for name, f in FRAMINGS.items()
 }
 _httpx_log = logging.getLogger("httpx")
-
-
-def _bound(headers_within: float) -> dict[str, float | None]:
-    """The ``stream_timeouts`` of an attempt: its headers bound, and no read bound
-    (the stream watches its body itself)."""
-    return {"headers": headers_within, "first": None, "idle": None}
 
 
 async def send(
@@ -67,38 +60,24 @@ async def _exchange(
 ) -> httpx.Response:
     headers = _HEADERS.get(plan.framing, _HEADERS["ndjson"])
     transport = ctx.transport
-    direct = transport is not None and _plain(ctx.http)
-    if direct and transport is not None and _bounds_headers(transport):
-        # the transport bounds the headers itself (HTTP/2: a deadline on its timing
-        # wheel), so no asyncio timer is armed and cancelled per attempt
-        try:
-            response = await _send_direct(
-                ctx, transport, url + plan.path, plan.body, headers, headers_within
-            )
-        except HeadersTimeoutError:
-            raise TimeoutError from None
+    if transport is not None and _plain(ctx.http):
+        # the headers within the bound, on the transport's timing wheel where it has
+        # one (no asyncio timer per attempt: transport/within.py)
+        response = await _send_direct(
+            ctx, transport, url + plan.path, plan.body, headers, headers_within
+        )
         if response.status_code != 200:
             async with asyncio.timeout(headers_within):  # the error body, read within it
                 raise await status_error(response, url)
         return response
     async with asyncio.timeout(headers_within):
-        if direct:
-            assert transport is not None
-            response = await _send_direct(ctx, transport, url + plan.path, plan.body, headers)
-        else:
-            request = ctx.http.build_request(
-                "POST", url + plan.path, content=plan.body, headers=headers, timeout=ctx.timeout
-            )
-            response = await ctx.http.send(request, stream=True)
+        request = ctx.http.build_request(
+            "POST", url + plan.path, content=plan.body, headers=headers, timeout=ctx.timeout
+        )
+        response = await ctx.http.send(request, stream=True)
         if response.status_code != 200:
             raise await status_error(response, url)
     return response
-
-
-def _bounds_headers(transport: httpx.AsyncBaseTransport) -> bool:
-    """The transport honours the ``"headers"`` bound of ``stream_timeouts``
-    (:class:`~resilient_stream.transport.MultiplexedTransport`, or one passing to it)."""
-    return getattr(transport, "bounds_headers", False) is True
 
 
 def _plain(http: httpx.AsyncClient) -> bool:
@@ -121,13 +100,11 @@ async def _send_direct(
     url: str,
     body: bytes,
     headers: dict[str, str],
-    headers_within: float | None = None,
+    headers_within: float,
 ) -> httpx.Response:
     request = _request(ctx, url, body, headers)
-    if headers_within is not None:
-        request.extensions = {**request.extensions, STREAM_TIMEOUTS: _bound(headers_within)}
     try:
-        response = await transport.handle_async_request(request)
+        response = await send_within(transport, request, headers_within)
     except httpx.RequestError as exc:  # as AsyncClient.send: the error names its request
         exc.request = request
         raise

@@ -34,7 +34,6 @@ transport untouched. Closing the response early cancels the upstream stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from ..formats.openai.planner import FLAVORS, Flavor
 from ..result import StreamResult
 from ..stream import ResilientStream
 from ..transport import MultiplexedTransport
-from ..transport.timeouts import STREAM_TIMEOUTS
+from ..transport.within import bounds_headers, send_within
 from .assemble import Collector
 from .passthrough import PassThrough, Replay
 from .recognise import Call, recognise
@@ -171,8 +170,8 @@ class _Tap(httpx.AsyncBaseTransport):
 
     @property
     def bounds_headers(self) -> bool:
-        """The wrapped transport bounds the wait for headers itself (attempt.py)."""
-        return getattr(self._inner, "bounds_headers", False) is True
+        """The wrapped transport bounds the wait for headers itself (transport/within.py)."""
+        return bounds_headers(self._inner)
 
     async def aclose(self) -> None:
         """The wrapped transport is closed by :class:`ResilientTransport`."""
@@ -353,15 +352,6 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             write=self.config.idle_timeout,
             pool=self.config.pool_timeout,
         ).as_dict()
-        self._timer_free = getattr(self._inner, "bounds_headers", False) is True
-        self._bounded = {
-            "timeout": self._timeout,
-            STREAM_TIMEOUTS: {
-                "headers": self.config.first_token_timeout,
-                "first": None,
-                "idle": None,
-            },
-        }
 
     def client_for(self, base: str) -> StreamClient:
         """The internal StreamClient of one base URL (its replica health and budgets)."""
@@ -405,16 +395,11 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         """The SDK's own request (asking for an identity body, with the engine's timeouts:
         stalls are watched per stream), its headers within first_token_timeout."""
         request.headers["accept-encoding"] = "identity"
-        inner = self._inner
+        request.extensions = {**request.extensions, "timeout": self._timeout}
         try:
-            if self._timer_free:
-                # the wrapped transport bounds the headers: a deadline on its timing
-                # wheel, not an asyncio timer per request
-                request.extensions = {**request.extensions, **self._bounded}
-                return await inner.handle_async_request(request)
-            request.extensions = {**request.extensions, "timeout": self._timeout}
-            async with asyncio.timeout(self.config.first_token_timeout):
-                return await inner.handle_async_request(request)
+            # on our transport the bound is a deadline on its timing wheel, not an
+            # asyncio timer per request (transport/within.py)
+            return await send_within(self._inner, request, self.config.first_token_timeout)
         except (httpx.TransportError, StreamError, OSError, TimeoutError) as exc:
             return exc
 
@@ -504,37 +489,40 @@ def _first_request(request: httpx.Request, call: Call) -> httpx.Request:
 
 def _passed_headers(response: httpx.Response, wire: Wire) -> list[tuple[bytes, bytes]] | None:
     """The headers the SDK gets with a first answer it may read as it is (200, this
-    format, not compressed); None for any other answer.
+    format, not compressed); None for any other answer."""
+    if response.status_code != 200:
+        return None
+    out, content_type, identity = _returned(response.headers, wire)
+    if not identity or not wire.accepts(content_type.decode("latin-1").lower()):
+        return None
+    return out
+
+
+def _out_headers(headers: httpx.Headers, wire: Wire) -> list[tuple[bytes, bytes]]:
+    return _returned(headers, wire)[0]
+
+
+def _returned(headers: httpx.Headers, wire: Wire) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+    """The headers the SDK gets (those that describe the upstream body dropped, the
+    format's content type added if there is none), the content type as sent, and
+    whether the body is identity-encoded.
 
     One pass over the raw header list: ``Headers.get`` decodes every name and value of
     a fresh header list to find its encoding first (about 2 us a response)."""
-    if response.status_code != 200:
-        return None
     out: list[tuple[bytes, bytes]] = []
     content_type = b""
-    for key, value in response.headers.raw:
+    identity = True
+    for key, value in headers.raw:
         name = key.lower()
         if name == b"content-type":
             content_type = value if not content_type else content_type + b", " + value
         elif name == b"content-encoding":
-            if value.lower() != b"identity":
-                return None
-            continue
-        elif name in _NOT_RETURNED_RAW:
-            continue
-        out.append((key, value))
-    if not wire.accepts(content_type.decode("latin-1").lower()):
-        return None
+            identity = identity and value.lower() == b"identity"
+        if name not in _NOT_RETURNED_RAW:
+            out.append((key, value))
     if not content_type:
         out.append((b"content-type", wire.content_type.encode("ascii")))
-    return out
-
-
-def _out_headers(headers: httpx.Headers, wire: Wire) -> list[tuple[str, str]]:
-    out = [(k, v) for k, v in headers.multi_items() if k.lower() not in _NOT_RETURNED]
-    if not any(k.lower() == "content-type" for k, _ in out):
-        out.append(("content-type", wire.content_type))
-    return out
+    return out, content_type, identity
 
 
 def _error_response(

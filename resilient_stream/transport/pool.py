@@ -159,15 +159,14 @@ class OriginPool:
         pool_timeout: float | None,
         headers: HeadersDeadline | None,
     ) -> None:
-        cut = headers is not None and headers.until < deadline  # the request's bound is first
-        if cut:
-            assert headers is not None
-            deadline = headers.until
+        # the request's headers bound, where it ends the wait before pool_timeout does
+        cut = headers if headers is not None and headers.until < deadline else None
+        if cut is not None:
+            deadline = cut.until
         remaining = deadline - loop.time()
         if remaining <= 0:
-            if cut:
-                assert headers is not None
-                raise headers.error(self.endpoint, "a stream slot")
+            if cut is not None:
+                raise cut.error(self.endpoint, "a stream slot")
             raise self._pool_timeout(pool_timeout)
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
@@ -177,9 +176,8 @@ class OriginPool:
                 await waiter
             woken = True
         except TimeoutError:
-            if cut:
-                assert headers is not None
-                raise headers.error(self.endpoint, "a stream slot") from None
+            if cut is not None:
+                raise cut.error(self.endpoint, "a stream slot") from None
             raise self._pool_timeout(pool_timeout) from None
         finally:
             if not waiter.done():
