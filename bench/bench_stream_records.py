@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -33,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_e2e_paths import Lines
-from bench_passthrough_records import RECORDS, _Conn, _feed
+from bench_passthrough_records import RECORDS, _Conn, _feed, best_us
 
 from resilient_stream import StreamClient, StreamConfig
 from resilient_stream.transport.response import BODY_EXTENSION, H2ResponseStream
@@ -91,15 +89,6 @@ async def _one(mode: str, kind: str, n: int) -> int:
     return chunks
 
 
-def _run(mode: str, kind: str, n: int) -> float:
-    gc.collect()
-    cpu = time.process_time()
-    chunks = asyncio.run(_one(mode, kind, n))
-    cpu = time.process_time() - cpu
-    assert chunks == n, (mode, kind, chunks, n)
-    return cpu / n * 1e6
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=100_000)
@@ -111,11 +100,7 @@ def main() -> None:
     print("| format | bare loop us | StreamClient us | x bare |")
     print("|---|---|---|---|")
     for kind in KINDS:
-        us: dict[str, list[float]] = {m: [] for m in modes}
-        for _ in range(args.rounds):
-            for mode in modes:
-                us[mode].append(_run(mode, kind, args.records))
-        best = {m: min(v) for m, v in us.items()}
+        best = best_us(_one, modes, kind, args.records, args.rounds)
         bare, sc = best.get("bare", float("nan")), best.get("sc", float("nan"))
         print(f"| {kind} | {bare:.2f} | {sc:.2f} | {sc / bare:.2f} |")
 
