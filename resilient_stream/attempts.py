@@ -24,8 +24,9 @@ from . import attempt, failures
 from .codec.content_encoding import Inflater
 from .context import StreamContext
 from .errors import ResumeDivergedError, StreamError
-from .formats import Decoder, Framer, framing
+from .formats import framing
 from .formats.plan import AttemptPlan, Finished, NotResumable, Planner
+from .formats.reader import Reader
 from .logging import ATTEMPT, DIVERGED, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .policy import AttemptPolicy, GiveUp, Phase
 from .result import AttemptRecord
@@ -41,8 +42,7 @@ class Opened:
 
     response: httpx.Response
     inflate: Inflater | None
-    framer: Framer
-    decoder: Decoder
+    reader: Reader
 
 
 class _GiveUp(Exception):
@@ -137,8 +137,9 @@ class Attempts(Generic[ChunkT]):
         except BaseException as exc:
             self._book(exc, Phase.HEADERS)
             raise
-        framer = framing(plan.framing).new_framer(self._cfg.max_line_bytes)
-        return Opened(response, inflate, framer, self._ctx.decoder_for(plan))
+        wire = framing(plan.framing)
+        framer = wire.new_framer(self._cfg.max_line_bytes)
+        return Opened(response, inflate, wire.new_reader(framer, self._ctx.decoder_for(plan)))
 
     # tenacity hooks (request/headers phase): the decisions are the policy's
 

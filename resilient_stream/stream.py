@@ -37,8 +37,8 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .formats import Decoder, Framer
 from .formats.plan import Planner
+from .formats.reader import Reader
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
 from .transport.response import H2ResponseStream, ReadDeadline
@@ -65,11 +65,9 @@ class ResilientStream(Generic[ChunkT]):
         "_cfg",
         "_closed",
         "_ctx",
-        "_decoder",
         "_ended_at",
         "_error",
         "_first_token_at",
-        "_framer",
         "_h2",
         "_idle",
         "_inflate",
@@ -80,6 +78,7 @@ class ResilientStream(Generic[ChunkT]):
         "_planner",
         "_policy",
         "_read",
+        "_reader",
         "_response",
         "_started_at",
         "_token_cap",
@@ -115,8 +114,7 @@ class ResilientStream(Generic[ChunkT]):
         self._h2: H2ResponseStream | None = None
         self._watched: WatchedBody | None = None  # its watchdog (bodies not of our transport)
         self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
-        self._framer: Framer | None = None
-        self._decoder: Decoder | None = None
+        self._reader: Reader | None = None  # the body's records into chunks
         self._attempt_first_chunk = True
         # liveness: progress is complete records, not bytes
         self._idle = IdleTimeoutPolicy.for_config(cfg)
@@ -143,23 +141,58 @@ class ResilientStream(Generic[ChunkT]):
         return self
 
     async def __anext__(self) -> ChunkT:
-        while not self._out:
+        out = self._out
+        while not out:
             if self._error is not None:
                 raise self._error
             if self._closed:
                 raise StopAsyncIteration
             try:
-                await self._advance()
+                h2 = self._h2
+                if h2 is None:
+                    await self._advance()
+                    continue
+                # Our transport's body, read here rather than in _advance: one coroutine
+                # less a record (the steady state of every stream).
+                since = self._waiting_since
+                if since is None:
+                    since = self._waiting_since = time.monotonic()
+                limit = self._limit
+                until = since + limit
+                deadline = self._policy.deadline
+                if until > deadline:
+                    until = deadline
+                s = h2.stream
+                failure: BaseException | None = None
+                try:
+                    while not s.chunks:
+                        if s.error is not None:
+                            raise s.error
+                        if s.ended:
+                            raise StopAsyncIteration
+                        await h2.wait(until)
+                except StopAsyncIteration:
+                    failure = self._end_of_body()
+                except ReadDeadline:
+                    failure = self._silence_error(since, until, limit)
+                except (httpx.TransportError, StreamError, OSError) as exc:
+                    failure = exc
+                else:
+                    failure = self._consume(h2.take())
+                    asm = self._asm
+                    if failure is None and asm.final is None and not asm.diverged:
+                        continue
+                await self._settle(failure)
             except asyncio.CancelledError:
                 await self._abort()
                 raise
             except BaseException as exc:
                 await self._abort()
                 self._error = self._attempts.error  # a give-up is raised again and again
-                if not self._out:
+                if not out:
                     raise
                 self._error = exc  # deliver what came before the error first
-        return self._out.pop(0)
+        return out.pop(0)
 
     async def __aenter__(self) -> ResilientStream[ChunkT]:
         return self
@@ -206,7 +239,9 @@ class ResilientStream(Generic[ChunkT]):
     # --- reading -----------------------------------------------------------------
 
     async def _advance(self) -> None:
-        """Produce at least one chunk into ``_out``, or finish, or raise."""
+        """Open the stream's next attempt, or read a body not of our transport (which
+        ``__anext__`` reads itself): at least one chunk into ``_out``, or finish, or
+        raise."""
         read = self._read
         if read is None:
             if self._started_at is None:
@@ -233,79 +268,72 @@ class ResilientStream(Generic[ChunkT]):
         since = self._waiting_since
         if since is None:
             since = self._waiting_since = now
-        first = self._attempt_first_chunk
         limit = self._limit
         until = since + limit
         deadline = self._policy.deadline
         if until > deadline:
             until = deadline
-        failure: BaseException | None = None
-        h2 = self._h2
+        failure: BaseException | None
         try:
-            if h2 is not None:
-                s = h2.stream
-                while not s.chunks:
-                    if s.error is not None:
-                        raise s.error
-                    if s.ended:
-                        raise StopAsyncIteration
-                    await h2.wait(until)
-                data = h2.take()
-            else:
-                data = await read(until - now)
-            if self._inflate is not None:
-                data = self._inflate.decompress(data)
-            self._body_bytes += len(data)
-            if self._body_bytes > self._max_body_bytes:
-                failure = failures.output_limit_error(
-                    f"{self._body_bytes} bytes of response body exceed max_output_bytes="
-                    f"{self._cfg.max_output_bytes}",
-                    self._policy.endpoint,
-                )
+            data = await read(until - now)
         except StopAsyncIteration:
             failure = self._end_of_body()
-            if failure is None:
-                return
         except ReadDeadline:
             failure = self._silence_error(since, until, limit)
         except (httpx.TransportError, StreamError, OSError) as exc:
             failure = exc
-        if failure is not None:
-            await self._fail(failure)
-            return
-        assert self._framer is not None and self._decoder is not None
+        else:
+            failure = self._consume(data)
+        await self._settle(failure)
+
+    def _consume(self, data: bytes) -> BaseException | None:
+        """A read's bytes: its chunks delivered into ``_out``. Returns what broke the
+        attempt, if anything did (a bad record, a limit)."""
+        if self._inflate is not None:
+            data = self._inflate.decompress(data)
+        self._body_bytes += len(data)
+        if self._body_bytes > self._max_body_bytes:
+            return failures.output_limit_error(
+                f"{self._body_bytes} bytes of response body exceed max_output_bytes="
+                f"{self._cfg.max_output_bytes}",
+                self._policy.endpoint,
+            )
+        first = self._attempt_first_chunk
+        assert self._reader is not None
         try:
-            chunks = self._decoder.decode_lines(self._framer.feed(data))
+            chunks = self._reader.read(data)
         except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
-            if isinstance(exc, MalformedChunkError) and exc.html and self._attempt_first_chunk:
+            if isinstance(exc, MalformedChunkError) and exc.html and first:
                 exc = failures.not_an_api(exc, self._response)
             self._deliver(exc.chunks_before)
-            await self._fail(exc)
-            return
+            return exc
         except ProtocolError as exc:
-            await self._fail(exc)
-            return
-        if chunks:
-            now = time.monotonic()
-            self._waiting_since = None
-            self._limit = (
-                self._idle.observe(now - self._last_read) if not first else self._idle.timeout
+            return exc
+        if not chunks:
+            return None
+        now = time.monotonic()
+        self._waiting_since = None
+        self._limit = self._idle.observe(now - self._last_read) if not first else self._idle.timeout
+        self._last_read = now
+        self._deliver(chunks)
+        asm = self._asm
+        if asm.final is None and not asm.diverged and asm.attempt_floor > self._token_cap:
+            return failures.output_limit_error(
+                f"{asm.attempt_floor} tokens or more received for a limit of "
+                f"{self._planner.token_limit} tokens: the server ignores the limit",
+                self._policy.endpoint,
             )
-            self._last_read = now
-            self._deliver(chunks)
-            asm = self._asm
-            if asm.final is not None:
-                await self._close_response()
-            elif asm.diverged:
-                await self._diverged()
-            elif asm.attempt_floor > self._token_cap:
-                await self._fail(
-                    failures.output_limit_error(
-                        f"{self._asm.attempt_floor} tokens or more received for a limit of "
-                        f"{self._planner.token_limit} tokens: the server ignores the limit",
-                        self._policy.endpoint,
-                    )
-                )
+        return None
+
+    async def _settle(self, failure: BaseException | None) -> None:
+        """After a read: resume or give up on a failure, close a finished response,
+        abandon a diverged continuation."""
+        if failure is not None:
+            await self._fail(failure)
+        elif self._asm.final is not None:
+            await self._close_response()
+        elif self._asm.diverged:
+            await self._diverged()
 
     def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
         """The read's deadline passed: a stall (resumed) or the total deadline (given up)."""
@@ -334,8 +362,8 @@ class ResilientStream(Generic[ChunkT]):
         failure = self._flush_inflater()
         if failure is not None:
             return failure
-        assert self._framer is not None
-        rest = self._framer.close()
+        assert self._reader is not None
+        rest = self._reader.close()
         if self._asm.done:
             return None
         if self._asm.unspent:
@@ -358,10 +386,10 @@ class ResilientStream(Generic[ChunkT]):
         inflate, self._inflate = self._inflate, None
         if inflate is None:
             return None
-        assert self._framer is not None and self._decoder is not None
+        assert self._reader is not None
         try:
             tail = inflate.flush()
-            chunks = self._decoder.decode_lines(self._framer.feed(tail)) if tail else []
+            chunks = self._reader.read(tail) if tail else []
         except (MalformedChunkError, ServerReportedError, TruncatedStreamError) as exc:
             self._deliver(exc.chunks_before)
             return exc
@@ -376,7 +404,7 @@ class ResilientStream(Generic[ChunkT]):
     def _begin(self, opened: Opened) -> None:
         """The attempt's headers came: read its body from now on."""
         self._response, self._inflate = opened.response, opened.inflate
-        self._framer, self._decoder = opened.framer, opened.decoder
+        self._reader = opened.reader
         self._read, self._watched = body_reader(opened.response)
         direct = direct_body(opened.response)
         # read directly where the deadlines here (time.monotonic) are the loop's

@@ -13,8 +13,8 @@ This module is the only place that lists them:
 
 * :data:`FRAMINGS`, by the name an :class:`~resilient_stream.formats.plan.AttemptPlan`
   gives: what a request accepts, the framer (one per attempt: bytes in,
-  complete records out) and the decoder (stateless, shared: records in, typed
-  chunks out);
+  complete records out), the decoder (stateless, shared: records in, typed
+  chunks out) and the reader that calls the two a read (``reader.py``);
 * :data:`CHUNK_ADAPTERS`, by chunk type: how the resume machinery reads and
   rewrites the chunks of that type.
 
@@ -34,11 +34,12 @@ from .anthropic.framing import AnthropicDecoder, AnthropicFramer
 from .anthropic.types import MessageChunk
 from .llamacpp.framing import NativeDecoder
 from .ollama.adapters import ChatAdapter, GenerateAdapter
-from .ollama.framing import ChunkDecoder
+from .ollama.framing import ChunkDecoder, ChunkReader
 from .ollama.types import ChatChunk, GenerateChunk
 from .openai.adapters import ChatCompletionAdapter, CompletionAdapter
 from .openai.framing import OpenAIDecoder, OpenAIFramer
 from .openai.types import ChatCompletionChunk, CompletionChunk
+from .reader import Reader
 from .vllm.framing import VllmDecoder
 
 
@@ -67,6 +68,8 @@ class Framing:
     """Makes a framer given the maximum record size in bytes."""
     new_decoder: Callable[[type[Any]], Decoder]
     """Makes a decoder for a chunk type."""
+    new_reader: Callable[[Any, Any], Reader] = Reader
+    """Makes an attempt's reader of its framer and the decoder (a format's shortcut)."""
 
 
 class ChunkAdapter(Protocol):
@@ -118,7 +121,7 @@ class ChunkAdapter(Protocol):
 
 
 FRAMINGS: dict[str, Framing] = {
-    "ndjson": Framing(ndjson.MEDIA_TYPE, ndjson.NdjsonFramer, ChunkDecoder),
+    "ndjson": Framing(ndjson.MEDIA_TYPE, ndjson.NdjsonFramer, ChunkDecoder, ChunkReader),
     "sse": Framing(sse.MEDIA_TYPE, OpenAIFramer, OpenAIDecoder),
     # llama-server's /completion: plain SSE, no [DONE]; its chunks are always converted
     # to the caller's OpenAI chunks (plan.convert), so it needs no chunk adapter.

@@ -30,11 +30,11 @@ class NdjsonFramer:
     unterminated final line, empty if the body ended on a newline.
     """
 
-    __slots__ = ("_buffer", "_max")
+    __slots__ = ("_buffer", "_max", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self._buffer = b""
-        self._max = max_line_bytes
+        self._max = self.max_line_bytes = max_line_bytes
 
     @property
     def pending(self) -> int:

@@ -44,9 +44,9 @@ def _fold(pieces: list[str], counts: list[int], chars: int) -> None:
     if i < 2:
         return
     old = counts[:i]
-    total = sum(abs(c) for c in old)
+    total = sum(map(abs, old))
     pieces[:i] = ["".join(pieces[:i])]
-    counts[:i] = [-total if any(c < 0 for c in old) else total]
+    counts[:i] = [-total if min(old) < 0 else total]
 
 
 class Delivered:
