@@ -37,26 +37,53 @@ SLACK = 64
 SHARED = 24
 
 
-def _fold(pieces: list[str], counts: list[int], chars: int) -> None:
-    """Join the pieces before the last ones that cover ``chars`` characters into one,
-    in place (their counts summed, a bound if any of them is one)."""
+def _fold(pieces: list[str], counts: list[int], chars: int, blocks: int) -> int:
+    """Join the pieces after the first ``blocks`` (earlier folds) and before the last
+    ones that cover ``chars`` characters into one block, in place (their counts summed,
+    a bound if any of them is one); returns how many blocks lead the pieces now.
+
+    The blocks before it that are not longer are joined with it: block lengths halve
+    from the first on, as in a binary counter, so a character is copied about log2 of
+    the answer's length times over a stream, not once a fold (an answer of 100,000
+    tokens would otherwise copy its whole text every ``SLACK`` chunks). Any adjacent
+    pieces before the tail may be joined: the count says nothing about the order
+    within them, so ``blocks`` is only a hint of where to start."""
     i = tail_start(pieces, chars)[0]
-    if i < 2:
-        return
-    old = counts[:i]
+    j = min(blocks, i)
+    if i - j < 2:
+        return j
+    old = counts[j:i]
     total = sum(map(abs, old))
-    pieces[:i] = ["".join(pieces[:i])]
-    counts[:i] = [-total if min(old) < 0 else total]
+    n = -total if min(old) < 0 else total
+    block = "".join(pieces[j:i])
+    while j > 0 and len(pieces[j - 1]) <= len(block):
+        j -= 1
+        block = pieces[j] + block
+        n = add_signed(counts[j], n)
+    pieces[j:i] = [block]
+    counts[j:i] = [n]
+    return j + 1
 
 
 class Delivered:
     """The delivered pieces of both channels and the tokens each took."""
 
-    __slots__ = ("_fold_at", "_span", "orphan", "text", "text_n", "think_n", "thinking")
+    __slots__ = (
+        "_fold_at",
+        "_span",
+        "_text_blocks",
+        "_think_blocks",
+        "orphan",
+        "text",
+        "text_n",
+        "think_n",
+        "thinking",
+    )
 
     def __init__(self, span: int) -> None:
         self._span = span  # the last characters whose pieces stay one per chunk
         self._fold_at = SLACK  # fold once a channel has more pieces than this
+        self._text_blocks = self._think_blocks = 0  # folded blocks leading each channel
         self.text: list[str] = []
         self.thinking: list[str] = []
         # Tokens of each piece, signed: >= 0 the server's count, < 0 an upper bound.
@@ -73,8 +100,8 @@ class Delivered:
         per chunk: a seam holds back whole chunks (at most ``max_overlap`` characters)
         and subtracts their counts. Then the next fold is due ``SLACK`` pieces later
         (pieces of one character each cannot be folded below ``max_overlap + 1``)."""
-        _fold(self.text, self.text_n, self._span)
-        _fold(self.thinking, self.think_n, self._span)
+        self._text_blocks = _fold(self.text, self.text_n, self._span, self._text_blocks)
+        self._think_blocks = _fold(self.thinking, self.think_n, self._span, self._think_blocks)
         self._fold_at = max(len(self.text), len(self.thinking)) + SLACK
 
     def joined(self) -> tuple[str, str]:

@@ -10,6 +10,8 @@ hundreds of chunks, where the small hypothesis streams there never fold).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_accounting_budget import VOCAB, check_stream
@@ -21,14 +23,36 @@ def test_a_long_answer_keeps_a_bounded_tail_of_pieces_and_its_exact_counts() -> 
     d = Delivered(span=21)
     for i in range(2000):
         d.add(f" w{i % 10}", None, 1)
+        # 3-character pieces: 7 cover the last 21 characters; before them the folded
+        # blocks, each at most half the one before (so at most log2 of the characters
+        # so far, plus one), and at most SLACK (64) pieces waiting for the next fold:
+        # not one piece per chunk.
+        blocks = len(d.text) - 7 - SLACK
+        assert blocks <= (3 * (i + 1)).bit_length()
     text, _ = d.joined()
     assert text == "".join(f" w{i % 10}" for i in range(2000))
-    # 3-character pieces: 7 cover the last 21 characters; the rest is one piece, and
-    # at most SLACK (64) more wait for the next fold: not one piece per chunk (2000).
-    assert len(d.text) <= 1 + 7 + 64 and SLACK <= 64
     assert d.exact() and sum(d.text_n) == 2000
     assert d.tail_tokens(9, 0) == 3  # whole chunks: the last three
     assert d.head_exact(len(text) - 9, 0)
+
+
+def test_folds_copy_each_character_a_logarithmic_number_of_times() -> None:
+    """Every fold used to join the whole folded head again: a 100,000-token answer
+    copied its text every SLACK chunks. Blocks halve in length from the first on."""
+    d = Delivered(span=21)
+    joined = 0
+    for i in range(20_000):
+        before = [id(p) for p in d.text]
+        d.add(f" w{i % 10}", None, 1)
+        if [id(p) for p in d.text] != before[: len(d.text)] or len(d.text) < len(before):
+            new = set(map(id, d.text)) - set(before)
+            joined += sum(len(p) for p in d.text if id(p) in new)
+    chars = 3 * 20_000
+    assert d.joined()[0] == "".join(f" w{i % 10}" for i in range(20_000))
+    assert sum(d.text_n) == 20_000
+    assert joined <= chars * (chars.bit_length() // 2)  # O(n log n), not O(n^2 / SLACK)
+    lengths = [len(p) for p in d.text if len(p) > 3]
+    assert all(a > b for a, b in pairwise(lengths))
 
 
 def test_one_bound_in_the_folded_head_keeps_the_head_a_bound() -> None:
