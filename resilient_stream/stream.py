@@ -61,7 +61,7 @@ class ResilientStream(Generic[ChunkT]):
         "_asm",
         "_attempt_first_chunk",
         "_attempts",
-        "_body_bytes",
+        "_body_left",
         "_cfg",
         "_closed",
         "_ctx",
@@ -73,7 +73,6 @@ class ResilientStream(Generic[ChunkT]):
         "_inflate",
         "_last_read",
         "_limit",
-        "_max_body_bytes",
         "_out",
         "_planner",
         "_policy",
@@ -122,8 +121,7 @@ class ResilientStream(Generic[ChunkT]):
         self._waiting_since: float | None = None  # None: not waiting for a record
         self._limit = cfg.first_token_timeout  # the wait for the next record may last
         # limits against servers that do not stop
-        self._body_bytes = 0
-        self._max_body_bytes = cfg.max_output_bytes or _NO_LIMIT
+        self._body_left = cfg.max_output_bytes or _NO_LIMIT  # bytes the bodies may still bring
         # An attempt that sends more than twice what the whole stream may have (counted
         # by a lower bound: a chunk holds at least one token) ignores the limit.
         limit = planner.token_limit
@@ -291,11 +289,11 @@ class ResilientStream(Generic[ChunkT]):
         attempt, if anything did (a bad record, a limit)."""
         if self._inflate is not None:
             data = self._inflate.decompress(data)
-        self._body_bytes += len(data)
-        if self._body_bytes > self._max_body_bytes:
+        self._body_left -= len(data)
+        if self._body_left < 0:
+            limit = self._cfg.max_output_bytes
             return failures.output_limit_error(
-                f"{self._body_bytes} bytes of response body exceed max_output_bytes="
-                f"{self._cfg.max_output_bytes}",
+                f"{limit - self._body_left} bytes of response body exceed max_output_bytes={limit}",
                 self._policy.endpoint,
             )
         first = self._attempt_first_chunk
@@ -313,11 +311,18 @@ class ResilientStream(Generic[ChunkT]):
             return None
         now = time.monotonic()
         self._waiting_since = None
-        self._limit = self._idle.observe(now - self._last_read) if not first else self._idle.timeout
+        if first:
+            self._limit = self._idle.timeout
+            self._first_chunk(now)
+        else:
+            self._limit = self._idle.observe(now - self._last_read)
         self._last_read = now
-        self._deliver(chunks)
         asm = self._asm
-        if asm.final is None and not asm.diverged and asm.attempt_floor > self._token_cap:
+        self._out.extend(asm.accept(chunks))  # _deliver's, on the per-record path
+        if asm.final is not None:
+            self._attempts.record("done")
+            self._finish()
+        elif not asm.diverged and asm.attempt_floor > self._token_cap:
             return failures.output_limit_error(
                 f"{asm.attempt_floor} tokens or more received for a limit of "
                 f"{self._planner.token_limit} tokens: the server ignores the limit",
@@ -346,12 +351,17 @@ class ResilientStream(Generic[ChunkT]):
             endpoint=self._policy.endpoint,
         )
 
+    def _first_chunk(self, now: float) -> None:
+        """The attempt's first chunk came (the stream's first token, if it is the first)."""
+        self._attempt_first_chunk = False
+        self._policy.on_first_chunk()
+        if self._first_token_at is None:
+            self._first_token_at = now
+
     def _deliver(self, chunks: list[Any]) -> None:
+        """Chunks into ``_out`` (as ``_consume`` does, which has its own copy of this)."""
         if self._attempt_first_chunk and chunks:
-            self._attempt_first_chunk = False
-            self._policy.on_first_chunk()
-            if self._first_token_at is None:
-                self._first_token_at = time.monotonic()
+            self._first_chunk(time.monotonic())
         asm = self._asm
         self._out.extend(asm.accept(chunks))
         if asm.final is not None:  # done

@@ -76,17 +76,23 @@ class IdleTimeoutPolicy:
 
     def observe(self, gap: float) -> float:
         """One gap (seconds) between two reads that carried chunks; returns the new
-        :attr:`timeout` (the per-record path needs both: one call instead of two)."""
+        :attr:`timeout` (the per-record path needs both: one call instead of two).
+
+        Disabled is ``floor == cap`` here, as in :meth:`constants`, and the count of
+        gaps stops at ``warmup`` (past it, only ``seen < warmup`` is ever asked)."""
         peak = self._peak * self._decay
-        self._peak = peak = gap if gap > peak else peak
-        self._seen += 1
-        if not self.enabled:
-            return self._cap
+        if gap > peak:
+            peak = gap
+        self._peak = peak
         t = self._factor * peak
-        if self._seen < self._warmup:
-            t = t if t > self._early else self._early
-        if t < self._floor:
-            return self._floor
+        seen = self._seen
+        if seen < self._warmup:
+            self._seen = seen = seen + 1
+            if seen < self._warmup and t < self._early:
+                t = self._early
+        floor = self._floor if self.enabled else self._cap
+        if t < floor:
+            return floor
         return t if t < self._cap else self._cap
 
     def constants(self) -> tuple[float, float, float, float, int, float]:

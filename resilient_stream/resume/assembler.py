@@ -322,7 +322,7 @@ class StreamAssembler(Generic[ChunkT]):
         delivered = self._delivered
         for raw in chunks:
             chunk: ChunkT = convert(raw) if convert is not None else raw
-            done, text, thinking, running = adapter.facts(chunk)
+            done, text, thinking, running, payload = adapter.facts(chunk)
             if done:
                 self._end(chunk, out)
                 return out
@@ -335,7 +335,7 @@ class StreamAssembler(Generic[ChunkT]):
                 self.attempt_floor += n
                 signed = n
             else:
-                signed = self._bounded(chunk, text, thinking)
+                signed = self._bounded(chunk if payload else None, text, thinking)
             seam = self._seam
             if seam is not None:
                 seam.held_n.append(signed)
@@ -362,7 +362,9 @@ class StreamAssembler(Generic[ChunkT]):
         """The chunk's tokens, signed (< 0: an upper bound), added to the counts."""
         running = self._adapter.running_tokens(chunk)
         if running < 0:
-            return self._bounded(chunk, text, thinking)
+            return self._bounded(
+                chunk if self._adapter.has_payload(chunk) else None, text, thinking
+            )
         n = running - self._running if running > self._running else 0
         self._running = running
         self._tokens += n
@@ -370,16 +372,17 @@ class StreamAssembler(Generic[ChunkT]):
         self.attempt_floor += n
         return n
 
-    def _bounded(self, chunk: Any, text: str, thinking: str | None) -> int:
-        """A chunk the server did not count: its upper bound, added, returned negative."""
+    def _bounded(self, payload: Any, text: str, thinking: str | None) -> int:
+        """A chunk the server did not count: its upper bound, added, returned negative
+        (``payload``: the chunk, if it carries more than text, whose JSON then counts)."""
         bound = self._bound
         if bound is bytes_bound and not thinking and text.isascii():
             n = len(text) or 1  # bytes_bound's answer, without its two calls (every chunk
             # of a server that counts only at the end, as Ollama does)
         else:
             n = bound(text, thinking or "")
-        if self._adapter.has_payload(chunk):
-            n += len(msgspec.json.encode(chunk))
+        if payload is not None:
+            n += len(msgspec.json.encode(payload))
         self._tokens += n
         self.attempt_tokens += n
         self.attempt_floor += 1

@@ -1,6 +1,6 @@
-"""``ChunkAdapter.facts``: the assembler's one call per chunk answers what the three
-questions it replaced answer (``is_done``, ``texts``, ``running_tokens``), for every
-adapter, on chunks that exercise each branch."""
+"""``ChunkAdapter.facts``: the assembler's one call per chunk answers what the four
+questions it replaced answer (``is_done``, ``texts``, ``running_tokens``,
+``has_payload``), for every adapter, on chunks that exercise each branch."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ SAMPLES: dict[type[Any], list[str]] = {
         '{"message": {"role": "assistant", "content": "", "thinking": "x"}, "done": false,'
         ' "eval_count": 2}',
         '{"message": {"role": "assistant", "content": ""}, "done": true, "eval_count": 5}',
+        '{"message": {"role": "assistant", "content": "", "tool_calls": [{"function":'
+        ' {"name": "f", "arguments": {"x": 1}}}]}, "done": false}',
     ],
     ChatCompletionChunk: [
         '{"choices": []}',
@@ -33,6 +35,8 @@ SAMPLES: dict[type[Any], list[str]] = {
         ' "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5}}',
         '{"choices": [{"index": 0, "delta": {"reasoning": "q"}}], "timings": {"predicted_n": 7}}',
         '{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "done": true}',
+        '{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t",'
+        ' "function": {"name": "f", "arguments": "{}"}}]}}]}',
     ],
     CompletionChunk: [
         '{"choices": []}',
@@ -45,6 +49,8 @@ SAMPLES: dict[type[Any], list[str]] = {
         '{"event": {"type": "content_block_delta", "index": 0,'
         ' "delta": {"type": "thinking_delta", "thinking": "t"}}}',
         '{"event": {"type": "message_delta", "usage": {"output_tokens": 3}}, "done": true}',
+        '{"event": {"type": "content_block_delta", "index": 1,'
+        ' "delta": {"type": "input_json_delta", "partial_json": "{}"}}}',
         "{}",
     ],
 }
@@ -58,9 +64,16 @@ def test_facts_answer_what_is_done_texts_and_running_tokens_answer(
     samples = SAMPLES[chunk_type]
     for raw in samples:
         chunk = msgspec.json.decode(raw, type=chunk_type)
-        want = (adapter.is_done(chunk), *adapter.texts(chunk), adapter.running_tokens(chunk))
+        want = (
+            adapter.is_done(chunk),
+            *adapter.texts(chunk),
+            adapter.running_tokens(chunk),
+            adapter.has_payload(chunk),
+        )
         assert adapter.facts(chunk) == want, raw
     # the samples reach both answers of is_done and a running count where there is one
     decoded = [msgspec.json.decode(raw, type=chunk_type) for raw in samples]
     assert {adapter.is_done(c) for c in decoded} == {True, False}
+    if chunk_type not in (GenerateChunk, CompletionChunk):  # the types that can carry one
+        assert {adapter.has_payload(c) for c in decoded} == {True, False}
     assert all(t in SAMPLES for t in CHUNK_ADAPTERS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from resilient_stream.buffering import IdleTimeoutPolicy
 
 
@@ -78,3 +81,59 @@ def test_warmup_timeout_never_kills_a_slow_but_healthy_stream() -> None:
     for _ in range(20):
         p.observe(2.0)
     assert p.timeout == 20.0
+
+
+class _ReferencePolicy:
+    """observe() as first written (before its per-record path was trimmed)."""
+
+    def __init__(
+        self,
+        cap: float,
+        floor: float,
+        factor: float,
+        warmup: int,
+        decay: float,
+        enabled: bool,
+        warmup_timeout: float | None,
+    ) -> None:
+        self.cap, self.floor, self.factor = cap, min(floor, cap), factor
+        self.early = cap if warmup_timeout is None else min(warmup_timeout, cap)
+        self.warmup, self.decay, self.enabled = warmup, decay, enabled
+        self.peak, self.seen = 0.0, 0
+
+    def observe(self, gap: float) -> float:
+        self.peak = max(gap, self.peak * self.decay)
+        self.seen += 1
+        if not self.enabled:
+            return self.cap
+        t = self.factor * self.peak
+        if self.seen < self.warmup:
+            t = max(t, self.early)
+        return min(max(t, self.floor), self.cap)
+
+
+@given(
+    gaps=st.lists(st.floats(0.0, 40.0), max_size=40),
+    cap=st.floats(0.5, 30.0),
+    floor=st.floats(0.0, 2.0),
+    factor=st.floats(1.0, 10.0),
+    warmup=st.integers(0, 10),
+    enabled=st.booleans(),
+    warmup_timeout=st.none() | st.floats(0.1, 40.0),
+)
+def test_observe_answers_as_the_policy_reads(
+    gaps: list[float],
+    cap: float,
+    floor: float,
+    factor: float,
+    warmup: int,
+    enabled: bool,
+    warmup_timeout: float | None,
+) -> None:
+    kw = {"cap": cap, "floor": floor, "factor": factor, "warmup": warmup, "decay": 0.99}
+    p = IdleTimeoutPolicy(**kw, enabled=enabled, warmup_timeout=warmup_timeout)
+    ref = _ReferencePolicy(**kw, enabled=enabled, warmup_timeout=warmup_timeout)
+    for gap in gaps:
+        t = p.observe(gap)
+        assert t == ref.observe(gap)
+        assert p.timeout == t

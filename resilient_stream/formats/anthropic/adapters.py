@@ -26,8 +26,9 @@ class MessageAdapter:
     def is_done(self, chunk: MessageChunk) -> bool:
         return chunk.done
 
-    def facts(self, chunk: MessageChunk) -> tuple[bool, str, str | None, int]:
-        return (chunk.done, *self.texts(chunk), -1)  # no running count (running_tokens)
+    def facts(self, chunk: MessageChunk) -> tuple[bool, str, str | None, int, bool]:
+        # no running count (running_tokens)
+        return (chunk.done, *self.texts(chunk), -1, self.has_payload(chunk))
 
     def has_payload(self, chunk: MessageChunk) -> bool:
         """A delta besides text (a tool's JSON, a signature). The text-less events in

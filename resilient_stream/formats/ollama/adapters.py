@@ -18,9 +18,9 @@ class GenerateAdapter:
     def is_done(self, chunk: GenerateChunk) -> bool:
         return chunk.done
 
-    def facts(self, chunk: GenerateChunk) -> tuple[bool, str, str | None, int]:
+    def facts(self, chunk: GenerateChunk) -> tuple[bool, str, str | None, int, bool]:
         n = chunk.eval_count
-        return chunk.done, chunk.response, chunk.thinking, n if n is not None else -1
+        return chunk.done, chunk.response, chunk.thinking, n if n is not None else -1, False
 
     def has_payload(self, chunk: GenerateChunk) -> bool:
         return False
@@ -58,10 +58,11 @@ class ChatAdapter:
     def is_done(self, chunk: ChatChunk) -> bool:
         return chunk.done
 
-    def facts(self, chunk: ChatChunk) -> tuple[bool, str, str | None, int]:
+    def facts(self, chunk: ChatChunk) -> tuple[bool, str, str | None, int, bool]:
         msg = chunk.message
         n = chunk.eval_count
-        return chunk.done, msg.content, msg.thinking, n if n is not None else -1
+        payload = bool(msg.tool_calls)
+        return chunk.done, msg.content, msg.thinking, n if n is not None else -1, payload
 
     def has_payload(self, chunk: ChatChunk) -> bool:
         return bool(chunk.message.tool_calls)

@@ -23,9 +23,9 @@ class ChatCompletionAdapter:
     def is_done(self, chunk: ChatCompletionChunk) -> bool:
         return chunk.done
 
-    def facts(self, chunk: ChatCompletionChunk) -> tuple[bool, str, str | None, int]:
+    def facts(self, chunk: ChatCompletionChunk) -> tuple[bool, str, str | None, int, bool]:
         text, thinking = self.texts(chunk)
-        return chunk.done, text, thinking, _running(chunk)
+        return chunk.done, text, thinking, _running(chunk), self.has_payload(chunk)
 
     def has_payload(self, chunk: ChatCompletionChunk) -> bool:
         return bool(chunk.choices) and bool(chunk.choices[0].delta.tool_calls)
@@ -73,9 +73,9 @@ class CompletionAdapter:
     def is_done(self, chunk: CompletionChunk) -> bool:
         return chunk.done
 
-    def facts(self, chunk: CompletionChunk) -> tuple[bool, str, str | None, int]:
+    def facts(self, chunk: CompletionChunk) -> tuple[bool, str, str | None, int, bool]:
         text = chunk.choices[0].text if chunk.choices else ""
-        return chunk.done, text, None, _running(chunk)
+        return chunk.done, text, None, _running(chunk), False
 
     def has_payload(self, chunk: CompletionChunk) -> bool:
         return False
