@@ -118,7 +118,9 @@ class ResilientStream(Generic[ChunkT]):
         # liveness: progress is complete records, not bytes
         self._idle = IdleTimeoutPolicy.for_config(cfg)
         self._last_read = 0.0
-        self._waiting_since: float | None = None  # None: not waiting for a record
+        # When the wait for the next record began: when the last one was delivered (None
+        # after an attempt's headers: the first read starts it)
+        self._waiting_since: float | None = None
         self._limit = cfg.first_token_timeout  # the wait for the next record may last
         # limits against servers that do not stop
         self._body_left = cfg.max_output_bytes or _NO_LIMIT  # bytes the bodies may still bring
@@ -260,9 +262,8 @@ class ResilientStream(Generic[ChunkT]):
             self._begin(opened)
             return
         now = time.monotonic()
-        # The wait for the next record began when the last one was delivered (or the
-        # attempt's headers came); reads that bring only part of a line do not restart
-        # it (a 1 byte/s "slowloris" body).
+        # Reads that bring only part of a line do not restart the wait for the next
+        # record (a 1 byte/s "slowloris" body).
         since = self._waiting_since
         if since is None:
             since = self._waiting_since = now
@@ -309,8 +310,7 @@ class ResilientStream(Generic[ChunkT]):
             return exc
         if not chunks:
             return None
-        now = time.monotonic()
-        self._waiting_since = None
+        now = self._waiting_since = time.monotonic()  # the next record's wait begins
         if first:
             self._limit = self._idle.timeout
             self._first_chunk(now)

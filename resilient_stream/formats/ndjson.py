@@ -30,20 +30,21 @@ class NdjsonFramer:
     unterminated final line, empty if the body ended on a newline.
     """
 
-    __slots__ = ("_buffer", "_max", "max_line_bytes")
+    __slots__ = ("_max", "buffer", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        self._buffer = b""
+        #: The start of a line not yet complete (read it; only ``feed`` sets it).
+        self.buffer = b""
         self._max = self.max_line_bytes = max_line_bytes
 
     @property
     def pending(self) -> int:
         """Bytes held that do not yet form a complete line."""
-        return len(self._buffer)
+        return len(self.buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._buffer:
-            data = self._buffer + data
+        if self.buffer:
+            data = self.buffer + data
         else:
             # the usual read of a paced stream: one whole line (no scan of the rest, no
             # split, no empty remainder made)
@@ -54,13 +55,13 @@ class NdjsonFramer:
                     return [line]
         end = data.rfind(b"\n")
         if end < 0:
-            self._buffer = data
+            self.buffer = data
             if len(data) > self._max:
                 raise LineTooLongError(self._max, len(data))
             return []
-        self._buffer = data[end + 1 :]
-        if len(self._buffer) > self._max:
-            raise LineTooLongError(self._max, len(self._buffer))
+        self.buffer = data[end + 1 :]
+        if len(self.buffer) > self._max:
+            raise LineTooLongError(self._max, len(self.buffer))
         lines = data[:end].split(b"\n")
         out: list[bytes] = []
         limit = self._max
@@ -76,5 +77,5 @@ class NdjsonFramer:
 
     def close(self) -> bytes:
         """End of body: return (and forget) an unterminated last line, if any."""
-        rest, self._buffer = self._buffer.rstrip(b"\r"), b""
+        rest, self.buffer = self.buffer.rstrip(b"\r"), b""
         return b"" if rest.isspace() else rest

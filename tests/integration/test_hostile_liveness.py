@@ -16,6 +16,7 @@ import pytest
 from support.scripted_server import Reply, Request, ScriptedServer
 
 from resilient_stream import StreamClient, StreamConfig
+from resilient_stream.refserver import ReferenceServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,3 +113,23 @@ async def test_healthy_slow_stream_is_never_mistaken_for_a_stall() -> None:
         result = await client.generate(model="m", prompt="p").collect()
     assert result.text == "abc"
     assert result.attempts == 1 and result.resumes == 0 and len(srv.requests) == 1
+
+
+@pytest.mark.reference_server(tokens_per_second=200, stop_probability=0.0)
+async def test_a_caller_slower_than_the_idle_limit_is_not_a_stall(
+    reference_server: ReferenceServer,
+) -> None:
+    """The wait for the next record starts when the last one is delivered, so a caller
+    that spends longer than the idle limit over each chunk counts against it; records
+    that came meanwhile are read without a wait, so it never stalls a healthy stream
+    (HTTP/2: the read path of our own transport)."""
+    cfg = StreamConfig(adaptive_idle_timeout=False, idle_timeout=0.3)
+    async with StreamClient(reference_server.url, config=cfg) as client:
+        stream = client.generate(model="m", prompt="p", options={"num_predict": 8, "seed": 1})
+        chunks = 0
+        async for _ in stream:
+            chunks += 1
+            await asyncio.sleep(0.4)  # longer than the idle limit, every chunk
+        result = stream.result
+    assert result.done and chunks >= 8
+    assert result.attempts == 1 and result.resumes == 0, result.history

@@ -83,7 +83,7 @@ class ChunkReader(Reader, Generic[ChunkT]):
         self._one = decoder.one
 
     def read(self, data: bytes) -> list[ChunkT]:
-        if data[-1:] == b"\n" and len(data) <= self._max and not self._ndjson.pending:
+        if data[-1:] == b"\n" and len(data) <= self._max and not self._ndjson.buffer:
             try:
                 one = self._one(data)
             except msgspec.DecodeError:
