@@ -334,6 +334,14 @@ class StreamAssembler(Generic[ChunkT]):
                 self.attempt_tokens += n
                 self.attempt_floor += n
                 signed = n
+            elif self._bound is bytes_bound and not thinking and not payload and text.isascii():
+                # bytes_bound's answer, without its calls: every chunk of a server that
+                # counts only at the end (Ollama)
+                n = len(text) or 1
+                self._tokens += n
+                self.attempt_tokens += n
+                self.attempt_floor += 1
+                signed = -n
             else:
                 signed = self._bounded(chunk if payload else None, text, thinking)
             seam = self._seam
@@ -375,12 +383,7 @@ class StreamAssembler(Generic[ChunkT]):
     def _bounded(self, payload: Any, text: str, thinking: str | None) -> int:
         """A chunk the server did not count: its upper bound, added, returned negative
         (``payload``: the chunk, if it carries more than text, whose JSON then counts)."""
-        bound = self._bound
-        if bound is bytes_bound and not thinking and text.isascii():
-            n = len(text) or 1  # bytes_bound's answer, without its two calls (every chunk
-            # of a server that counts only at the end, as Ollama does)
-        else:
-            n = bound(text, thinking or "")
+        n = self._bound(text, thinking or "")
         if payload is not None:
             n += len(msgspec.json.encode(payload))
         self._tokens += n

@@ -3,7 +3,15 @@ bytes: the assembler's shortcut for ASCII text gives what ``bytes_bound`` gives.
 
 from __future__ import annotations
 
-from resilient_stream.formats.ollama.types import ChatChunk, GenerateChunk, Message
+import msgspec
+
+from resilient_stream.formats.ollama.types import (
+    ChatChunk,
+    GenerateChunk,
+    Message,
+    ToolCall,
+    ToolCallFunction,
+)
 from resilient_stream.resume.accounting import bytes_bound
 from resilient_stream.resume.assembler import StreamAssembler
 
@@ -27,3 +35,13 @@ def test_uncounted_chat_chunks_add_their_byte_bound() -> None:
     ]
     asm.accept(chunks)
     assert asm.tokens == sum(bytes_bound(t, th or "") for t, th in PAIRS)
+
+
+def test_an_uncounted_tool_call_chunk_is_bounded_by_its_json_too() -> None:
+    """A tool call is output the server generated: its JSON bounds its tokens, beside
+    the (ASCII) text of the same chunk."""
+    call = ToolCall(function=ToolCallFunction(name="get_weather", arguments={"city": "Oslo"}))
+    chunk = ChatChunk(message=Message(role="assistant", content="ok", tool_calls=[call]))
+    asm = StreamAssembler(ChatChunk)
+    asm.accept([chunk])
+    assert asm.tokens == bytes_bound("ok", "") + len(msgspec.json.encode(chunk))
