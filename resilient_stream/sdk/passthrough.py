@@ -207,9 +207,11 @@ class PassThrough:
                     and data.startswith(prefix)
                     and data[-1] == 10
                     and data[lead] != 34  # '"': the text is not empty
-                    and data.find(b"\n") == len(data) - 2
+                    # the prefix holds no newline and no "error" (Wire.prefix_of), and
+                    # ends with '"content":"': a match starts at its last quote or after
+                    and data.find(b"\n", lead) == len(data) - 2
                     and (settled or data.find(finish_null, lead) > 0)
-                    and data.find(error) < 0
+                    and data.find(error, lead - 1) < 0
                 ):
                     out, what = data, 0  # Sse.scan's first case, its text key known
                 else:

@@ -30,9 +30,9 @@ def _gate(known: tuple[bytes, bool], data: bytes) -> bool:
         data.startswith(prefix)
         and data[-1] == 10
         and data[lead] != 34
-        and data.find(b"\n") == len(data) - 2
+        and data.find(b"\n", lead) == len(data) - 2
         and (settled or data.find(b'"finish_reason":null', lead) > 0)
-        and data.find(b'"error"') < 0
+        and data.find(b'"error"', lead - 1) < 0
     )
 
 
