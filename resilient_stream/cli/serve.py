@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--tokens-per-second", type=float, default=0.0, help="per stream; 0 = unpaced")
     p.add_argument("--first-token-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--jitter", type=float, default=0.0, help="+- fraction of each token gap")
+    p.add_argument(
+        "--batch-steps",
+        action="store_true",
+        help="pace all streams on one clock (a batched decoder's steps), not each its own",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the jitter RNG")
     p.add_argument("--max-concurrent-streams", type=int, default=100)
     p.add_argument(
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         tokens_per_second=args.tokens_per_second,
         first_token_delay=args.first_token_delay,
         jitter=args.jitter,
+        batch_steps=args.batch_steps,
         seed=args.seed,
         max_concurrent_streams=args.max_concurrent_streams,
         stop_probability=args.stop_probability,

@@ -219,3 +219,4 @@ class H1Protocol(asyncio.Protocol):
             self.out.clear()
             if not self.transport.is_closing():
                 self.transport.write(data)
+                self.core.stats.writes += 1

@@ -21,6 +21,11 @@ class ServerSettings:
     first_token_delay: float = 0.0
     #: Each gap between tokens is scaled by ``1 + uniform(-jitter, +jitter)`` (seeded).
     jitter: float = 0.0
+    #: Pace every stream on one clock, as a batched decoder does (one step makes one token
+    #: of every stream in the batch): a paced token leaves at the next multiple of the
+    #: gap, so streams that started apart send in the same writes. Off: each stream's
+    #: gaps count from its own start.
+    batch_steps: bool = False
     #: Seed of the jitter RNG, so paced runs can be replayed.
     seed: int = 0
     #: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it get REFUSED_STREAM.
@@ -112,3 +117,6 @@ class ServerStats:
     max_streams_active_seen: int = 0
     #: h2 streams answered with RST_STREAM(REFUSED_STREAM) (over max_concurrent_streams).
     refused_streams: int = 0
+    #: Socket writes of stream output: one per connection per batch of lines (so streams
+    #: paced on one clock, ``batch_steps``, share them).
+    writes: int = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from typing import Protocol
 
@@ -170,12 +171,34 @@ class Pacing:
         self.gap = 1.0 / tps if tps > 0 else 0.0
         self.first_token_delay = settings.first_token_delay
         self.jitter = settings.jitter
+        self.steps = settings.batch_steps and self.gap > 0
         self.rng = random.Random(settings.seed)
 
     def next_gap(self) -> float:
         if self.jitter:
             return self.gap * (1.0 + self.jitter * (2.0 * self.rng.random() - 1.0))
         return self.gap
+
+    def first_due(self, now: float) -> float:
+        """When a stream whose headers left at ``now`` sends its first token."""
+        return self.on_step(now + self.first_token_delay)
+
+    def next_due(self, due: float, now: float) -> float:
+        """When the token after one due at ``due`` is due (a stream that fell behind,
+        under overload, goes on from ``now`` instead of bursting to catch up)."""
+        gap = self.next_gap()
+        nxt = due + gap
+        if nxt < now - gap:
+            nxt = now
+        return self.on_step(nxt)
+
+    def on_step(self, when: float) -> float:
+        """``when``, or with ``batch_steps`` the first step (multiple of the gap) at or
+        after it: a due already on a step stays there (float error is not a step)."""
+        if not self.steps:
+            return when
+        gap = self.gap
+        return math.ceil(when / gap - 1e-6) * gap
 
 
 class Driver:
@@ -212,9 +235,9 @@ class Driver:
         if self.lines.fault_due():
             self._fault()
             return
-        delay = self.pacing.first_token_delay
-        self.due = self.sched.loop.time() + delay
-        if delay > 0:
+        pacing = self.pacing
+        self.due = pacing.first_due(self.sched.loop.time())
+        if pacing.first_token_delay > 0 or pacing.steps:
             self.sched.at(self.due, self)
         else:
             self.sched.ready(self)
@@ -261,12 +284,7 @@ class Driver:
                 break
         self.sched.mark_dirty(conn)
         if paced:
-            now = self.sched.loop.time()
-            gap = self.pacing.next_gap()
-            due = self.due + gap
-            if due < now - gap:  # fell behind (overload): do not burst to catch up
-                due = now
-            self.due = due
+            self.due = due = self.pacing.next_due(self.due, self.sched.loop.time())
             self.sched.at(due, self)
         else:
             self.sched.ready(self)

@@ -606,6 +606,38 @@ async def test_many_concurrent_paced_streams_on_one_connection() -> None:
             await raw.close()
 
 
+async def _writes_for_staggered_streams(batch_steps: bool) -> tuple[int, list[int]]:
+    """Server writes for 3 paced streams on one connection, opened 20 ms apart."""
+    async with ReferenceServer(
+        tokens_per_second=20, stop_probability=0.0, batch_steps=batch_steps
+    ) as srv:
+        raw = await RawH2.connect(srv.port)
+        try:
+            sids = []
+            for i in range(3):
+                sids.append(
+                    raw.request(
+                        "/api/generate", {**GEN, "prompt": f"p{i}", "options": {"num_predict": 8}}
+                    )
+                )
+                await asyncio.sleep(0.02)
+            await raw.until(lambda: all(raw.streams[s].ended for s in sids), limit=10)
+            return srv.stats.writes, [len(raw.lines(s)) for s in sids]
+        finally:
+            await raw.close()
+
+
+async def test_batch_steps_send_streams_that_started_apart_in_the_same_writes() -> None:
+    """One clock for all paced streams (a batched decoder's steps): the three streams'
+    tokens leave together, a write a step, where on their own clocks (20 ms apart at a
+    50 ms gap) each token is a write of its own."""
+    own, own_lines = await _writes_for_staggered_streams(batch_steps=False)
+    batched, batched_lines = await _writes_for_staggered_streams(batch_steps=True)
+    assert own_lines == batched_lines == [9, 9, 9]
+    assert own >= 3 * 8  # a write per token and stream (and the headers)
+    assert batched < 2 * 8 + 3  # about one per step: the others' tokens ride along
+
+
 async def test_unpaced_lines_are_coalesced_into_few_data_frames_of_whole_lines() -> None:
     """A fast stream's lines of one batch go out as one DATA frame (as a gateway in front
     of a fast model sends them), each frame ending on a line boundary."""
