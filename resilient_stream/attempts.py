@@ -26,7 +26,7 @@ from .context import StreamContext
 from .errors import ResumeDivergedError, StreamError
 from .formats import framing
 from .formats.plan import AttemptPlan, Finished, NotResumable, Planner
-from .formats.reader import Reader
+from .formats.reader import RecordReader
 from .logging import ATTEMPT, DIVERGED, GIVE_UP, REPLICA_EJECTED, RESUME, RETRY_WAIT
 from .policy import AttemptPolicy, GiveUp, Phase
 from .result import AttemptRecord
@@ -42,7 +42,7 @@ class Opened:
 
     response: httpx.Response
     inflate: Inflater | None
-    reader: Reader
+    reader: RecordReader
 
 
 class _GiveUp(Exception):
@@ -137,9 +137,8 @@ class Attempts(Generic[ChunkT]):
         except BaseException as exc:
             self._book(exc, Phase.HEADERS)
             raise
-        wire = framing(plan.framing)
-        framer = wire.new_framer(self._cfg.max_line_bytes)
-        return Opened(response, inflate, wire.new_reader(framer, self._ctx.decoder_for(plan)))
+        reader = framing(plan.framing).reader(self._cfg.max_line_bytes, self._ctx.decoder_for(plan))
+        return Opened(response, inflate, reader)
 
     # tenacity hooks (request/headers phase): the decisions are the policy's
 

@@ -38,7 +38,7 @@ from .errors import (
     TruncatedStreamError,
 )
 from .formats.plan import Planner
-from .formats.reader import Reader
+from .formats.reader import RecordReader
 from .result import StreamResult
 from .resume.assembler import StreamAssembler
 from .transport.response import H2ResponseStream, ReadDeadline
@@ -113,7 +113,7 @@ class ResilientStream(Generic[ChunkT]):
         self._h2: H2ResponseStream | None = None
         self._watched: WatchedBody | None = None  # its watchdog (bodies not of our transport)
         self._inflate: Inflater | None = None  # the body's Content-Encoding, undone
-        self._reader: Reader | None = None  # the body's records into chunks
+        self._reader: RecordReader | None = None  # the body's records into chunks
         self._attempt_first_chunk = True
         # liveness: progress is complete records, not bytes
         self._idle = IdleTimeoutPolicy.for_config(cfg)

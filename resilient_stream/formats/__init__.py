@@ -39,7 +39,7 @@ from .ollama.types import ChatChunk, GenerateChunk
 from .openai.adapters import ChatCompletionAdapter, CompletionAdapter
 from .openai.framing import OpenAIDecoder, OpenAIFramer
 from .openai.types import ChatCompletionChunk, CompletionChunk
-from .reader import Reader
+from .reader import Reader, RecordReader
 from .vllm.framing import VllmDecoder
 
 
@@ -68,8 +68,15 @@ class Framing:
     """Makes a framer given the maximum record size in bytes."""
     new_decoder: Callable[[type[Any]], Decoder]
     """Makes a decoder for a chunk type."""
-    new_reader: Callable[[Any, Any], Reader] = Reader
-    """Makes an attempt's reader of its framer and the decoder (a format's shortcut)."""
+    new_reader: Callable[[int, Any], RecordReader] | None = None
+    """Makes an attempt's reader from the maximum record size and the decoder, when the
+    format's framer is its reader (None: a :class:`Reader` of a new framer and it)."""
+
+    def reader(self, max_bytes: int, decoder: Decoder) -> RecordReader:
+        """An attempt's reader: bytes in, typed chunks out (``reader.py``)."""
+        if self.new_reader is not None:
+            return self.new_reader(max_bytes, decoder)
+        return Reader(self.new_framer(max_bytes), decoder)
 
 
 class ChunkAdapter(Protocol):

@@ -50,7 +50,7 @@ def _outcome(reader: Reader, data: bytes) -> tuple[str, Any]:
 
 def _pair() -> tuple[ChunkReader[GenerateChunk], Reader]:
     decoder = ChunkDecoder(GenerateChunk)
-    return ChunkReader(NdjsonFramer(MAX), decoder), Reader(NdjsonFramer(MAX), decoder)
+    return ChunkReader(MAX, decoder), Reader(NdjsonFramer(MAX), decoder)
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,6 +87,6 @@ def test_a_whole_line_longer_than_the_limit_is_refused() -> None:
 
 def test_ndjson_attempts_read_through_the_chunk_reader() -> None:
     wire = framing("ndjson")
-    reader = wire.new_reader(wire.new_framer(MAX), wire.new_decoder(GenerateChunk))
+    reader = wire.reader(MAX, wire.new_decoder(GenerateChunk))
     assert isinstance(reader, ChunkReader)
     assert [c.response for c in reader.read(RECORDS[0])] == ["a"]

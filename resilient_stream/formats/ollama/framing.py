@@ -16,7 +16,6 @@ import msgspec
 
 from ...errors import ServerReportedError
 from ..ndjson import NdjsonFramer
-from ..reader import Reader
 from ..records import RecordDecoder
 from .types import ChatChunk, GenerateChunk
 
@@ -62,28 +61,27 @@ class ChunkDecoder(Generic[ChunkT]):
         return chunks
 
 
-class ChunkReader(Reader, Generic[ChunkT]):
-    """An NDJSON body's reader: the framer and the decoder, with a shortcut.
+class ChunkReader(NdjsonFramer, Generic[ChunkT]):
+    """An NDJSON body's reader: its framer, which also decodes, with a shortcut.
 
     A paced stream's read is one whole line with nothing pending. That read is handed
     to msgspec as it is: JSON allows the trailing ``\\r\\n``, and a read of more than
     one line fails its check for trailing characters, as a blank or bad line fails to
     decode; anything but a decoded chunk without an error takes the framer and the
     decoder, which answer it (split, name the bad line, raise the error). One call a
-    record instead of four, no line sliced off (tests/unit/test_chunk_reader.py pins
-    it to the two, read after read).
+    record instead of four, no line sliced off, and one object an attempt
+    (tests/unit/test_chunk_reader.py pins it to the two, read after read).
     """
 
-    __slots__ = ("_max", "_ndjson", "_one")
+    __slots__ = ("_one", "decoder")
 
-    def __init__(self, framer: NdjsonFramer, decoder: ChunkDecoder[ChunkT]) -> None:
-        super().__init__(framer, decoder)
-        self._ndjson = framer
-        self._max = framer.max_line_bytes
+    def __init__(self, max_line_bytes: int, decoder: ChunkDecoder[ChunkT]) -> None:
+        super().__init__(max_line_bytes)
+        self.decoder = decoder
         self._one = decoder.one
 
     def read(self, data: bytes) -> list[ChunkT]:
-        if data[-1:] == b"\n" and len(data) <= self._max and not self._ndjson.buffer:
+        if data[-1:] == b"\n" and len(data) <= self._max and not self.buffer:
             try:
                 one = self._one(data)
             except msgspec.DecodeError:
@@ -91,4 +89,4 @@ class ChunkReader(Reader, Generic[ChunkT]):
             else:
                 if one.error is None:
                     return [one]
-        return self.decoder.decode_lines(self.framer.feed(data))
+        return self.decoder.decode_lines(self.feed(data))
