@@ -263,11 +263,13 @@ class ResilientStream(Generic[ChunkT]):
             return
         now = time.monotonic()
         # Reads that bring only part of a line do not restart the wait for the next
-        # record (a 1 byte/s "slowloris" body).
+        # record (a 1 byte/s "slowloris" body). A body read through httpx cannot be
+        # asked whether bytes are waiting, as our transport's stream is: after a caller
+        # that held the last record past the limit, the wait starts now.
         since = self._waiting_since
-        if since is None:
-            since = self._waiting_since = now
         limit = self._limit
+        if since is None or since + limit < now:
+            since = self._waiting_since = now
         until = since + limit
         deadline = self._policy.deadline
         if until > deadline:

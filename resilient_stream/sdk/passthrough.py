@@ -174,7 +174,15 @@ class PassThrough:
                             await h2.wait(until)
                         data = h2.take()
                     else:
-                        data = await read(until - now())
+                        t0 = now()
+                        if until <= t0 < deadline:
+                            # A body read through httpx cannot be asked whether bytes
+                            # are waiting, as our transport's stream is: after an SDK
+                            # that held the last read past the limit, the wait starts now.
+                            until = t0 + limit
+                            if until > deadline:
+                                until = deadline
+                        data = await read(until - t0)
                 except StopAsyncIteration:
                     break  # no last record: a truncation (the engine names it)
                 except ReadDeadline:

@@ -115,15 +115,17 @@ async def test_healthy_slow_stream_is_never_mistaken_for_a_stall() -> None:
     assert result.attempts == 1 and result.resumes == 0 and len(srv.requests) == 1
 
 
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "http1.1"])
 @pytest.mark.reference_server(tokens_per_second=200, stop_probability=0.0)
 async def test_a_caller_slower_than_the_idle_limit_is_not_a_stall(
-    reference_server: ReferenceServer,
+    reference_server: ReferenceServer, http2: bool
 ) -> None:
     """The wait for the next record starts when the last one is delivered, so a caller
     that spends longer than the idle limit over each chunk counts against it; records
     that came meanwhile are read without a wait, so it never stalls a healthy stream
-    (HTTP/2: the read path of our own transport)."""
-    cfg = StreamConfig(adaptive_idle_timeout=False, idle_timeout=0.3)
+    (over HTTP/2 our transport's stream is read directly, over HTTP/1.1 through httpx
+    under the watchdog)."""
+    cfg = StreamConfig(adaptive_idle_timeout=False, idle_timeout=0.3, http2=http2)
     async with StreamClient(reference_server.url, config=cfg) as client:
         stream = client.generate(model="m", prompt="p", options={"num_predict": 8, "seed": 1})
         chunks = 0

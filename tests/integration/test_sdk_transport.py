@@ -490,3 +490,32 @@ async def test_closing_the_sdk_stream_early_cancels_upstream(
         await client._client.aclose()
     assert srv.stats.streams_completed == 0
     assert srv.stats.tokens_generated < 1000
+
+
+@pytest.mark.parametrize("inner", ["ours", "stock httpx"])
+@pytest.mark.reference_server(tokens_per_second=200, stop_probability=0.0)
+async def test_an_sdk_slower_than_the_idle_limit_is_not_a_stall(
+    reference_server: ReferenceServer, inner: str
+) -> None:
+    """The SDK holds every read longer than the idle limit while the server goes on:
+    what arrived meanwhile is read without a wait, on our transport (its stream is
+    asked) and on any other (through httpx, under the watchdog): one request, the
+    server's bytes, no resume."""
+    config = StreamConfig(adaptive_idle_timeout=False, idle_timeout=0.3, http2=False)
+    wrapped = MultiplexedTransport(config) if inner == "ours" else httpx.AsyncHTTPTransport()
+    body = {"model": "ref", "prompt": PROMPT, "raw": True, "options": {"num_predict": 8}}
+    reads = 0
+    async with ResilientTransport(wrapped, config=config) as t:
+        async with httpx.AsyncClient(transport=t) as http:
+            url = reference_server.url + "/api/generate"
+            async with http.stream("POST", url, json=body) as response:
+                assert response.status_code == 200
+                got = []
+                async for data in response.aiter_raw():
+                    got.append(data)
+                    reads += 1
+                    if reads <= 10:  # bounded
+                        await asyncio.sleep(0.4)  # longer than the idle limit
+    lines = b"".join(got).splitlines()
+    assert len(lines) == 9 and b'"done":true' in lines[-1]
+    assert reference_server.stats.requests == 1  # no resume, no retry
