@@ -153,7 +153,9 @@ class ResilientStream(Generic[ChunkT]):
                     await self._advance()
                     continue
                 # Our transport's body, read here rather than in _advance: one coroutine
-                # less a record (the steady state of every stream).
+                # less a record (the steady state of every stream). The wait for the
+                # next record began when the last one was delivered; what came since
+                # is taken before any wait, so a slow caller is never a stall.
                 since = self._waiting_since
                 if since is None:
                     since = self._waiting_since = time.monotonic()
