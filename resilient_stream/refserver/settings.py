@@ -80,6 +80,12 @@ class ServerSettings:
             raise ValueError("first_token_delay must be >= 0")
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError("jitter must be in [0, 1)")
+        if self.batch_steps and self.jitter:
+            raise ValueError(
+                "batch_steps paces on whole steps of 1/tokens_per_second: a jittered gap "
+                "would be rounded up to one or two steps (about 2/3 of the rate at "
+                "jitter=0.2); use one or the other"
+            )
         if self.max_concurrent_streams < 1:
             raise ValueError("max_concurrent_streams must be >= 1")
         if self.stop_probability is not None and not 0.0 <= self.stop_probability <= 1.0:

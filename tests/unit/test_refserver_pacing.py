@@ -50,6 +50,11 @@ def test_a_stream_that_fell_behind_goes_on_from_now_on_the_next_step() -> None:
     assert p.next_due(late, 9.0) == pytest.approx(9.1)
 
 
+def test_batch_steps_refuse_jitter_rather_than_slow_down() -> None:
+    with pytest.raises(ValueError, match="one or the other"):
+        ServerSettings(tokens_per_second=10, batch_steps=True, jitter=0.2)
+
+
 def test_unpaced_streams_have_no_steps() -> None:
     p = pacing(tokens_per_second=0, batch_steps=True)
     assert not p.steps and p.first_due(3.25) == 3.25
