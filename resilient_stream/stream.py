@@ -47,6 +47,8 @@ from .watchdog import BodyReader, WatchedBody, body_reader, direct_body, loop_cl
 ChunkT = TypeVar("ChunkT")
 
 _NO_LIMIT = 1 << 62
+#: How a body read ends other than with bytes (``ResilientStream._read_ended``).
+_READ_ENDS = (StopAsyncIteration, ReadDeadline, httpx.TransportError, StreamError, OSError)
 
 
 class ResilientStream(Generic[ChunkT]):
@@ -165,7 +167,7 @@ class ResilientStream(Generic[ChunkT]):
                 if until > deadline:
                     until = deadline
                 s = h2.stream
-                failure: BaseException | None = None
+                failure: BaseException | None
                 try:
                     while not s.chunks:
                         if s.error is not None:
@@ -173,12 +175,8 @@ class ResilientStream(Generic[ChunkT]):
                         if s.ended:
                             raise StopAsyncIteration
                         await h2.wait(until)
-                except StopAsyncIteration:
-                    failure = self._end_of_body()
-                except ReadDeadline:
-                    failure = self._silence_error(since, until, limit)
-                except (httpx.TransportError, StreamError, OSError) as exc:
-                    failure = exc
+                except _READ_ENDS as exc:
+                    failure = self._read_ended(exc, since, until, limit)
                 else:
                     failure = self._consume(h2.take())
                     asm = self._asm
@@ -279,12 +277,8 @@ class ResilientStream(Generic[ChunkT]):
         failure: BaseException | None
         try:
             data = await read(until - now)
-        except StopAsyncIteration:
-            failure = self._end_of_body()
-        except ReadDeadline:
-            failure = self._silence_error(since, until, limit)
-        except (httpx.TransportError, StreamError, OSError) as exc:
-            failure = exc
+        except _READ_ENDS as exc:
+            failure = self._read_ended(exc, since, until, limit)
         else:
             failure = self._consume(data)
         await self._settle(failure)
@@ -343,6 +337,18 @@ class ResilientStream(Generic[ChunkT]):
             await self._close_response()
         elif self._asm.diverged:
             await self._diverged()
+
+    def _read_ended(
+        self, exc: BaseException, since: float, until: float, limit: float
+    ) -> BaseException | None:
+        """What a read that raised means for the attempt: the body's end (None: the
+        stream had its last chunk), a stall or the total deadline (``since``: when the
+        wait began), or the transport's error itself."""
+        if isinstance(exc, StopAsyncIteration):
+            return self._end_of_body()
+        if isinstance(exc, ReadDeadline):
+            return self._silence_error(since, until, limit)
+        return exc
 
     def _silence_error(self, started: float, until: float, limit: float) -> StreamError:
         """The read's deadline passed: a stall (resumed) or the total deadline (given up)."""

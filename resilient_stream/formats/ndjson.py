@@ -30,12 +30,12 @@ class NdjsonFramer:
     unterminated final line, empty if the body ended on a newline.
     """
 
-    __slots__ = ("_max", "buffer", "max_line_bytes")
+    __slots__ = ("_max", "buffer")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         #: The start of a line not yet complete (read it; only ``feed`` sets it).
         self.buffer = b""
-        self._max = self.max_line_bytes = max_line_bytes
+        self._max = max_line_bytes
 
     @property
     def pending(self) -> int:
