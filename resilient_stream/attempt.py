@@ -11,8 +11,9 @@ cores). When the client uses none of what they are for (no auth, event hooks,
 params, cookies, redirects followed), a request is built from a per-origin
 prototype that ``build_request`` made once (same URL, same headers, in the same
 order) and handed to the transport directly, doing what ``send`` would still do
-(the response's ``request``, a ``Set-Cookie`` stored, httpx's log line). Anything
-else goes through ``AsyncClient.send`` as before.
+(a ``Set-Cookie`` stored, httpx's log line, the response's ``request`` where
+anything reads it: an error status, a cookie). Anything else goes through
+``AsyncClient.send`` as before.
 """
 
 from __future__ import annotations
@@ -108,9 +109,14 @@ async def _send_direct(
     except httpx.RequestError as exc:  # as AsyncClient.send: the error names its request
         exc.request = request
         raise
-    response.request = request
-    if "set-cookie" in response.headers:
-        ctx.http.cookies.extract_cookies(response)  # later requests go the long way
+    if response.status_code != 200 or "set-cookie" in response.headers:
+        # what an error names and the cookie jar reads. A 200's response never leaves
+        # the stream, which reads only its body: without its request, an open stream
+        # holds no request, headers or body copy (4 objects less for the garbage
+        # collector to scan, and the request's bytes)
+        response.request = request
+        if "set-cookie" in response.headers:
+            ctx.http.cookies.extract_cookies(response)  # later requests go the long way
     if _httpx_log.isEnabledFor(logging.INFO):
         _httpx_log.info(
             'HTTP Request: %s %s "%s %d %s"',

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, NoReturn, TypeVar, cast
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -69,7 +69,9 @@ class Attempts(Generic[ChunkT]):
         self._sid = sid
         self.policy = AttemptPolicy(ctx.config, ctx.replicas, ctx.rng)
         self.plan: AttemptPlan | None = None
-        self.history: list[AttemptRecord] = []
+        # made at the first record (an open stream has none yet: one tracked object less
+        # an open stream, for the garbage collector to scan; a tuple: an append fails loudly)
+        self.history: list[AttemptRecord] = cast("list[AttemptRecord]", ())
         #: The error the stream ended with (set once, when it gives up).
         self.error: BaseException | None = None
 
@@ -286,6 +288,8 @@ class Attempts(Generic[ChunkT]):
     def record(self, outcome: str) -> None:
         """One line of ``result.history``: how the current attempt ended."""
         plan = self.plan
+        if not self.history:
+            self.history = []
         self.history.append(
             AttemptRecord(
                 number=self.policy.attempts,

@@ -31,7 +31,7 @@ and a few list appends.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -98,7 +98,9 @@ class StreamAssembler(Generic[ChunkT]):
         self._min_overlap = min_overlap
         self._max_overlap = max_overlap
         self._seam: PendingSeam | None = None
-        self.seams: list[Seam] = []
+        # made at the first seam (most streams never have one: an object less for the
+        # garbage collector; a tuple, so an append without it fails loudly)
+        self.seams: list[Seam] = cast("list[Seam]", ())
         self.final: ChunkT | None = None
         self.attempt_tokens = 0
         #: At least this many tokens came in this attempt (a chunk holds one or more).
@@ -268,6 +270,8 @@ class StreamAssembler(Generic[ChunkT]):
         )
         self._tokens = self._seam.tokens_prefilled
         delivered.orphan = 0
+        if not self.seams:
+            self.seams = []
         self.seams.append(
             Seam(
                 offset=len(text),

@@ -232,9 +232,11 @@ class MultiplexedTransport(httpx.AsyncBaseTransport):
                 response.close()
                 raise
             if s.status:
+                # the response copies them: not kept twice for the stream's life
+                received, s.headers = s.headers, ()
                 return httpx.Response(
                     status_code=s.status,
-                    headers=s.headers,
+                    headers=received,
                     stream=response,
                     extensions={
                         "http_version": b"HTTP/2",

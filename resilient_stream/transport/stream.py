@@ -11,6 +11,7 @@ reports news for this stream. The core never touches it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .windows import ReceiveWindow
@@ -40,7 +41,8 @@ class H2Stream:
     def __init__(self, stream_id: int, window: int) -> None:
         self.stream_id = stream_id
         self.status = 0  # 0 until the response headers arrive
-        self.headers: list[tuple[bytes, bytes]] = []
+        #: The response's headers, from their arrival until the response is made of them.
+        self.headers: Sequence[tuple[bytes, bytes]] = ()
         self.chunks: list[bytes] = []
         self.unacked = 0  # flow-controlled bytes received but not yet read by the consumer
         self.ended = False  # END_STREAM seen: chunks hold the rest of the body

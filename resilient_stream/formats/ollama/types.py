@@ -121,7 +121,9 @@ Chunk = GenerateChunk | ChatChunk
 # --- requests ------------------------------------------------------------------
 
 
-class GenerateRequest(msgspec.Struct, omit_defaults=True, kw_only=True, forbid_unknown_fields=True):
+class GenerateRequest(
+    msgspec.Struct, omit_defaults=True, kw_only=True, forbid_unknown_fields=True, gc=False
+):
     """Body of ``POST /api/generate``."""
 
     model: str
@@ -141,7 +143,9 @@ class GenerateRequest(msgspec.Struct, omit_defaults=True, kw_only=True, forbid_u
     stream: bool = True
 
 
-class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True, forbid_unknown_fields=True):
+class ChatRequest(
+    msgspec.Struct, omit_defaults=True, kw_only=True, forbid_unknown_fields=True, gc=False
+):
     """Body of ``POST /api/chat``."""
 
     model: str
