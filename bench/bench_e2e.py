@@ -84,6 +84,11 @@ class Result:
     #: Time spent runnable but waiting for a CPU (/proc/PID/schedstat): machine contention.
     server_wait_s: float = 0.0
     client_wait_s: float = 0.0
+    #: CPU the cyclic garbage collector took in the client (all generations, and the
+    #: full collections alone), and how many full collections ran.
+    gc_s: float = 0.0
+    gc_full_s: float = 0.0
+    gc_full: int = 0
     error: str = ""
     #: The commit measured (cells of one file can come from --merge runs).
     commit: str = ""
@@ -143,7 +148,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def client(path: str, url: str, streams: int, tokens: int) -> None:
+class GcClock:
+    """Process CPU the cyclic garbage collector takes, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.total = self.full = 0.0
+        self.full_count = 0
+        self._t0 = 0.0
+        self.on = False
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+        elif self.on:
+            dt = time.process_time() - self._t0
+            self.total += dt
+            if info["generation"] == 2:
+                self.full += dt
+                self.full_count += 1
+
+
+def client(path: str, url: str, streams: int, tokens: int, collect: bool = True) -> None:
     import resource
 
     # Only this path's stack is imported (by the warm-up), so peak RSS is its own.
@@ -154,11 +179,17 @@ def client(path: str, url: str, streams: int, tokens: int) -> None:
     async def main() -> dict[str, float]:
         await run(url, 2, 2, None)  # warm-up: imports, first-call caches (not measured)
         gc.collect()
+        if not collect:
+            gc.disable()  # --no-gc: what the run costs without the cyclic collector
         base = _rss_mb()
         probe = Probe(streams)
+        collector = GcClock()
+        gc.callbacks.append(collector)
+        collector.on = True
         wait0, cpu0, wall0 = run_queue_wait(), time.process_time(), time.perf_counter()
         chunks = await run(url, streams, tokens, probe)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        collector.on = False
         wait = run_queue_wait() - wait0
         ttft = sorted(probe.ttft)
         return {
@@ -170,6 +201,9 @@ def client(path: str, url: str, streams: int, tokens: int) -> None:
             "ttft_p50_ms": ttft[len(ttft) // 2] * 1e3,
             "ttft_p99_ms": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] * 1e3,
             "client_wait_s": wait,
+            "gc_s": collector.total,
+            "gc_full_s": collector.full,
+            "gc_full": collector.full_count,
             "rss_base_mb": base,
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
@@ -201,7 +235,9 @@ def start_server(cell: Cell) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def run_child(path: str, url: str, cell: Cell, server_pid: int, timeout: float) -> Result:
+def run_child(
+    path: str, url: str, cell: Cell, server_pid: int, timeout: float, collect: bool = True
+) -> Result:
     import psutil  # type: ignore[import-untyped]
 
     res = Result(path, cell.streams, cell.length, cell.tps, cell.ideal)
@@ -209,6 +245,7 @@ def run_child(path: str, url: str, cell: Cell, server_pid: int, timeout: float) 
     scpu0, swait0 = sum(server.cpu_times()[:2]), run_queue_wait(server_pid)
     cmd = [sys.executable, __file__, "--client", path, "--url", url]
     cmd += ["--streams", str(cell.streams), "--tokens", str(cell.tokens)]
+    cmd += [] if collect else ["--no-gc"]
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=timeout, text=True)
     except subprocess.TimeoutExpired:
@@ -310,6 +347,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (table printed)")
     ap.add_argument("--from-json", action="store_true", help="rebuild docs and plot from --out")
     ap.add_argument("--commit", default=None, help="commit to record (default: git HEAD)")
+    ap.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="clients run with the cyclic garbage collector off (what it costs; not a default)",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     ap.add_argument("--tps", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -342,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.tps, args.ttft, args.jitter, args.port_file)
         return 0
     if args.client:
-        client(args.client, args.url, args.streams, args.tokens)
+        client(args.client, args.url, args.streams, args.tokens, collect=not args.no_gc)
         return 0
     default_out = "e2e-quick.json" if args.quick else "e2e.json"
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / default_out
@@ -369,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                     r = Result(path, cell.streams, cell.length, cell.tps, cell.ideal)
                     r.error = "skipped: " + reason
                 else:
-                    r = run_child(path, url, cell, server.pid, timeout_for(path, cell, results))
+                    r = run_child(
+                        path, url, cell, server.pid, timeout_for(path, cell, results),
+                        collect=not args.no_gc,
+                    )  # fmt: skip
                     r.commit = str(meta["commit"])
                 results.append(r)
                 print(

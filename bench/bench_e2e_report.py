@@ -164,6 +164,13 @@ def server_check(results: list[Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _gc(r: Any) -> str:
+    """The collector's share of the client's CPU, and its full collections."""
+    if not getattr(r, "gc_s", 0.0) or not r.cpu_s:
+        return "-"  # a run from before the collector was measured
+    return f"{r.gc_s / r.cpu_s * 100:.0f}% ({r.gc_full})"
+
+
 def detail(results: list[Any]) -> str:
     out = []
     for cell in _cells(results):
@@ -177,16 +184,16 @@ def detail(results: list[Any]) -> str:
         out.append(
             "| path | CPU us/chunk | x aiohttp | x bare | set-up us/stream | wall s "
             "| wall / ideal | peak RSS MB | KB / open stream | TTFT p50 ms | TTFT p99 ms "
-            "| TTFT p50 vs bare | server CPU |"
+            "| TTFT p50 vs bare | server CPU | GC % of CPU (full collections) |"
         )
-        out.append("|---|" + "---|" * 12)
+        out.append("|---|" + "---|" * 13)
         bare = _get(results, "bare", cell)
         for path, (label, _, _) in PATHS.items():
             r = _get(results, path, cell)
             if r is None:
                 continue
             if r.error:
-                out.append(f"| {label} | {r.error} |" + " |" * 11)
+                out.append(f"| {label} | {r.error} |" + " |" * 12)
                 continue
             dt = r.ttft_p50_ms - bare.ttft_p50_ms if _ok(bare) else math.nan
             out.append(
@@ -194,7 +201,7 @@ def detail(results: list[Any]) -> str:
                 f"| {_f(_ratio(results, path, 'bare', cell))} | {_f(r.setup_us, '.0f')} "
                 f"| {r.wall_s:.2f} | {r.wall_s / r.ideal_s:.2f} | {r.rss_peak_mb:.0f} "
                 f"| {r.kb_per_stream:.1f} | {r.ttft_p50_ms:.1f} | {r.ttft_p99_ms:.1f} "
-                f"| {_f(dt, '+.1f')} | {r.server_share * 100:.0f}% |"
+                f"| {_f(dt, '+.1f')} | {r.server_share * 100:.0f}% | {_gc(r)} |"
             )
     return "\n".join(out) + "\n"
 
