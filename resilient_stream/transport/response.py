@@ -70,28 +70,29 @@ class H2ResponseStream(httpx.AsyncByteStream):
         """The loop whose clock :meth:`wait`'s ``until`` is in."""
         return self._conn.loop
 
-    async def wait(self, until: float = 0.0) -> None:
-        """Wait for any news (headers, data, end, error), bounded by the idle timer and,
-        if given, by ``until`` (loop time; past it, :class:`ReadDeadline`)."""
+    def wait(self, until: float = 0.0) -> asyncio.Future[None]:
+        """What to await for any news (headers, data, end, error), bounded by the idle
+        timer and, if given, by ``until`` (loop time; past it, :class:`ReadDeadline`).
+
+        The Future itself, not a coroutine around it: a read that waits costs no
+        coroutine (one a record on every path). It stays parked on the stream once
+        resolved or cancelled; whoever resolves it, and :meth:`on_due`, skip a done one,
+        and the next wait replaces it."""
         loop = self._conn.loop
         waiter = loop.create_future()
         s = self._stream
         s.waiter = waiter
         timeout = self._timeout
+        self._until = until
         if timeout is not None or until:
             deadline = until
             if timeout is not None:
                 now = self._idle_since = loop.time()
                 if not until or now + timeout < until:
                     deadline = now + timeout
-            self._until = until
             if deadline < self._refile_below:  # not filed yet, or filed for a longer bound
                 self._file(deadline)
-        try:
-            await waiter
-        finally:
-            s.waiter = None
-            self._until = 0.0
+        return waiter
 
     def _file(self, deadline: float) -> None:
         wheel = self._wheel
