@@ -133,6 +133,9 @@ class PassThrough:
         wire = self._wire
         scan = wire.scan
         plain = wire.plain
+        steady = wire.steady
+        # its last byte but two: a read whose byte there differs cannot end with it
+        steady_at = steady[-3] if steady is not None else -1
         # the prefix of the last read the scan forwarded whole as one text record: a read
         # with that prefix goes through the rest of the scan's first case here, with no
         # call (Wire.prefix_of)
@@ -199,8 +202,17 @@ class PassThrough:
                 except (httpx.TransportError, StreamError, OSError) as exc:
                     failure = exc
                     break
-                total += len(data)
+                n = len(data)
+                total += n
                 if (
+                    n > 15
+                    and not pending
+                    and data[-3] == steady_at
+                    and data.endswith(steady)  # type: ignore[arg-type]
+                    and data.find(b"\n") == n - 1
+                ):
+                    out, what = data, 0  # Ollama's text line: the scan's first case, inline
+                elif (
                     plain is not None
                     and not pending
                     and data
