@@ -174,6 +174,12 @@ def main() -> None:
         help="pace each stream from its own start (default: one clock for all, as a batched "
         "decoder's steps, so that every mode's streams share the server's writes alike)",
     )
+    ap.add_argument(
+        "--final-counts",
+        action="store_true",
+        help="the server counts tokens only on the last chunk, as Ollama and OpenAI do "
+        "(default: a running count on every chunk, the reference server's default)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sdk.json"))
@@ -182,7 +188,8 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0",
          "--tokens-per-second", str(args.rate), "--stop-probability", "0",
-         *([] if args.own_clocks else ["--batch-steps"])],
+         *([] if args.own_clocks else ["--batch-steps"]),
+         *(["--no-running-count"] if args.final_counts else [])],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

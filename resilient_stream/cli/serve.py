@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="pace all streams on one clock (a batched decoder's steps), not each its own",
     )
+    p.add_argument(
+        "--no-running-count",
+        dest="report_tokens",
+        action="store_false",
+        help="token counts only on the last chunk, as Ollama and OpenAI send them "
+        "(default: a running count on every chunk, vLLM's continuous usage stats)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the jitter RNG")
     p.add_argument("--max-concurrent-streams", type=int, default=100)
     p.add_argument(
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         line_separators=args.line_separators,
         models=_model_list(args.models),
         final_chunk_text=args.final_chunk_text,
+        report_tokens=args.report_tokens,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server))

@@ -1184,6 +1184,34 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
             proc.wait(10)
 
 
+@pytest.mark.parametrize("running", [True, False], ids=["running-count", "no-running-count"])
+def test_cli_serve_says_a_running_count_on_every_line_unless_told_not_to(running: bool) -> None:
+    flags = [] if running else ["--no-running-count"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        m = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline())
+        assert m
+        with httpx.Client(timeout=10) as c:
+            r = c.post(m.group(1) + "/api/generate", json=gen_body(options={"num_predict": 4}))
+        lines = [json.loads(x) for x in r.text.splitlines()]
+        assert len(lines) > 1 and lines[-1]["done"] and lines[-1]["eval_count"] == len(lines) - 1
+        assert [x.get("eval_count") for x in lines[:-1]] == (
+            list(range(1, len(lines))) if running else [None] * (len(lines) - 1)
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 @pytest.mark.parametrize(
     "reference_server", [{"stop_probability": 0.0, "max_concurrent_streams": 7}], indirect=True
 )
