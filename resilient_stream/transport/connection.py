@@ -1,10 +1,11 @@
 """One HTTP/2 client connection on asyncio: the thin edge around :class:`~.core.H2Core`.
 
-The core decides; this ``asyncio.Protocol`` does the I/O: it feeds the core
-what the socket read, writes what the core has to send, wakes the readers of
-the streams with news, runs the keepalive timer, waits for send window while
-a request body goes out, and tells its pool (``pool.py``, through
-:class:`ConnectionOwner`) when slots free up and the connection changes.
+The core decides; this ``asyncio.BufferedProtocol`` does the I/O: it feeds the
+core what the socket read (into the thread's reused buffer: reads.py), writes what
+the core has to send, wakes the readers of the streams with news, runs the
+keepalive timer, waits for send window while a request body goes out, and tells
+its pool (``pool.py``, through :class:`ConnectionOwner`) when slots free up and the
+connection changes.
 
 Liveness (keepalive.py): a PING goes out when the server has been quiet for
 ``ping_interval``; no ACK within ``ping_timeout`` means the connection is dead even
@@ -38,6 +39,7 @@ from .h2setup import (
     ConnectionSettings,
     NotHttp2Error,
 )
+from .reads import read_buffer
 from .stream import H2Stream
 
 
@@ -59,7 +61,7 @@ class ConnectionOwner(Protocol):
         """``conn`` is closed; forget it."""
 
 
-class H2ClientConnection(asyncio.Protocol):
+class H2ClientConnection(asyncio.BufferedProtocol):
     """An HTTP/2 connection carrying many concurrent streams."""
 
     def __init__(
@@ -83,6 +85,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._keepalive: asyncio.TimerHandle | None = None
         #: The stall deadlines of this connection's readers, on one loop timer.
         self.deadlines = DeadlineWheel(loop, settings.deadline_resolution)
+        self._reads = read_buffer()  # this thread's: the loop's reads land there
 
     # --- state seen by the pool and the transport ----------------------------------
 
@@ -144,6 +147,13 @@ class H2ClientConnection(asyncio.Protocol):
         transport.write(core.data_to_send())
         core.keepalive.last_recv = self.loop.time()
         self._arm_keepalive()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reads
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # copied out before the next read (of any connection of this thread) reuses it
+        self.data_received(self._reads[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         core = self._core
