@@ -133,9 +133,11 @@ class PassThrough:
         wire = self._wire
         scan = wire.scan
         plain = wire.plain
-        steady = wire.steady
-        # its last byte but two: a read whose byte there differs cannot end with it
-        steady_at = steady[-3] if steady is not None else -1
+        # Wire.steady's case, inline: only reads longer than it (never, without one), and
+        # its last byte but two first: a read whose byte there differs cannot end with it
+        steady = wire.steady or b""
+        steady_len = len(steady) if steady else _NO_LIMIT
+        steady_at = steady[-3] if steady else -1
         # the prefix of the last read the scan forwarded whole as one text record: a read
         # with that prefix goes through the rest of the scan's first case here, with no
         # call (Wire.prefix_of)
@@ -205,10 +207,10 @@ class PassThrough:
                 n = len(data)
                 total += n
                 if (
-                    n > 15
+                    n > steady_len
                     and not pending
                     and data[-3] == steady_at
-                    and data.endswith(steady)  # type: ignore[arg-type]
+                    and data.endswith(steady)
                     and data.find(b"\n") == n - 1
                 ):
                     out, what = data, 0  # Ollama's text line: the scan's first case, inline

@@ -25,7 +25,12 @@ STEADY = b'"done":false}\n'
 def _gate(data: bytes) -> bool:
     """The pass-through loop's inlined steady gate (``PassThrough.body``), as it reads there."""
     n = len(data)
-    return n > 15 and data[-3] == STEADY[-3] and data.endswith(STEADY) and data.find(b"\n") == n - 1
+    return (
+        n > len(STEADY)
+        and data[-3] == STEADY[-3]
+        and data.endswith(STEADY)
+        and data.find(b"\n") == n - 1
+    )
 
 
 def _line(text: bytes) -> bytes:
