@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
-import httpx
+from support.passthrough_reads import scan_alone, through
 
-from resilient_stream import StreamConfig
-from resilient_stream.sdk.passthrough import PassThrough
 from resilient_stream.sdk.wire import DONE, MORE, Ndjson
 
 STEADY = b'"done":false}\n'
@@ -64,16 +61,6 @@ def test_a_read_passes_the_gate_only_if_the_scan_forwards_it_whole_as_text() -> 
     assert not _gate(LAST + _line(b"a")) and not _gate(ERROR + _line(b"a"))
 
 
-class _Reads(httpx.AsyncByteStream):
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = reads
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for data in self._reads:
-            yield data
-            await asyncio.sleep(0)
-
-
 class _CountingNdjson(Ndjson):
     """Counts the scan's calls; without ``plain`` (the other inline case), so that a
     read the steady gate does not take is scanned."""
@@ -86,37 +73,14 @@ class _CountingNdjson(Ndjson):
         return super().scan(buf)
 
 
-async def _through(reads: list[bytes], wire: Ndjson) -> tuple[list[bytes], PassThrough]:
-    response = httpx.Response(200, stream=_Reads(reads))
-    passing = PassThrough(
-        response, wire, StreamConfig.load(env={}), token_limit=None, endpoint="test"
-    )
-    got = [out async for out in passing.body()]
-    return got, passing
-
-
-def _scan_alone(reads: list[bytes]) -> tuple[list[bytes], bytes, int]:
-    """What the scan forwards fed the same reads, what stays, and how it ended."""
-    forwarded, pending, what = [], b"", MORE
-    for data in reads:
-        buf = pending + data
-        end, what = Ndjson().scan(buf)
-        if end:
-            forwarded.append(buf[:end])
-        pending = buf[end:]
-        if what:
-            break
-    return forwarded, pending, what
-
-
 def test_text_lines_go_by_the_gate_and_the_rest_by_the_scan() -> None:
     texts = [_line(b" t%d" % i) for i in range(30)]
     split = _line(b"cut")
     counted = b'{"model":"m","response":"n","done":false,"eval_count":31}\n'  # field after done
     reads = [*texts[:10], split[:20], split[20:], *texts[10:], counted, LAST]
     wire = _CountingNdjson()
-    got, passing = asyncio.run(_through(reads, wire))
-    expected, left, _ = _scan_alone(reads)
+    got, passing = asyncio.run(through(reads, wire))
+    expected, left, _ = scan_alone(reads, Ndjson())
     assert got == expected and b"".join(got) == b"".join(reads) and not left
     assert passing.done and passing.failure is None
     # scanned: the two halves of the split line, the line with a field after done, the
@@ -126,8 +90,8 @@ def test_text_lines_go_by_the_gate_and_the_rest_by_the_scan() -> None:
 
 def test_a_read_ending_like_a_text_line_after_the_last_line_ends_the_stream() -> None:
     reads = [_line(b"a"), _line(b"b"), LAST + _line(b"c")]
-    got, passing = asyncio.run(_through(reads, Ndjson()))
-    expected, left, what = _scan_alone(reads)
+    got, passing = asyncio.run(through(reads, Ndjson()))
+    expected, left, what = scan_alone(reads, Ndjson())
     assert got == expected == [reads[0], reads[1], LAST]
     assert what == DONE and left == _line(b"c")
     assert passing.done and passing.failure is None
@@ -135,7 +99,7 @@ def test_a_read_ending_like_a_text_line_after_the_last_line_ends_the_stream() ->
 
 def test_a_read_ending_like_a_text_line_after_an_error_is_handed_over() -> None:
     reads = [_line(b"a"), ERROR + _line(b"b")]
-    got, passing = asyncio.run(_through(reads, Ndjson()))
-    expected, left, _ = _scan_alone(reads)
+    got, passing = asyncio.run(through(reads, Ndjson()))
+    expected, left, _ = scan_alone(reads, Ndjson())
     assert got == expected == [reads[0]] and left == reads[1]
     assert passing.pending == reads[1] and not passing.done  # the engine judges it

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from support.passthrough_reads import scan_alone, through
 
-from resilient_stream import StreamConfig
-from resilient_stream.sdk.passthrough import PassThrough
 from resilient_stream.sdk.wire import MORE, Sse
 
 
@@ -112,16 +109,6 @@ def test_no_prefix_from_a_read_that_is_not_one_plain_text_record(record: bytes) 
     assert Sse().prefix_of(record) is None
 
 
-class _Reads(httpx.AsyncByteStream):
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = reads
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for data in self._reads:
-            yield data
-            await asyncio.sleep(0)
-
-
 class _CountingSse(Sse):
     scans = 0
 
@@ -136,29 +123,6 @@ def _chunk(text: bytes | None, created: int = 1, finish: bytes = b"null") -> byt
         b'{"id":"c","object":"chat.completion.chunk","created":%d,"model":"m","choices":'
         b'[{"index":0,"delta":%s,"finish_reason":%s}]}' % (created, delta, finish)
     )
-
-
-async def _through(reads: list[bytes], wire: Sse) -> tuple[list[bytes], PassThrough]:
-    response = httpx.Response(200, stream=_Reads(reads))
-    passing = PassThrough(
-        response, wire, StreamConfig.load(env={}), token_limit=None, endpoint="test"
-    )
-    got = [out async for out in passing.body()]
-    return got, passing
-
-
-def _scan_alone(reads: list[bytes]) -> tuple[list[bytes], bytes]:
-    """What the scan forwards fed the same reads as the body feeds it, and what stays."""
-    forwarded, pending = [], b""
-    for data in reads:
-        buf = pending + data
-        end, what = Sse().scan(buf)
-        if end:
-            forwarded.append(buf[:end])
-        pending = buf[end:]
-        if what:
-            break
-    return forwarded, pending
 
 
 def test_the_body_forwards_what_the_scan_alone_would_and_scans_only_on_a_new_prefix() -> None:
@@ -177,8 +141,8 @@ def test_the_body_forwards_what_the_scan_alone_would_and_scans_only_on_a_new_pre
     reads += [_chunk(None, created=2, finish=b'"stop"') + b"data: [DONE]\n\n"]
 
     wire = _CountingSse()
-    got, passing = asyncio.run(_through(reads, wire))
-    expected, left = _scan_alone(reads)
+    got, passing = asyncio.run(through(reads, wire))
+    expected, left, _ = scan_alone(reads, Sse())
     assert got == expected and b"".join(got) == b"".join(reads) and not left
     assert passing.done and passing.failure is None
     assert len(got) == len(reads) - 5  # each held read went with the next
@@ -192,7 +156,7 @@ def test_the_body_forwards_what_the_scan_alone_would_and_scans_only_on_a_new_pre
 def test_a_read_with_the_known_prefix_and_an_error_after_its_text_is_handed_over() -> None:
     reads = [_chunk(t) for t in (b"a", b"b", b"c")]
     reads += [reads[0][:-3] + b',"error":{"message":"boom"}}\n\n', _chunk(b"d")]
-    got, passing = asyncio.run(_through(reads, Sse()))
-    expected, left = _scan_alone(reads)
+    got, passing = asyncio.run(through(reads, Sse()))
+    expected, left, _ = scan_alone(reads, Sse())
     assert got == expected == reads[:3] and left == reads[3]
     assert passing.pending == reads[3] and not passing.done  # the engine judges it
