@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1140,25 +1140,12 @@ async def test_tls_with_alpn_serves_http2_and_http1(tls_cert: tuple[str, str]) -
         assert len(lines2) == 6 and lines2[-1]["done"]
 
 
-def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
+@contextlib.contextmanager
+def _cli_serve(*flags: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``resilient-stream serve --port 0 FLAGS`` running: its URL (from the line it
+    prints) and its process, killed on the way out if the test did not stop it."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resilient_stream.cli",
-            "serve",
-            "--port",
-            "0",
-            "--tokens-per-second",
-            "1000",
-            "--stop-probability",
-            "0",
-            "--models",
-            "m,other:7b",
-            "--models",
-            "third",
-            "--final-chunk-text",
-        ],
+        [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0", *flags],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -1168,37 +1155,33 @@ def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
         line = proc.stdout.readline()
         m = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         assert m, line
-        with httpx.Client(timeout=10) as c:
-            r = c.post(m.group(1) + "/api/generate", json=gen_body(options={"num_predict": 4}))
-            lines = [json.loads(x) for x in r.text.splitlines()]
-            assert [x["done"] for x in lines] == [False] * 3 + [True]  # 4 tokens, the last
-            assert lines[-1]["response"] and lines[-1]["eval_count"] == 4  # in the done line
-            tags = c.get(m.group(1) + "/api/tags").json()
-            assert [t["name"] for t in tags["models"]] == ["m:latest", "other:7b", "third:latest"]
-            assert c.post(m.group(1) + "/api/generate", json=gen_body(model="x")).status_code == 404
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        yield m.group(1), proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
 
 
+def test_cli_serve_prints_the_url_answers_and_stops_on_sigterm() -> None:
+    flags = ["--tokens-per-second", "1000", "--stop-probability", "0"]
+    flags += ["--models", "m,other:7b", "--models", "third", "--final-chunk-text"]
+    with _cli_serve(*flags) as (url, proc), httpx.Client(timeout=10) as c:
+        r = c.post(url + "/api/generate", json=gen_body(options={"num_predict": 4}))
+        lines = [json.loads(x) for x in r.text.splitlines()]
+        assert [x["done"] for x in lines] == [False] * 3 + [True]  # 4 tokens, the last
+        assert lines[-1]["response"] and lines[-1]["eval_count"] == 4  # in the done line
+        tags = c.get(url + "/api/tags").json()
+        assert [t["name"] for t in tags["models"]] == ["m:latest", "other:7b", "third:latest"]
+        assert c.post(url + "/api/generate", json=gen_body(model="x")).status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
 @pytest.mark.parametrize("running", [True, False], ids=["running-count", "no-running-count"])
 def test_cli_serve_says_a_running_count_on_every_line_unless_told_not_to(running: bool) -> None:
     flags = [] if running else ["--no-running-count"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resilient_stream.cli", "serve", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        m = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline())
-        assert m
-        with httpx.Client(timeout=10) as c:
-            r = c.post(m.group(1) + "/api/generate", json=gen_body(options={"num_predict": 4}))
+    with _cli_serve(*flags) as (url, proc), httpx.Client(timeout=10) as c:
+        r = c.post(url + "/api/generate", json=gen_body(options={"num_predict": 4}))
         lines = [json.loads(x) for x in r.text.splitlines()]
         assert len(lines) > 1 and lines[-1]["done"] and lines[-1]["eval_count"] == len(lines) - 1
         assert [x.get("eval_count") for x in lines[:-1]] == (
@@ -1206,10 +1189,6 @@ def test_cli_serve_says_a_running_count_on_every_line_unless_told_not_to(running
         )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.parametrize(
